@@ -1,0 +1,250 @@
+"""The one vocabulary of kdtheory: data model, teachers, student, problem.
+
+Every field is validated on construction; a bad value raises ``ValueError`` naming the field and its
+allowed range.  Notation follows THEORY.md: α = M/N, ρ = P(y = +1), Δ the noise variance, λ̃ the
+teacher's ridge, λ the student's ridge, χ the KD mixing weight, T the temperature, η the trained
+fraction of the student's weights.
+
+The classes also carry the closed-form test metrics of a linear classifier h(x) = w·x/√N + b on the
+mixture, which depend on (w, b) only through m = w·v/N, q = ‖w‖²/N and b.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from scipy.special import ndtr, owens_t
+
+__all__ = [
+    "PARAMETERS",
+    "BayesTeacher",
+    "GaussianMixture",
+    "LogisticTeacher",
+    "Problem",
+    "Student",
+]
+
+
+def _check(owner: str, name: str, value: Any, lo: float, hi: float, lo_open: bool, hi_open: bool):
+    """Coerce ``value`` to float and check lo <(=) value <(=) hi; raise ValueError otherwise."""
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    allowed = f"{left}{lo:g}, {hi:g}{right}".replace("inf", "∞")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{owner}.{name} must be a real number in {allowed}, got {value!r}"
+        ) from None
+    ok = math.isfinite(x) or (x == hi and not hi_open and math.isinf(hi))
+    ok = ok and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
+    if not ok:
+        raise ValueError(f"{owner}.{name} must be in {allowed}, got {value!r}")
+    return x
+
+
+class _Validated:
+    """Mixin: a frozen dataclass whose float fields are checked against ``_ranges``."""
+
+    # field -> (lo, hi, lo_open, hi_open)
+    _ranges: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi, lo_open, hi_open) in self._ranges.items():
+            x = _check(type(self).__name__, name, getattr(self, name), lo, hi, lo_open, hi_open)
+            object.__setattr__(self, name, x)
+
+
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class GaussianMixture(_Validated):
+    r"""Binary Gaussian mixture x = y v/√N + √Δ z, P(y = +1) = ρ, M = αN samples.
+
+    Parameters
+    ----------
+    alpha : float
+        Sample ratio α = M/N > 0.
+    rho : float
+        Fraction of the positive cluster, 0 < ρ < 1.
+    delta : float
+        Noise variance Δ > 0.
+    """
+
+    alpha: float
+    rho: float = 0.5
+    delta: float = 1.0
+
+    _ranges: ClassVar = {
+        "alpha": (0.0, _INF, True, True),
+        "rho": (0.0, 1.0, True, True),
+        "delta": (0.0, _INF, True, True),
+    }
+
+    def error(self, m: Any, q: Any, b: Any) -> Any:
+        r"""Test error ε_g = ρ Φ(−(m + b)/√(Δq)) + (1 − ρ) Φ(−(m − b)/√(Δq)) (vectorised)."""
+        s = (self.delta * q) ** 0.5
+        return self.rho * ndtr(-(m + b) / s) + (1.0 - self.rho) * ndtr(-(m - b) / s)
+
+    def agreement(self, m, q, b, m_t, q_t, b_t, r) -> float:
+        r"""Test-time sign agreement Σ_y P(y) P(sign h̃ = sign h) of a student and its teacher.
+
+        Given y, (h̃, h) is Gaussian with means (y m̃ + b̃, y m + b) and covariance Δ[[q̃, r], [r, q]];
+        P(same sign) = Φ₂(a, a'; c) + Φ₂(−a, −a'; c), a = (y m̃ + b̃)/√(Δq̃), a' = (y m + b)/√(Δq),
+        c = r/√(q̃q).
+        """
+        c = max(-1.0, min(1.0, r / math.sqrt(q_t * q)))
+        total = 0.0
+        for y, p_y in ((1.0, self.rho), (-1.0, 1.0 - self.rho)):
+            a_t = (y * m_t + b_t) / math.sqrt(self.delta * q_t)
+            a = (y * m + b) / math.sqrt(self.delta * q)
+            total += p_y * (bivariate_normal_cdf(a_t, a, c) + bivariate_normal_cdf(-a_t, -a, c))
+        return total
+
+
+def bivariate_normal_cdf(h: float, k: float, c: float) -> float:
+    r"""Φ₂(h, k; c) = P(X ≤ h, Y ≤ k) for standard normals with correlation c (Owen's T formula).
+
+    Φ₂ = ½Φ(h) + ½Φ(k) − T(h, a_h) − T(k, a_k) − β, a_h = (k − ch)/(h√(1−c²)),
+    a_k = (h − ck)/(k√(1−c²)), β = ½ if hk < 0 or (hk = 0 and h + k < 0), else 0.
+    """
+    if c >= 1.0:
+        return float(ndtr(min(h, k)))
+    if c <= -1.0:
+        return float(max(0.0, ndtr(h) - ndtr(-k)))
+    s = math.sqrt(1.0 - c * c)
+
+    def owen(x: float, num: float) -> float:  # T(x, num/(x s)), with T(0, ±∞) = ±1/4
+        if x == 0.0:
+            return 0.0 if num == 0.0 else math.copysign(0.25, num)
+        return float(owens_t(x, num / (x * s)))
+
+    beta = 0.5 if (h * k < 0 or (h * k == 0 and h + k < 0)) else 0.0
+    if h == 0.0 and k == 0.0:
+        return 0.25 + math.asin(c) / (2 * math.pi)
+    return float(0.5 * ndtr(h) + 0.5 * ndtr(k) - owen(h, k - c * h) - owen(k, h - c * k) - beta)
+
+
+@dataclass(frozen=True)
+class LogisticTeacher(_Validated):
+    r"""L2-regularised logistic-regression teacher: min Σ_μ log(1 + e^{−y h̃_μ}) + (λ̃/2)‖w̃‖².
+
+    Parameters
+    ----------
+    lam : float
+        Ridge penalty λ̃ ≥ 0 (called ``lam_t`` on the command line); the bias is not penalised.
+    """
+
+    lam: float
+
+    _ranges: ClassVar = {"lam": (0.0, _INF, False, True)}
+
+
+@dataclass(frozen=True)
+class BayesTeacher(_Validated):
+    r"""Bayes-optimal teacher: the exact posterior log-odds under the prior v ~ N(0, I)."""
+
+
+@dataclass(frozen=True)
+class Student(_Validated):
+    r"""KD student: min Σ_μ [(1−χ) ℓ(y, h) + χ H(sig(h̃/T), sig(h/T))] + (λ/2)‖w‖² on ηN weights.
+
+    Parameters
+    ----------
+    lam : float
+        Ridge penalty λ ≥ 0; the bias is not penalised.
+    chi : float
+        KD mixing weight 0 ≤ χ ≤ 1 (χ = 0: plain logistic regression, no KD).
+    temperature : float
+        Distillation temperature T > 0.
+    eta : float
+        Fraction of trained weights 0 < η ≤ 1 (η = 1: full student).
+    """
+
+    lam: float
+    chi: float = 1.0
+    temperature: float = 1.0
+    eta: float = 1.0
+
+    _ranges: ClassVar = {
+        "lam": (0.0, _INF, False, True),
+        "chi": (0.0, 1.0, False, False),
+        "temperature": (0.0, _INF, True, True),
+        "eta": (0.0, 1.0, True, False),
+    }
+
+
+Teacher = LogisticTeacher | BayesTeacher
+
+#: Flat parameter names used on the command line and in data files, with their owner and field.
+PARAMETERS: dict[str, tuple[str, str]] = {
+    "alpha": ("data", "alpha"),
+    "rho": ("data", "rho"),
+    "delta": ("data", "delta"),
+    "lam_t": ("teacher", "lam"),
+    "lam": ("student", "lam"),
+    "chi": ("student", "chi"),
+    "temperature": ("student", "temperature"),
+    "eta": ("student", "eta"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A KD problem: data model, teacher and student.
+
+    ``Problem.replace(alpha=3, lam_t=0.1)`` returns a copy with flat parameters changed
+    (see ``PARAMETERS``); ``problem.params`` is the flat dictionary.
+    """
+
+    data: GaussianMixture
+    teacher: LogisticTeacher | BayesTeacher = field(default_factory=BayesTeacher)
+    student: Student = field(default_factory=lambda: Student(lam=0.1))
+
+    def __post_init__(self) -> None:
+        for name, cls in (
+            ("data", GaussianMixture),
+            ("teacher", (LogisticTeacher, BayesTeacher)),
+            ("student", Student),
+        ):
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(
+                    f"Problem.{name} must be a {_names(cls)}, got {type(getattr(self, name)).__name__}"
+                )
+
+    @property
+    def params(self) -> dict[str, float]:
+        """Flat parameters {alpha, rho, delta, lam_t, lam, chi, temperature, eta}; lam_t is NaN for
+        the Bayes teacher."""
+        out = {}
+        for key, (owner, name) in PARAMETERS.items():
+            out[key] = float(getattr(getattr(self, owner), name, math.nan))
+        return out
+
+    def replace(self, **changes: float) -> Problem:
+        """Copy with flat parameters changed, e.g. ``p.replace(alpha=3.0, lam=0.01)``."""
+        parts = {"data": {}, "teacher": {}, "student": {}}
+        for key, value in changes.items():
+            if key not in PARAMETERS:
+                raise ValueError(f"unknown parameter {key!r}; allowed: {', '.join(PARAMETERS)}")
+            owner, name = PARAMETERS[key]
+            if owner == "teacher" and isinstance(self.teacher, BayesTeacher):
+                raise ValueError(
+                    "lam_t applies to a LogisticTeacher; this problem has a BayesTeacher"
+                )
+            parts[owner][name] = value
+        return Problem(
+            data=dataclasses.replace(self.data, **parts["data"]),
+            teacher=dataclasses.replace(self.teacher, **parts["teacher"]),
+            student=dataclasses.replace(self.student, **parts["student"]),
+        )
+
+
+def _names(cls) -> str:
+    if isinstance(cls, tuple):
+        return " or ".join(c.__name__ for c in cls)
+    return cls.__name__

@@ -1,0 +1,98 @@
+"""kdtheory.problem: validation messages and the closed-form test metrics."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.special import ndtr
+from scipy.stats import norm
+
+from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+from kdtheory.problem import bivariate_normal_cdf
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "allowed"),
+    [
+        (lambda: GaussianMixture(alpha=0.0), "alpha", "(0, ∞)"),
+        (lambda: GaussianMixture(alpha=1.0, rho=1.0), "rho", "(0, 1)"),
+        (lambda: GaussianMixture(alpha=1.0, delta=-1.0), "delta", "(0, ∞)"),
+        (lambda: LogisticTeacher(lam=-0.1), "lam", "[0, ∞)"),
+        (lambda: Student(lam=math.nan), "lam", "[0, ∞)"),
+        (lambda: Student(lam=0.1, chi=1.5), "chi", "[0, 1]"),
+        (lambda: Student(lam=0.1, temperature=0.0), "temperature", "(0, ∞)"),
+        (lambda: Student(lam=0.1, eta=0.0), "eta", "(0, 1]"),
+        (lambda: Student(lam="abc"), "lam", "[0, ∞)"),
+    ],
+)
+def test_invalid_fields_name_the_field_and_range(make, field, allowed):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert f".{field} must" in str(err.value)
+    assert allowed in str(err.value)
+
+
+def test_problem_type_checked_and_replace():
+    with pytest.raises(ValueError, match=r"Problem\.teacher"):
+        Problem(data=GaussianMixture(1.0), teacher=Student(0.1), student=Student(0.1))
+    p = Problem(GaussianMixture(2.0, 0.3, 0.5), LogisticTeacher(0.1), Student(0.05, 0.8, 2.0, 0.5))
+    q = p.replace(alpha=3.0, lam_t=1.0, temperature=4.0)
+    assert q.params == {**p.params, "alpha": 3.0, "lam_t": 1.0, "temperature": 4.0}
+    with pytest.raises(ValueError, match="unknown parameter 'beta'"):
+        p.replace(beta=1.0)
+    with pytest.raises(ValueError, match="lam_t"):
+        p.replace(lam_t=0.1).__class__(p.data, BayesTeacher(), p.student).replace(lam_t=1.0)
+    with pytest.raises(ValueError, match=r"Student\.chi"):
+        p.replace(chi=2.0)
+
+
+def test_error_formula_matches_direct_integral():
+    # ε_g = Σ_y P(y) P(y h < 0) with h | y ~ N(y m + b, Δ q); integrate the Gaussian directly.
+    data = GaussianMixture(alpha=1.0, rho=0.3, delta=0.7)
+    m, q, b = 0.8, 1.7, -0.4
+    direct = 0.0
+    for y, p in ((1, data.rho), (-1, 1 - data.rho)):
+        mu, s = y * m + b, math.sqrt(data.delta * q)
+        wrong = integrate.quad(
+            lambda h, mu=mu, s=s, y=y: norm.pdf(h, mu, s) * (y * h < 0),
+            mu - 40 * s,
+            mu + 40 * s,
+            points=[0.0],
+            epsabs=1e-13,
+        )[0]
+        direct += p * wrong
+    assert data.error(m, q, b) == pytest.approx(direct, abs=1e-10)  # quad's accuracy
+
+
+def test_bivariate_cdf_against_quadrature():
+    rng = np.random.default_rng(1)
+    cases = [(0, 0, 0.3), (0, 1, 0.5), (1, 0, -0.4), (0.5, -0.7, -0.99), (2, 3, 0.9999)]
+    cases += [(*rng.normal(size=2), rng.uniform(-1, 1)) for _ in range(20)]
+    for h, k, c in cases:
+        ref = integrate.quad(
+            lambda t, k=k, c=c: norm.pdf(t) * ndtr((k - c * t) / math.sqrt(1 - c * c)),
+            -np.inf,
+            h,
+            epsabs=1e-14,
+            epsrel=1e-13,
+        )[0]
+        assert bivariate_normal_cdf(h, k, c) == pytest.approx(ref, abs=1e-12)  # quad's accuracy
+    assert bivariate_normal_cdf(0.3, -0.2, 1.0) == pytest.approx(ndtr(-0.2))
+    assert bivariate_normal_cdf(0.3, -0.2, -1.0) == pytest.approx(ndtr(0.3) - ndtr(0.2))
+
+
+def test_agreement_limits_and_monte_carlo():
+    data = GaussianMixture(alpha=1.0, rho=0.3, delta=1.0)
+    # identical classifiers agree always
+    assert data.agreement(0.5, 1.2, 0.1, 0.5, 1.2, 0.1, 1.2) == pytest.approx(1.0, abs=1e-12)
+    # against sampling the joint Gaussian (2e6 samples: sem ≈ 3e-4, tolerance 5 sem)
+    m, q, b, mt, qt, bt, r = 0.6, 1.1, 0.2, 0.9, 1.5, -0.3, 0.7
+    rng = np.random.default_rng(0)
+    n = 2_000_000
+    y = np.where(rng.random(n) < data.rho, 1.0, -1.0)
+    cov = data.delta * np.array([[qt, r], [r, q]])
+    z = rng.multivariate_normal([0, 0], cov, size=n)
+    ht, h = y * mt + bt + z[:, 0], y * m + b + z[:, 1]
+    mc = np.mean(np.sign(ht) == np.sign(h))
+    assert data.agreement(m, q, b, mt, qt, bt, r) == pytest.approx(mc, abs=1.5e-3)
