@@ -52,16 +52,21 @@ def sigmoid(x: float) -> float:
 
 
 @njit(cache=True)
-def kd_loss(y: float, ht: float, h: float, chi: float, temperature: float) -> float:
-    """ℓ_KD(y, h̃, h) = (1−χ) softplus(−yh) + χ [p̃ softplus(−h/T) + (1−p̃) softplus(h/T)]."""
+def _loss_p(y, pt, h, chi, temperature):
+    """ℓ_KD given p̃ = sig(h̃/T)."""
     out = 0.0
     if chi < 1.0:
         out += (1.0 - chi) * softplus(-y * h)
     if chi > 0.0:
-        pt = sigmoid(ht / temperature)
         x = h / temperature
         out += chi * (pt * softplus(-x) + (1.0 - pt) * softplus(x))
     return out
+
+
+@njit(cache=True)
+def kd_loss(y: float, ht: float, h: float, chi: float, temperature: float) -> float:
+    """ℓ_KD(y, h̃, h) = (1−χ) softplus(−yh) + χ [p̃ softplus(−h/T) + (1−p̃) softplus(h/T)]."""
+    return _loss_p(y, sigmoid(ht / temperature), h, chi, temperature)
 
 
 @njit(cache=True)
@@ -100,27 +105,41 @@ def kd_cross(y: float, ht: float, h: float, chi: float, temperature: float) -> f
 
 
 @njit(cache=True)
+def _d1_d2_p(y, pt, h, chi, temperature):
+    """(∂_h ℓ_KD, ∂²_h ℓ_KD) given p̃, sharing the two sigmoids."""
+    s = sigmoid(h)
+    st = sigmoid(h / temperature) if temperature != 1.0 else s
+    sy = s if y > 0 else 1.0 - s  # sig(y h)
+    d1 = -(1.0 - chi) * y * (1.0 - sy) + (chi / temperature) * (st - pt)
+    d2 = (1.0 - chi) * s * (1.0 - s) + (chi / (temperature * temperature)) * st * (1.0 - st)
+    return d1, d2
+
+
+@njit(cache=True)
 def _prox_p(y, pt, omega, v, chi, temperature, h0):
     """Solve (h − ω)/V + ∂_h ℓ_KD(h) = 0 for h, starting from h0; safeguarded Newton."""
     bound = (1.0 - chi) + chi / temperature  # ≥ |∂_h ℓ_KD|, so the root is within ω ± V·bound
     lo = omega - v * bound
     hi = omega + v * bound
+    tol = 1e-14 * (1.0 + abs(omega) + v * bound)
     h = h0
     if not (lo < h < hi):
         h = omega
     for _ in range(200):
-        g = (h - omega) / v + _d1_p(y, pt, h, chi, temperature)
+        d1, d2 = _d1_d2_p(y, pt, h, chi, temperature)
+        g = (h - omega) / v + d1
+        step = g / (1.0 / v + d2)
+        if abs(step) <= tol:  # g is known to ~ε|ω|/V only: no finer step is meaningful
+            return h - step
         if g > 0.0:
             hi = h
         else:
             lo = h
-        gp = 1.0 / v + _d2_p(h, chi, temperature)
-        step = g / gp
         h_new = h - step
         if not (lo < h_new < hi):  # Newton left the bracket: bisect
             h_new = 0.5 * (lo + hi)
-        if abs(h_new - h) <= 1e-14 * (1.0 + abs(h)) or hi - lo <= 1e-15 * (1.0 + abs(h)):
-            return h_new
+            if hi - lo <= tol:
+                return h_new
         h = h_new
     return h
 

@@ -1,0 +1,32 @@
+"""replica: the N → ∞ theory of knowledge distillation (Franz–Parisi, replica-symmetric, ERM).
+
+>>> from kdtheory import GaussianMixture, LogisticTeacher, Problem, Student
+>>> import replica
+>>> sol = replica.solve(Problem(GaussianMixture(2.0, 0.3, 1.0), LogisticTeacher(0.1), Student(0.05)))
+>>> sol.converged, round(sol.student.eg, 4)  # doctest: +SKIP
+"""
+
+from replica.separability import separability_threshold
+from replica.solver import (
+    ConvergenceError,
+    Solution,
+    agreement,
+    bayes_error,
+    solve,
+    solve_teacher,
+)
+from replica.student import StudentState
+from replica.teacher import TeacherSolution, TeacherState
+
+__all__ = [
+    "ConvergenceError",
+    "Solution",
+    "StudentState",
+    "TeacherSolution",
+    "TeacherState",
+    "agreement",
+    "bayes_error",
+    "separability_threshold",
+    "solve",
+    "solve_teacher",
+]

@@ -1,0 +1,133 @@
+r"""Damped, Anderson-accelerated fixed-point iteration x ← G(x) for the small order-parameter vectors.
+
+The residual of a step is the largest change of any component relative to max(1, |value|):
+    res(x) = max_i |G(x)_i − x_i| / max(1, |G(x)_i|).
+Anderson mixing (type II, memory m) works in coordinates scaled by max(1, |x_i|) so the least-squares
+problem is well conditioned whatever the size of q.  A proposal that leaves the domain (``valid``
+false) or a residual that grows tenfold over the best one so far resets the history and halves the
+mixing weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FixedPointResult:
+    """Outcome of ``iterate``: the last iterate, its residual, the number of map evaluations."""
+
+    x: np.ndarray
+    residual: float
+    iterations: int
+    status: str  # "converged", "max_iter", "diverged"
+
+
+def residual(x: np.ndarray, gx: np.ndarray) -> float:
+    """max_i |G(x)_i − x_i| / max(1, |G(x)_i|)."""
+    return float(np.max(np.abs(gx - x) / np.maximum(1.0, np.abs(gx))))
+
+
+def iterate(
+    g: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+    valid: Callable[[np.ndarray], bool] = lambda x: True,
+    memory: int = 6,
+    mixing: float = 1.0,
+    max_step: float = 4.0,
+    blowup: float = 1e12,
+) -> FixedPointResult:
+    """Solve x = G(x) by Anderson-accelerated damped iteration.
+
+    A step is shortened so that no component moves by more than ``max_step``·max(1, |x_i|)
+    (a trust region that keeps a poor start from being thrown far away).
+    Stops when the residual of the step is ≤ ``tol`` (status ``converged``; ``x`` is then G(x)),
+    when ``max_iter`` maps have been evaluated (``max_iter``), or when the iterate is not finite or
+    exceeds ``blowup`` in absolute value (``diverged``).
+    """
+    x = np.array(x0, dtype=float)
+    xs: list[np.ndarray] = []
+    fs: list[np.ndarray] = []
+    beta = mixing
+    best = np.inf
+    res = np.inf
+    for it in range(1, max_iter + 1):
+        gx = g(x)
+        if not np.all(np.isfinite(gx)) or np.max(np.abs(gx)) > blowup:
+            return FixedPointResult(x, res, it, "diverged")
+        res = residual(x, gx)
+        if res <= tol:
+            return FixedPointResult(gx, res, it, "converged")
+        if res > 10.0 * best:  # the acceleration went astray: restart the history, mix less
+            xs.clear()
+            fs.clear()
+            beta = max(0.5 * beta, 0.05)
+        best = min(best, res)
+        xs.append(x)
+        fs.append(gx - x)
+        if len(xs) > memory + 1:
+            xs.pop(0)
+            fs.pop(0)
+        x_new = x + beta * fs[-1]
+        if len(xs) > 1:
+            dx = np.diff(np.array(xs), axis=0).T
+            df = np.diff(np.array(fs), axis=0).T
+            w = 1.0 / np.maximum(1.0, np.abs(x))  # weight each component by its relative scale
+            gamma = np.linalg.lstsq(w[:, None] * df, w * fs[-1], rcond=1e-12)[0]
+            x_new = x_new - (dx + beta * df) @ gamma
+        if not valid(x_new):
+            xs.clear()
+            fs.clear()
+            x_new = x + beta * (gx - x)
+            if not valid(x_new):
+                x_new = gx
+        jump = np.max(np.abs(x_new - x) / (max_step * np.maximum(1.0, np.abs(x))))
+        if jump > 1.0:
+            x_new = x + (x_new - x) / jump
+        x = x_new
+    return FixedPointResult(x, res, max_iter, "max_iter")
+
+
+def continuation(
+    solve_at: Callable[[float, np.ndarray | None], FixedPointResult],
+    lam: float,
+    *,
+    start: float | None = None,
+    steps: int = 8,
+    floor: float = 1e-6,
+) -> tuple[FixedPointResult, int]:
+    """Reach the fixed point at ridge ``lam`` by geometric continuation from ``start`` (default
+    max(1, 10 λ)), warm-starting each solve from the last; a failed step is halved (in log λ).
+
+    ``solve_at(λ, x0)`` solves at λ from x0 (None: its own cold start).  λ = 0 is reached through
+    λ = ``floor``.  Returns the last result and the total number of map evaluations.
+    """
+    start = max(1.0, 10.0 * lam) if start is None else start
+    target = math.log(max(lam, floor))
+    log_lam = math.log(start)
+    res = solve_at(start, None)
+    total = res.iterations
+    if res.status != "converged":
+        return res, total
+    x, step = res.x, (target - log_lam) / steps
+    while log_lam > target:
+        trial = max(log_lam + step, target)
+        res = solve_at(math.exp(trial), x)
+        total += res.iterations
+        if res.status == "converged":
+            x, log_lam = res.x, trial
+        else:
+            step *= 0.5
+            if abs(step) < 1e-4 * max(1.0, abs(target - math.log(start))):
+                return res, total
+    if lam < floor:  # the last hop from the floor to λ (= 0)
+        res = solve_at(lam, x)
+        total += res.iterations
+    return res, total

@@ -1,0 +1,229 @@
+r"""``replica.solve``: teacher and KD student at N → ∞, with convergence reported.
+
+The teacher is solved first (it does not see the student), then the student's fixed point given the
+teacher.  Each is an Anderson-accelerated iteration (``replica.fixed_point``) that falls back to a
+continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails.  λ = 0 is refused
+with a clear status where no finite solution exists:
+* a logistic fit without KD (teacher, or student with χ = 0) whose training set is linearly
+  separable, α ≤ α_c (``replica.separability``): the norm diverges;
+* a student with χ > 0 at α ≤ η: it interpolates its targets and V diverges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdtheory.problem import GaussianMixture, Problem
+from replica.fixed_point import continuation, iterate
+from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
+from replica.separability import separability_threshold
+from replica.student import StudentMap, StudentState, initial, valid
+from replica.teacher import (
+    TeacherSolution,
+    TeacherState,
+    bayes_teacher_state,
+    solve_teacher_state,
+)
+
+__all__ = [
+    "ConvergenceError",
+    "Solution",
+    "agreement",
+    "bayes_error",
+    "solve",
+    "solve_teacher",
+]
+
+
+class ConvergenceError(RuntimeError):
+    """Raised by ``solve(..., strict=True)`` when the fixed point was not reached."""
+
+    def __init__(self, message: str, solution: Solution | TeacherSolution):
+        super().__init__(message)
+        self.solution = solution
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Asymptotic teacher and student of one problem.
+
+    ``converged`` is True only if both fixed points were reached to ``tol``; ``residual`` is the
+    largest relative change of any order parameter in the last step (teacher or student);
+    ``iterations`` counts map evaluations (teacher + student, continuation included); ``status`` is
+    "converged", "max_iter", "diverged", "unbounded" (no finite solution at λ = 0) or "singular";
+    ``message`` explains any status but "converged".
+    """
+
+    problem: Problem
+    teacher: TeacherState
+    student: StudentState
+    converged: bool
+    residual: float
+    iterations: int
+    status: str
+    message: str = ""
+    quad: Quadrature = DEFAULT_QUADRATURE
+
+
+def solve_teacher(
+    problem: Problem,
+    *,
+    init: Solution | TeacherSolution | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+    quad: Quadrature = DEFAULT_QUADRATURE,
+    strict: bool = False,
+) -> TeacherSolution:
+    """Solve the teacher of ``problem`` alone (closed form for ``BayesTeacher``)."""
+    start = None if init is None else init.teacher
+    out = solve_teacher_state(
+        problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
+    )
+    if strict and not out.converged:
+        raise ConvergenceError(out.message, out)
+    return out
+
+
+def solve(
+    problem: Problem,
+    *,
+    init: Solution | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+    strict: bool = False,
+    quad: Quadrature = DEFAULT_QUADRATURE,
+) -> Solution:
+    """Solve the replica-symmetric fixed point of THEORY.md for the teacher and the KD student.
+
+    Parameters
+    ----------
+    problem : Problem
+        Data (α, ρ, Δ), teacher (logistic λ̃ or Bayes) and student (λ, χ, T, η).
+    init : Solution, optional
+        A neighbouring solution to warm-start from (continuation along a grid).  If its data and
+        teacher equal this problem's, its teacher is reused as is.
+    tol : float
+        Convergence threshold on the relative change of every order parameter in one step.
+    max_iter : int
+        Map evaluations allowed per fixed-point solve.
+    strict : bool
+        Raise ``ConvergenceError`` instead of returning ``converged=False``.
+    quad : Quadrature
+        Composite quadrature settings (``replica.quadrature``); ``quad.refined()`` doubles the order.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be a kdtheory.Problem, got {type(problem).__name__}")
+    if tol <= 0 or not math.isfinite(tol):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be ≥ 1, got {max_iter!r}")
+    if not isinstance(quad, Quadrature):
+        raise TypeError(f"quad must be a replica.quadrature.Quadrature, got {type(quad).__name__}")
+
+    same_teacher = (
+        init is not None
+        and init.problem.data == problem.data
+        and init.problem.teacher == problem.teacher
+        and init.quad == quad
+        and init.teacher.q == init.teacher.q  # not NaN
+    )
+    if same_teacher:
+        t_sol = TeacherSolution(init.teacher, True, 0.0, 0, "converged")
+    else:
+        t_sol = solve_teacher(problem, init=init, tol=0.1 * tol, max_iter=max_iter, quad=quad)
+    if not t_sol.converged:
+        out = _failed(problem, t_sol.teacher, t_sol.status, t_sol.message, t_sol.residual, quad)
+        out = _with_iterations(out, t_sol.iterations)
+    else:
+        out = _solve_student(problem, t_sol, init, tol, max_iter, quad)
+    if strict and not out.converged:
+        raise ConvergenceError(out.message, out)
+    return out
+
+
+def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
+    st, teacher = problem.student, t_sol.teacher
+    if st.lam == 0.0:
+        refusal = _refuse_zero_ridge(problem)
+        if refusal:
+            status, message = refusal
+            return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
+
+    def solve_at(lam: float, x0: np.ndarray | None):
+        p = problem if lam == st.lam else problem.replace(lam=lam)
+        g = StudentMap(p, teacher, quad)
+        x0 = initial(p, teacher, lam) if x0 is None else x0
+        return iterate(g, x0, tol=tol, max_iter=max_iter, valid=valid), g
+
+    def solve_res(lam, x0):
+        return solve_at(lam, x0)[0]
+
+    x0 = None
+    if init is not None and init.student.q == init.student.q:
+        x0 = init.student.vector()
+    res, g = solve_at(st.lam, x0)
+    res_direct = res
+    total = t_sol.iterations + res.iterations
+    if res.status != "converged":
+        res, extra = continuation(solve_res, st.lam)
+        total += extra
+    conv = res.status == "converged"
+    if not conv:
+        msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
+        return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
+    state = g.state(res.x) if res is res_direct else StudentMap(problem, teacher, quad).state(res.x)
+    return Solution(
+        problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
+        "", quad,
+    )  # fmt: skip
+
+
+def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
+    d, st = problem.data, problem.student
+    if st.chi == 0.0:
+        a_c = separability_threshold(d.rho, d.delta, st.eta)
+        if d.alpha <= a_c:
+            return "unbounded", (
+                f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.4f} (η = "
+                f"{st.eta:g}): the training set is linearly separable and the norm diverges; use lam > 0"
+            )
+    elif d.alpha <= st.eta:
+        return "singular", (
+            f"Student.lam = 0 with chi > 0 and alpha = {d.alpha:g} ≤ eta = {st.eta:g}: the student "
+            "interpolates its targets and V diverges; use lam > 0 (the λ → 0⁺ limit by continuation)"
+        )
+    return None
+
+
+def _nan_student() -> StudentState:
+    return StudentState(*([math.nan] * 14))
+
+
+def _failed(problem, teacher, status, message, residual, quad, iterations=0, x=None) -> Solution:
+    student = _nan_student()
+    if x is not None:  # keep the last iterate for diagnosis; metrics stay NaN
+        student = StudentState(*[float(v) for v in x[[0, 1, 5, 2, 3, 4]]], *([math.nan] * 8))
+    return Solution(problem, teacher, student, False, residual, iterations, status, message, quad)
+
+
+def _with_iterations(sol: Solution, n: int) -> Solution:
+    from dataclasses import replace
+
+    return replace(sol, iterations=n)
+
+
+def bayes_error(data: GaussianMixture) -> float:
+    r"""Bayes-optimal test error: ε = ρΦ(−(m̃ + b̃)/√(Δq̃)) + (1 − ρ)Φ(−(m̃ − b̃)/√(Δq̃)) with
+    m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), c = 2/(Δ(Δ + α))."""
+    return bayes_teacher_state(data).eg
+
+
+def agreement(solution: Solution) -> float:
+    """Test-time probability that student and teacher predict the same label."""
+    t, s = solution.teacher, solution.student
+    if not solution.converged:
+        return math.nan
+    return solution.problem.data.agreement(s.m, s.q, s.b, t.m, t.q, t.b, s.r)

@@ -1,0 +1,210 @@
+r"""Teacher fixed points: the logistic (L2) teacher and the Bayes-optimal teacher (closed form).
+
+Logistic teacher (THEORY.md), with E over y and ξ̃:
+    m̂_t = α E[y f̃],  q̂_t = αΔ E[f̃²],  V̂_t = −αΔ E[f̃'],  E[f̃] = 0 fixes b̃,
+    Ã = λ̃ + V̂_t,  Ṽ = 1/Ã,  m̃ = m̂_t/Ã,  q̃ = (m̂_t² + q̂_t)/Ã².
+Bayes-optimal teacher: the ERM with constant output function f̃ = c y, c = 2/(Δ(Δ + α)), λ̃ = 1,
+V̂_t = 0, so m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), Ṽ = 1, h̃ = ω̃ + Δ c y on training points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
+from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
+from replica.fixed_point import continuation, iterate
+from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
+from replica.separability import separability_threshold
+
+
+@dataclass(frozen=True)
+class TeacherState:
+    """Teacher order parameters (m̃, q̃, b̃, Ṽ), conjugates (m̂_t, q̂_t, V̂_t) and metrics.
+
+    ``eg`` is the test error, ``train_loss`` the mean logistic loss on the training set,
+    ``train_error`` the training misclassification rate.
+    """
+
+    m: float
+    q: float
+    b: float
+    V: float
+    m_hat: float
+    q_hat: float
+    V_hat: float
+    eg: float
+    train_loss: float
+    train_error: float
+
+    @property
+    def A(self) -> float:
+        """Ã = λ̃ + V̂_t = 1/Ṽ."""
+        return 1.0 / self.V
+
+
+@dataclass(frozen=True)
+class TeacherSolution:
+    """``teacher``: the state; ``converged``/``residual``/``iterations``/``status``/``message``."""
+
+    teacher: TeacherState
+    converged: bool
+    residual: float
+    iterations: int
+    status: str
+    message: str = ""
+
+
+def bayes_constant(data: GaussianMixture) -> float:
+    """c = 2/(Δ(Δ + α)): the Bayes teacher's constant output f̃ = c y."""
+    return 2.0 / (data.delta * (data.delta + data.alpha))
+
+
+def bayes_teacher_state(data: GaussianMixture) -> TeacherState:
+    """Closed form of the Bayes-optimal teacher (THEORY.md)."""
+    a, d, rho = data.alpha, data.delta, data.rho
+    c = bayes_constant(data)
+    m, q, b = c * a, c * c * a * (a + d), math.log(rho / (1.0 - rho))
+    # training outputs h̃ = y m̃ + b̃ + √(Δq̃) ξ̃ + Δ c y: their loss and error by quadrature / Φ
+    from scipy.special import ndtr
+
+    x, w = np.polynomial.hermite_e.hermegauss(120)
+    w = w / math.sqrt(2 * math.pi)
+    loss, err = 0.0, 0.0
+    for y, p_y in ((1.0, rho), (-1.0, 1.0 - rho)):
+        margin = m + d * c + y * b  # y·h̃ = margin + √(Δq̃) ξ̃ (in law)
+        z = margin + math.sqrt(d * q) * x
+        loss += p_y * float(w @ np.logaddexp(0.0, -z))
+        err += p_y * float(ndtr(-margin / math.sqrt(d * q)))
+    return TeacherState(
+        m=m, q=q, b=b, V=1.0, m_hat=c * a, q_hat=a * d * c * c, V_hat=0.0,
+        eg=float(data.error(m, q, b)), train_loss=loss, train_error=err,
+    )  # fmt: skip
+
+
+class _LogisticTeacherMap:
+    """x = (m̃, q̃, Ṽ, b̃) ↦ G(x) for the logistic teacher; the bias by a Newton step on E[f̃] = 0."""
+
+    def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature):
+        self.data, self.lam, self.quad = data, lam, quad
+        self.glx, self.glw = quad.legendre()
+        self.base = quad.base()
+        n = quad.max_nodes()
+        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty(n)
+        self.h_buf = np.zeros((2, n))
+
+    def moments(self, x, metrics=False):
+        m, q, v, b = x
+        hk = self.quad.features(0.0, 1.0, math.sqrt(self.data.delta * q))
+        return teacher_moments(
+            self.data.rho, m, q, b, v, self.data.delta, hk, self.quad.feature_gap, self.base,
+            self.glx, self.glw, self.xs, self.ws, self.ext, self.h_buf, metrics,
+        )  # fmt: skip
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        a, d = self.data.alpha, self.data.delta
+        mom = self.mom = self.moments(x)
+        m_hat, q_hat, v_hat = a * mom[T_YF], a * d * mom[T_FF], -a * d * mom[T_DF]
+        big_a = self.lam + v_hat
+        b_new = x[3] + a * d * mom[T_F] / v_hat
+        return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
+
+    def state(self, x: np.ndarray) -> TeacherState:
+        a, d = self.data.alpha, self.data.delta
+        mom = self.moments(x, metrics=True)
+        m, q, v, b = (float(t) for t in x)
+        return TeacherState(
+            m=m, q=q, b=b, V=v,
+            m_hat=a * mom[T_YF], q_hat=a * d * mom[T_FF], V_hat=-a * d * mom[T_DF],
+            eg=float(self.data.error(m, q, b)), train_loss=mom[T_LOSS], train_error=mom[T_ERR],
+        )  # fmt: skip
+
+
+def _valid(x: np.ndarray) -> bool:
+    return bool(x[1] > 0.0 and x[2] > 0.0)
+
+
+def _initial(data: GaussianMixture, lam: float) -> np.ndarray:
+    """Start from the large-λ̃ limit: w̃ ≈ Σ y x/(2(λ̃ + αΔ/4)) (ℓ' ≈ −y/2, ℓ'' ≈ 1/4 at h = 0)."""
+    a, d = data.alpha, data.delta
+    big_a = lam + a * d / 4.0
+    m_hat, q_hat = a / 2.0, a * d / 4.0
+    b = math.log(data.rho / (1.0 - data.rho))
+    return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b])
+
+
+def solve_logistic_teacher(
+    data: GaussianMixture,
+    teacher: LogisticTeacher,
+    *,
+    init: TeacherState | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 500,
+    quad: Quadrature = DEFAULT_QUADRATURE,
+) -> TeacherSolution:
+    """Fixed point of the logistic teacher; continuation in λ̃ when a direct solve fails."""
+    lam = teacher.lam
+    if lam == 0.0:
+        a_c = separability_threshold(data.rho, data.delta)
+        if data.alpha <= a_c:
+            return _unbounded(
+                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.4f}: the "
+                "training set is linearly separable and the teacher's norm diverges; use lam > 0"
+            )
+
+    def solve_at(lam_k: float, x0: np.ndarray | None):
+        g = _LogisticTeacherMap(data, lam_k, quad)
+        x0 = _initial(data, lam_k) if x0 is None else x0
+        return iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
+
+    x0 = None if init is None else np.array([init.m, init.q, init.V, init.b])
+    res = solve_at(lam, x0)
+    total = res.iterations
+    if res.status != "converged":  # continuation from λ̃ = max(1, 10 λ̃) down to λ̃
+        res, extra = continuation(solve_at, lam)
+        total += extra
+    state = _LogisticTeacherMap(data, lam, quad).state(res.x)
+    conv = res.status == "converged"
+    msg = (
+        ""
+        if conv
+        else f"logistic teacher did not converge ({res.status}, residual {res.residual:.2e})"
+    )
+    return TeacherSolution(state, conv, res.residual, total, res.status, msg)
+
+
+def _unbounded(message: str) -> TeacherSolution:
+    nan = math.nan
+    state = TeacherState(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    return TeacherSolution(state, False, math.inf, 0, "unbounded", message)
+
+
+def solve_teacher_state(data, teacher, **kw) -> TeacherSolution:
+    """Dispatch on the teacher type: closed form for Bayes, fixed point for logistic."""
+    if isinstance(teacher, BayesTeacher):
+        return TeacherSolution(bayes_teacher_state(data), True, 0.0, 0, "converged")
+    return solve_logistic_teacher(data, teacher, **kw)
+
+
+def teacher_at_nodes(data: GaussianMixture, teacher, state: TeacherState, y, xt):
+    """(h̃, f̃, f̃', h̃') of the trained teacher at training-point nodes (y_o, ξ̃_o)."""
+    n = y.shape[0]
+    if isinstance(teacher, BayesTeacher):
+        c = bayes_constant(data)
+        om = y * state.m + state.b + math.sqrt(data.delta * state.q) * xt
+        return om + data.delta * c * y, c * y, np.zeros(n), np.ones(n)
+    out = [np.empty(n) for _ in range(4)]
+    teacher_nodes(y, xt, state.m, state.q, state.b, state.V, data.delta, *out)
+    return tuple(out)
+
+
+def teacher_omega_of_h(data: GaussianMixture, teacher, state: TeacherState, y: float, h):
+    """The inverse teacher map h̃ ↦ ω̃ on training points (logistic: h̃ + ΔṼℓ'(h̃); Bayes: h̃ − Δcy)."""
+    h = np.asarray(h, dtype=float)
+    if isinstance(teacher, BayesTeacher):
+        return h - data.delta * bayes_constant(data) * y
+    return h - data.delta * state.V * y * expit(-y * h)
