@@ -117,29 +117,38 @@ def _d1_d2_p(y, pt, h, chi, temperature):
 
 @njit(cache=True)
 def _prox_p(y, pt, omega, v, chi, temperature, h0):
-    """Solve (h − ω)/V + ∂_h ℓ_KD(h) = 0 for h, starting from h0; safeguarded Newton."""
+    """Solve g(h) = (h − ω)/V + ∂_h ℓ_KD(h) = 0 from h0: Newton safeguarded as in ``rtsafe``.
+
+    g is increasing; the root lies in ω ± V·B.  A Newton step is replaced by bisection of the
+    bracket when it leaves the bracket or fails to halve the previous step (Newton can cycle on
+    the S-shaped ∂_h ℓ when V is large), so the bracket shrinks geometrically.
+    """
     bound = (1.0 - chi) + chi / temperature  # ≥ |∂_h ℓ_KD|, so the root is within ω ± V·bound
     lo = omega - v * bound
     hi = omega + v * bound
-    tol = 1e-14 * (1.0 + abs(omega) + v * bound)
+    tol = 1e-14 * (1.0 + abs(omega) + v * bound)  # g is known to ~ε|ω|/V only
     h = h0
     if not (lo < h < hi):
         h = omega
+    dx_old = hi - lo
     for _ in range(200):
         d1, d2 = _d1_d2_p(y, pt, h, chi, temperature)
         g = (h - omega) / v + d1
         step = g / (1.0 / v + d2)
-        if abs(step) <= tol:  # g is known to ~ε|ω|/V only: no finer step is meaningful
+        if abs(step) <= tol:
             return h - step
         if g > 0.0:
             hi = h
         else:
             lo = h
         h_new = h - step
-        if not (lo < h_new < hi):  # Newton left the bracket: bisect
-            h_new = 0.5 * (lo + hi)
-            if hi - lo <= tol:
+        if not (lo < h_new < hi) or abs(step) > 0.5 * dx_old:
+            dx_old = 0.5 * (hi - lo)
+            h_new = lo + dx_old
+            if dx_old <= tol:
                 return h_new
+        else:
+            dx_old = abs(step)
         h = h_new
     return h
 

@@ -20,8 +20,15 @@ import math
 import numpy as np
 from numba import njit
 
-from kdtheory.losses import _d2_p, _loss_p, _prox_p, sigmoid
+from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_p, sigmoid
 from replica.quadrature import composite_rule, feature_breaks
+
+
+@njit(cache=True)
+def _phi(z):
+    """Standard normal CDF Φ(z)."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
 
 # moments returned by ``teacher_moments`` (expectations, α and Δ not applied)
 T_F, T_YF, T_FF, T_DF, T_LOSS, T_ERR = range(6)
@@ -47,6 +54,8 @@ def teacher_moments(
         centre = y * m_t + b_t
         ne = feature_breaks(hk, y, 0.5, var, 0.0, 1.0, centre, s, gap, ext)
         n = composite_rule(base, ext, ne, glx, glw, xs, ws)
+        if metrics:  # y h̃ ≤ 0 ⇔ y(ω̃ − ω̃₀) ≤ 0, ω̃₀ = ΔṼ ℓ'(y, 0): prox is increasing
+            mom[T_ERR] += p_y * _phi(y * (var * _d1_p(y, 0.5, 0.0, 0.0, 1.0) - centre) / s)
         for k in range(n):
             om = centre + s * xs[k]
             h = _prox_p(y, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
@@ -60,8 +69,6 @@ def teacher_moments(
             mom[T_DF] += w * (-d2 / (1.0 + var * d2))
             if metrics:
                 mom[T_LOSS] += w * _loss_p(y, 0.5, h, 0.0, 1.0)
-                if y * h <= 0.0:
-                    mom[T_ERR] += w
     return mom
 
 
@@ -89,47 +96,60 @@ def student_moments(
 
     Outer nodes o carry (y, weight incl. P(y), ξ̃) and the teacher's h̃, f̃, f̃', h̃'; the inner
     rule over ξ is rebuilt per outer node with breakpoints at the student's feature points.
-    ``h_buf[o, j]`` keeps the prox solutions of the last call as warm starts; the last two moments
-    are computed only if ``metrics``.
+    ``xs``, ``ws``, ``ext`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
+    the last call as warm starts; the last two moments are computed only if ``metrics``.
     """
-    mom = np.zeros(8)
+    n_out = y.shape[0]
+    rows = np.zeros((n_out, 6))
     var = delta * v
     sd = math.sqrt(delta)
     a = r / math.sqrt(q_t)
     spread = sd * math.sqrt(max(q - r * r / q_t, 0.0))
     t2 = temperature * temperature
-    for o in range(y.shape[0]):
+    for o in range(n_out):
         yo = y[o]
         pt = sigmoid(ht[o] / temperature)
         kappa = -(chi / t2) * pt * (1.0 - pt)
         centre = yo * m + b + sd * a * xt[o] + delta * vc * ft[o]
-        ne = feature_breaks(hk, yo, pt, var, chi, temperature, centre, spread, gap, ext)
-        n = composite_rule(base, ext, ne, glx, glw, xs, ws)
+        ne = feature_breaks(hk, yo, pt, var, chi, temperature, centre, spread, gap, ext[o])
+        n = composite_rule(base, ext[o], ne, glx, glw, xs[o], ws[o])
         a_f = a_ff = a_df = a_dft = a_loss = a_err = 0.0
+        if metrics:  # y h ≤ 0 ⇔ y(ω' − ω'₀) ≤ 0 with ω'₀ = ΔV ∂_hℓ_KD(y, p̃, 0): prox is increasing
+            gap0 = var * _d1_p(yo, pt, 0.0, chi, temperature) - centre
+            if spread > 0.0:
+                a_err = _phi(yo * gap0 / spread)
+            elif yo * gap0 >= 0.0:
+                a_err = 1.0
         for j in range(n):
-            om = centre + spread * xs[j]
+            om = centre + spread * xs[o, j]
             h = _prox_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
             h_buf[o, j] = h
             d2 = _d2_p(h, chi, temperature)
             f = (h - om) / var
             den = 1.0 + var * d2
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
-            wj = ws[j]
+            wj = ws[o, j]
             a_f += wj * f
             a_ff += wj * f * f
             a_df -= wj * d2 / den
             a_dft += wj * (-d2 * dh_dt - kappa * dht[o])
             if metrics:
                 a_loss += wj * _loss_p(yo, pt, h, chi, temperature)
-                if yo * h <= 0.0:
-                    a_err += wj
+        rows[o, 0] = a_f
+        rows[o, 1] = a_ff
+        rows[o, 2] = a_df
+        rows[o, 3] = a_dft
+        rows[o, 4] = a_loss
+        rows[o, 5] = a_err
+    mom = np.zeros(8)
+    for o in range(n_out):
         wo = w[o]
-        mom[S_F] += wo * a_f
-        mom[S_YF] += wo * yo * a_f
-        mom[S_FF] += wo * a_ff
-        mom[S_DF] += wo * a_df
-        mom[S_FFT] += wo * ft[o] * a_f
-        mom[S_DFT] += wo * a_dft
-        mom[S_LOSS] += wo * a_loss
-        mom[S_ERR] += wo * a_err
+        mom[S_F] += wo * rows[o, 0]
+        mom[S_YF] += wo * y[o] * rows[o, 0]
+        mom[S_FF] += wo * rows[o, 1]
+        mom[S_DF] += wo * rows[o, 2]
+        mom[S_FFT] += wo * ft[o] * rows[o, 0]
+        mom[S_DFT] += wo * rows[o, 3]
+        mom[S_LOSS] += wo * rows[o, 4]
+        mom[S_ERR] += wo * rows[o, 5]
     return mom

@@ -146,6 +146,11 @@ class Quadrature:
             if not getattr(self, name) > 0:
                 raise ValueError(f"Quadrature.{name} must be > 0, got {getattr(self, name)!r}")
 
+    def coarse(self) -> Quadrature:
+        """A cheap rule (order 3, fewer feature points) used to approach the fixed point and to
+        model its Jacobian before the final steps with ``self``."""
+        return replace(self, order=3, feature_ratio=0.5 * self.feature_ratio)
+
     def refined(self) -> Quadrature:
         """The same rule with twice the points per panel."""
         return replace(self, order=2 * self.order)

@@ -12,12 +12,12 @@ with a clear status where no finite solution exists:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kdtheory.problem import GaussianMixture, Problem
-from replica.fixed_point import continuation, iterate
+from replica.fixed_point import FixedPointResult, continuation, iterate, polish
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 from replica.student import StudentMap, StudentState, initial, valid
@@ -152,29 +152,36 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    def solve_at(lam: float, x0: np.ndarray | None):
+    def solve_at(lam: float, x0: np.ndarray | None) -> FixedPointResult:
+        """Approach the fixed point with the coarse rule, finish by Newton with its Jacobian;
+        if that fails, plain Anderson iteration with the full rule."""
         p = problem if lam == st.lam else problem.replace(lam=lam)
-        g = StudentMap(p, teacher, quad)
         x0 = initial(p, teacher, lam) if x0 is None else x0
-        return iterate(g, x0, tol=tol, max_iter=max_iter, valid=valid), g
-
-    def solve_res(lam, x0):
-        return solve_at(lam, x0)[0]
+        fine, coarse = StudentMap(p, teacher, quad), StudentMap(p, teacher, quad.coarse())
+        near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
+        evals = near.iterations
+        if near.status == "converged":
+            res = polish(fine, coarse, near.x, tol=tol, valid=valid)
+            evals += res.iterations
+            if res.status == "converged":
+                return replace(res, iterations=evals)
+            x0 = near.x
+        res = iterate(fine, x0, tol=tol, max_iter=max_iter, valid=valid)
+        return replace(res, iterations=evals + res.iterations)
 
     x0 = None
     if init is not None and init.student.q == init.student.q:
         x0 = init.student.vector()
-    res, g = solve_at(st.lam, x0)
-    res_direct = res
+    res = solve_at(st.lam, x0)
     total = t_sol.iterations + res.iterations
     if res.status != "converged":
-        res, extra = continuation(solve_res, st.lam)
+        res, extra = continuation(solve_at, st.lam)
         total += extra
     conv = res.status == "converged"
     if not conv:
         msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
         return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
-    state = g.state(res.x) if res is res_direct else StudentMap(problem, teacher, quad).state(res.x)
+    state = StudentMap(problem, teacher, quad).state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad,
@@ -210,8 +217,6 @@ def _failed(problem, teacher, status, message, residual, quad, iterations=0, x=N
 
 
 def _with_iterations(sol: Solution, n: int) -> Solution:
-    from dataclasses import replace
-
     return replace(sol, iterations=n)
 
 

@@ -102,9 +102,9 @@ class StudentMap:
         self.nodes = teacher_at_nodes(problem.data, problem.teacher, teacher, self.y, self.xt)
         self.glx, self.glw = quad.legendre()
         self.base = quad.base()
-        n = quad.max_nodes()
-        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty(n)
-        self.h_buf = np.zeros((len(self.y), n))
+        n, rows = quad.max_nodes(), len(self.y)
+        self.xs, self.ws, self.ext = np.empty((rows, n)), np.empty((rows, n)), np.empty((rows, n))
+        self.h_buf = np.zeros((rows, n))
 
     def moments(self, x: np.ndarray, metrics: bool = False) -> np.ndarray:
         m, q, r, v, vc, b = x

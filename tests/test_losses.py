@@ -78,3 +78,35 @@ def test_prox_optimality(v):
             d = 1e-4 * (1 + abs(h[i]))
             assert obj(h[i]) <= min(obj(h[i] + d), obj(h[i] - d))
         assert kd_prox_scalar(y[0], ht[0], om[0], v, chi, t) == h[0]
+
+
+@pytest.mark.parametrize("v", [0.05, 3.0, 11.5, 300.0])
+def test_prox_converges_from_any_start(v):
+    """Newton alone can cycle on the S-shaped ∂_hℓ when V is large (it did, from h₀ = ω at V ≈ 11):
+    the safeguard must reach the root from cold, zero and far starting points on a dense ω grid."""
+    from kdtheory.losses import _prox_p, sigmoid
+
+    for chi, t in itertools.product(CHIS, (0.05, 1.0, 20.0)):
+        om = np.linspace(-60.0, 60.0, 2401) * max(1.0, t)
+        for y, ht in ((1.0, 3.0 * t), (-1.0, -0.5)):
+            pt = sigmoid(ht / t)
+            for start in ("omega", "zero", "far"):
+                h = np.array(
+                    [
+                        _prox_p(
+                            y,
+                            pt,
+                            w,
+                            v,
+                            chi,
+                            t,
+                            {"omega": w, "zero": 0.0, "far": w + 0.99 * v}[start],
+                        )
+                        for w in om
+                    ]
+                )
+                g = (h - om) / v + np.array([kd_d1(y, ht, x, chi, t) for x in h])
+                curv = 1 / v + np.array([kd_d2(y, ht, x, chi, t) for x in h])
+                # distance to the root |g/g'| at rounding level of g (ε·(|ω| + V·B)/V, times 1/g')
+                noise = 8 * np.finfo(float).eps * ((1 - chi) + chi / t + np.abs(om) / v) / curv
+                assert np.all(np.abs(g / curv) <= 1e-12 * (1 + np.abs(h)) + noise), (chi, t, start)
