@@ -77,7 +77,7 @@ def teacher_channel(problem: Problem, m, q, b, v, rule):
         f = (h - om) / (d.delta * v)
         out[y] = (p_y, h, f, -d2 / (1 + d.delta * v * d2), 1 / (1 + d.delta * v * d2))
     mom = np.zeros(4)
-    for y, (p_y, h, f, df, _) in out.items():
+    for y, (p_y, _h, f, df, _) in out.items():
         mom += p_y * np.array([w @ f, y * (w @ f), w @ f**2, w @ df])
     return mom, out
 
