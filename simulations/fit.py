@@ -14,7 +14,10 @@ eigenvalue λ), so the same primal method serves M < N and M > N; no N×N or M×
 
 λ = 0 with χ = 0 (plain logistic regression) has no minimiser when the training set is linearly
 separable: the solver then stops at the first iterate that separates the data (y_μ h_μ > 0 for all μ,
-a certificate that inf F = 0 is not attained) and reports ``status="unbounded"``.
+a certificate that inf F = 0 is not attained) and reports ``status="unbounded"``. λ = 0 with fewer
+samples than parameters (M < k + 1) leaves a whole affine set of minimisers (directions with
+x_μ·u/√N + β = 0 for all μ do not change F); such a fit is reported as ``status="not_unique"``
+rather than returning an arbitrary member — use a small λ > 0 for the λ → 0⁺ limit.
 
 The Bayes-optimal teacher is closed-form (:func:`bayes_teacher`).
 """
@@ -62,8 +65,9 @@ class Fit:
         Preactivations h_μ on the training points.
     status : str
         ``"converged"`` (‖∇F‖ ≤ gtol·M), ``"closed_form"`` (Bayes teacher), ``"unbounded"`` (the
-        minimiser does not exist: separable data at λ = 0, or ‖w‖ diverging), ``"max_iter"`` or
-        ``"failed"`` (non-finite values or no descent direction).
+        minimiser does not exist: separable data at λ = 0, or ‖w‖ diverging), ``"not_unique"``
+        (λ = 0 and M < k + 1: a stationary point was reached but the minimiser is not unique),
+        ``"max_iter"`` or ``"failed"`` (non-finite values or no descent direction).
     iterations : int
         Newton iterations (0 for the closed form).
     cg_iterations : int
@@ -176,6 +180,8 @@ def newton_cg(
             status = "failed"
             break
         theta += t * step
+    if status == "converged" and lam == 0.0 and m < k + 1:
+        status = "not_unique"
     return Fit(
         w=theta[:k].copy(),
         b=float(theta[k]),

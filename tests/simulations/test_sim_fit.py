@@ -157,6 +157,15 @@ def test_separable_data_without_ridge_is_unbounded(train_wide, train):
     assert student.status == "unbounded"
 
 
+def test_more_weights_than_samples_without_ridge_is_not_unique(train_wide):
+    # χ = 1, λ = 0, M = 120 < N + 1: every (w, b) with h = h̃ on the training points is a minimiser
+    teacher = fit_teacher(LogisticTeacher(lam=0.5), train_wide)
+    fit = fit_student(Student(lam=0.0, chi=1.0), train_wide, teacher.h)
+    assert fit.status == "not_unique" and not fit.converged
+    # it did reach the minimum: the student interpolates the teacher's outputs (to ~‖∇F‖/curvature)
+    np.testing.assert_allclose(fit.h, teacher.h, rtol=0, atol=1e-6)
+
+
 def test_non_separable_data_without_ridge_converges():
     data = GaussianMixture(alpha=6.0, rho=0.3, delta=1.0)  # α well above the separability threshold
     train = sample(data, 60, np.random.default_rng(0))
