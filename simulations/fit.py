@@ -133,6 +133,14 @@ def newton_cg(
     Fit
         ``w`` of length k.
     """
+    _check_solver(gtol, max_iter)
+    for name, value, ok, allowed in (
+        ("lam", lam, lam >= 0.0, "[0, ∞)"),
+        ("chi", chi, 0.0 <= chi <= 1.0, "[0, 1]"),
+        ("temperature", temperature, temperature > 0.0, "(0, ∞)"),
+    ):
+        if not (ok and math.isfinite(value)):
+            raise ValueError(f"{name} must be in {allowed}, got {value!r}")
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     m, k = x.shape
@@ -168,7 +176,7 @@ def newton_cg(
             break
         g0 = gnorm if g0 is None else g0
         forcing = min(_FORCING_MAX, math.sqrt(gnorm / g0))
-        # Jacobi preconditioner: the bias curvature Σ ℓ'' is O(M), the w-block's diagonal O(1)
+        # diagonal preconditioner: exact for the bias (Σ ℓ'' = O(M)), the mean diagonal for w (O(1))
         prec = np.full(k + 1, lam + s * s * (curv @ row_sq) / k)
         prec[k] = max(curv.sum(), 1e-300)
         step, hstep, n_cg = _pcg(
@@ -310,7 +318,6 @@ def fit_teacher(
         raise ValueError(
             f"teacher must be a LogisticTeacher or BayesTeacher, got {type(teacher).__name__}"
         )
-    _check_solver(gtol, max_iter)
     return newton_cg(
         train.x,
         train.y,
@@ -340,7 +347,6 @@ def fit_student(
     """
     if not isinstance(student, Student):
         raise ValueError(f"student must be a Student, got {type(student).__name__}")
-    _check_solver(gtol, max_iter)
     n, m = train.n, train.m
     k = subset_size(n, student.eta)
     if subset is None:

@@ -197,5 +197,9 @@ def test_bad_arguments(train, mixture):
         fit_student(Student(lam=1.0, eta=0.5), train, np.zeros(train.m), np.arange(99))
     with pytest.raises(ValueError, match="ht must have shape"):
         fit_student(Student(lam=1.0), train, np.zeros(3))
+    with pytest.raises(ValueError, match=r"chi must be in \[0, 1\]"):
+        newton_cg(train.x, train.y, None, lam=1.0, chi=1.5)
+    with pytest.raises(ValueError, match=r"lam must be in \[0, ∞\)"):
+        newton_cg(train.x, train.y, None, lam=-1.0)
     with pytest.raises(ValueError, match="y and ht must have shape"):
         newton_cg(train.x, train.y[:-1], None, lam=1.0)
