@@ -114,7 +114,7 @@ def test_failed_fits_are_reported_not_kept():
     assert (t["student_status"] == "no_teacher").all()
     assert np.isnan(t["teacher_eg"]).all() and np.isnan(t["student_q"]).all()
     assert res.teacher.eg.count == 0 and math.isnan(res.teacher.eg.mean)
-    # a student that runs out of iterations: diagnostics kept, values dropped
+    # fits that run out of iterations: diagnostics kept, values dropped
     res = run(PROBLEM, n=100, seeds=2, max_iter=1)
     assert res.n_failed == 2 and (res.table["teacher_status"] == "max_iter").all()
     assert (res.table["teacher_iterations"] == 1).all()
