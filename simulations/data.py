@@ -1,0 +1,121 @@
+r"""Finite-N samples of the binary Gaussian mixture of THEORY.md.
+
+N features, M = round(αN) samples, y_μ = +1 with probability ρ (else −1),
+
+    x_μ = y_μ v/√N + √Δ z_μ,   v ~ N(0, I_N) once per data set,   z_μ ~ N(0, I_N).
+
+Everything is drawn from an explicit ``np.random.Generator`` in a fixed order (v, then y, then z),
+so a sample is reproducible from the generator's seed alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+
+from kdtheory.problem import GaussianMixture
+
+__all__ = ["TrainingSet", "check_n", "draw_subset", "n_samples", "sample", "subset_size"]
+
+_CHUNK_ROWS = 512  # rows per block when adding the rank-one signal (bounds the temporary)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingSet:
+    r"""One draw of the training set.
+
+    Attributes
+    ----------
+    x : ndarray, shape (M, N), float64, C-contiguous
+        Inputs x_μ = y_μ v/√N + √Δ z_μ (rows).
+    y : ndarray, shape (M,), float64
+        Labels ±1.
+    v : ndarray, shape (N,), float64
+        The centroid v of this draw (needed for m = w·v/N).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    v: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Dimension N."""
+        return self.x.shape[1]
+
+    @property
+    def m(self) -> int:
+        """Number of samples M."""
+        return self.x.shape[0]
+
+
+def check_n(n) -> int:
+    """Validate the dimension N (an int ≥ 10) and return it as ``int``."""
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 10:
+        raise ValueError(f"n must be an int ≥ 10, got {n!r}")
+    return int(n)
+
+
+def n_samples(data: GaussianMixture, n: int) -> int:
+    """M = round(αN), at least 1."""
+    m = round(data.alpha * n)
+    if m < 1:
+        raise ValueError(
+            f"alpha·n must round to at least one sample, got alpha={data.alpha:g}, n={n}"
+        )
+    return m
+
+
+def sample(data: GaussianMixture, n: int, rng: np.random.Generator) -> TrainingSet:
+    r"""Draw M = round(αN) training samples of the mixture ``data`` in dimension N = ``n``.
+
+    Parameters
+    ----------
+    data : GaussianMixture
+        α, ρ, Δ.
+    n : int
+        Dimension N ≥ 10.
+    rng : numpy.random.Generator
+        Source of randomness; draws v ~ N(0, I_N), then y (P(y = +1) = ρ), then z ~ N(0, I_N) per
+        sample.
+
+    Returns
+    -------
+    TrainingSet
+        x (M×N, float64; the only O(MN) allocation), y, v.
+    """
+    if not isinstance(data, GaussianMixture):
+        raise ValueError(f"data must be a GaussianMixture, got {type(data).__name__}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    n = check_n(n)
+    m = n_samples(data, n)
+    v = rng.standard_normal(n)
+    y = np.where(rng.random(m) < data.rho, 1.0, -1.0)
+    x = rng.standard_normal((m, n))
+    x *= math.sqrt(data.delta)
+    signal = v / math.sqrt(n)
+    for lo in range(0, m, _CHUNK_ROWS):
+        hi = min(lo + _CHUNK_ROWS, m)
+        x[lo:hi] += y[lo:hi, None] * signal
+    return TrainingSet(x=x, y=y, v=v)
+
+
+def subset_size(n: int, eta: float) -> int:
+    """k = round(ηN), the number of trained student weights, in [1, N]."""
+    k = round(eta * n)
+    if not 1 <= k <= n:
+        raise ValueError(f"eta·n must round to a size in [1, n], got eta={eta:g}, n={n}")
+    return k
+
+
+def draw_subset(n: int, eta: float, rng: np.random.Generator) -> np.ndarray:
+    """The student's trained coordinates S: a uniformly random subset of round(ηN) of range(N), sorted
+    (all of range(N), drawing nothing, when round(ηN) = N)."""
+    k = subset_size(n, eta)
+    if k == n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=k, replace=False))

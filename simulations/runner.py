@@ -1,0 +1,286 @@
+r"""Many seeds of the finite-N experiment, summarised like ``replica.solve``.
+
+One seed s of ``run(problem, n, seeds, seed=seed)`` draws everything from
+``np.random.default_rng(np.random.SeedSequence(seed).spawn(seeds)[s])``, in this order: the training
+set (v, y, z; :func:`simulations.data.sample`) and the student's subset S. It then fits the teacher
+and the student and records, for each, m = w·v/N, q = ‖w‖²/N, b, the exact test error
+ε_g = ``problem.data.error(m, q, b)`` of that (w, b) on this draw of v, the training loss (per-sample
+mean of the data term) and the training error (fraction with y h ≤ 0); for the student also
+r = w·w̃/N and the test-time agreement with the teacher. A seed's result depends on (seed, s) only,
+not on ``n_jobs``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from numbers import Integral
+
+import numpy as np
+import xarray as xr
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from kdtheory.problem import BayesTeacher, Problem
+from simulations.data import check_n, draw_subset, n_samples, sample, subset_size
+from simulations.fit import Fit, fit_student, fit_teacher
+
+__all__ = [
+    "Estimate",
+    "SimulationResult",
+    "StudentEstimates",
+    "TeacherEstimates",
+    "run",
+    "simulate_seed",
+]
+
+_METRICS = ("eg", "m", "q", "b", "train_loss", "train_error")
+_DIAGNOSTICS = ("status", "converged", "iterations", "cg_iterations", "grad_norm")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over the converged seeds, its standard error std/√count (NaN when count < 2), count."""
+
+    mean: float
+    sem: float
+    count: int
+
+    @classmethod
+    def of(cls, values) -> Estimate:
+        """Estimate from per-seed values; NaN entries (failed fits) are left out."""
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        c = v.size
+        mean = float(v.mean()) if c else math.nan
+        sem = float(v.std(ddof=1) / math.sqrt(c)) if c > 1 else math.nan
+        return cls(mean, sem, c)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.6g} ± {self.sem:.2g} (n={self.count})"
+
+
+@dataclass(frozen=True)
+class TeacherEstimates:
+    """The teacher's ε̃_g, m̃, q̃, b̃ and training loss/error over seeds."""
+
+    eg: Estimate
+    m: Estimate
+    q: Estimate
+    b: Estimate
+    train_loss: Estimate
+    train_error: Estimate
+
+
+@dataclass(frozen=True)
+class StudentEstimates:
+    """The student's ε_g, m, q, b, r, agreement with the teacher and training loss/error over seeds."""
+
+    eg: Estimate
+    m: Estimate
+    q: Estimate
+    b: Estimate
+    r: Estimate
+    agreement: Estimate
+    train_loss: Estimate
+    train_error: Estimate
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    r"""Result of :func:`run`.
+
+    Attributes
+    ----------
+    teacher, student : TeacherEstimates, StudentEstimates
+        Field-by-field counterparts of ``replica.solve``'s solution, each an :class:`Estimate`
+        (teacher fields over the seeds whose teacher converged, student fields over the seeds where
+        both converged).
+    table : xarray.Dataset
+        Every per-seed value (dimension ``seed``): ``teacher_*`` and ``student_*`` metrics (NaN for a
+        fit that did not converge), fit diagnostics (``*_status``, ``*_iterations``,
+        ``*_cg_iterations``, ``*_grad_norm``), and ``converged`` (both fits valid).
+    n_failed : int
+        Seeds where the teacher or the student did not converge.
+    """
+
+    problem: Problem
+    n: int
+    seeds: int
+    seed: int
+    teacher: TeacherEstimates
+    student: StudentEstimates
+    table: xr.Dataset
+    n_failed: int
+
+
+def run(
+    problem: Problem,
+    n: int,
+    seeds: int,
+    *,
+    seed: int = 0,
+    n_jobs: int = 1,
+    gtol: float = 1e-10,
+    max_iter: int = 100,
+    progress: bool = False,
+) -> SimulationResult:
+    r"""Train the teacher and the KD student of ``problem`` at dimension N = ``n`` for ``seeds`` seeds.
+
+    Parameters
+    ----------
+    problem : Problem
+        Data model (α, ρ, Δ), teacher (λ̃ or Bayes) and student (λ, χ, T, η).
+    n : int
+        Dimension N ≥ 10; M = round(αN) samples, round(ηN) trained student weights.
+    seeds : int
+        Number of independent draws ≥ 1.
+    seed : int
+        Root of the ``np.random.SeedSequence`` whose ``spawn(seeds)`` children seed the draws (≥ 0).
+    n_jobs : int
+        joblib workers (≥ 1, or −1 for all cores); results do not depend on it.
+    gtol, max_iter
+        Solver settings: a fit converges when ‖∇F‖ ≤ gtol·M within ``max_iter`` Newton steps.
+    progress : bool
+        Show a tqdm progress bar over seeds.
+
+    Returns
+    -------
+    SimulationResult
+    """
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
+    n = check_n(n)
+    if isinstance(seeds, bool) or not isinstance(seeds, Integral) or seeds < 1:
+        raise ValueError(f"seeds must be an int ≥ 1, got {seeds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
+    if (
+        isinstance(n_jobs, bool)
+        or not isinstance(n_jobs, Integral)
+        or not (n_jobs >= 1 or n_jobs == -1)
+    ):
+        raise ValueError(f"n_jobs must be an int ≥ 1, or -1 for all cores, got {n_jobs!r}")
+    n_samples(problem.data, n)  # validates α·n
+    subset_size(n, problem.student.eta)  # validates η·n
+
+    children = np.random.SeedSequence(int(seed)).spawn(int(seeds))
+    jobs = (delayed(simulate_seed)(problem, n, c, gtol=gtol, max_iter=max_iter) for c in children)
+    rows = Parallel(n_jobs=int(n_jobs), return_as="generator")(jobs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        rows = tqdm(rows, total=int(seeds), desc="seeds", unit="seed")
+    table = _table(list(rows), problem, n, int(seed), gtol)
+
+    both = table["converged"].values
+    teacher = TeacherEstimates(**{k: Estimate.of(table[f"teacher_{k}"]) for k in _METRICS})
+    student = StudentEstimates(
+        **{
+            f.name: Estimate.of(np.where(both, table[f"student_{f.name}"], np.nan))
+            for f in fields(StudentEstimates)
+        }
+    )
+    return SimulationResult(
+        problem=problem,
+        n=n,
+        seeds=int(seeds),
+        seed=int(seed),
+        teacher=teacher,
+        student=student,
+        table=table,
+        n_failed=int((~both).sum()),
+    )
+
+
+def simulate_seed(
+    problem: Problem,
+    n: int,
+    seed_sequence: np.random.SeedSequence,
+    *,
+    gtol: float = 1e-10,
+    max_iter: int = 100,
+) -> dict[str, float | int | str | bool]:
+    """One draw: sample, fit teacher and student, return the flat per-seed record of :func:`run`."""
+    # single-threaded BLAS: parallelism is over seeds, and results must not depend on thread count
+    with threadpool_limits(limits=1, user_api="blas"):
+        rng = np.random.default_rng(seed_sequence)
+        train = sample(problem.data, n, rng)
+        subset = draw_subset(n, problem.student.eta, rng)
+        teacher = fit_teacher(problem.teacher, train, problem.data, gtol=gtol, max_iter=max_iter)
+        row = _record("teacher", teacher, train.v, problem)
+        if teacher.converged:
+            student = fit_student(
+                problem.student, train, teacher.h, subset, gtol=gtol, max_iter=max_iter
+            )
+            row |= _record("student", student, train.v, problem)
+            if student.converged:
+                r = float(student.w @ teacher.w) / n
+                row["student_r"] = r
+                row["student_agreement"] = problem.data.agreement(
+                    row["student_m"],
+                    row["student_q"],
+                    row["student_b"],
+                    row["teacher_m"],
+                    row["teacher_q"],
+                    row["teacher_b"],
+                    r,
+                )
+        else:  # no soft labels to learn from
+            row |= _record("student", None, train.v, problem)
+        row.setdefault("student_r", math.nan)
+        row.setdefault("student_agreement", math.nan)
+    row["converged"] = bool(row["teacher_converged"] and row["student_converged"])
+    return row
+
+
+def _record(role: str, fit: Fit | None, v: np.ndarray, problem: Problem) -> dict:
+    """m, q, b, ε_g, training loss/error (NaN unless converged) and diagnostics of one fit."""
+    if fit is None:
+        out = {f"{role}_{k}": math.nan for k in _METRICS}
+        out |= {
+            f"{role}_status": "no_teacher",
+            f"{role}_converged": False,
+            f"{role}_iterations": 0,
+            f"{role}_cg_iterations": 0,
+            f"{role}_grad_norm": math.nan,
+        }
+        return out
+    n = v.size
+    out = {
+        f"{role}_status": fit.status,
+        f"{role}_converged": fit.converged,
+        f"{role}_iterations": fit.iterations,
+        f"{role}_cg_iterations": fit.cg_iterations,
+        f"{role}_grad_norm": fit.grad_norm,
+    }
+    if not fit.converged:
+        return out | {f"{role}_{k}": math.nan for k in _METRICS}
+    m = float(fit.w @ v) / n
+    q = float(fit.w @ fit.w) / n
+    return out | {
+        f"{role}_eg": float(problem.data.error(m, q, fit.b)),
+        f"{role}_m": m,
+        f"{role}_q": q,
+        f"{role}_b": fit.b,
+        f"{role}_train_loss": fit.train_loss,
+        f"{role}_train_error": fit.train_error,
+    }
+
+
+def _table(rows: list[dict], problem: Problem, n: int, seed: int, gtol: float) -> xr.Dataset:
+    names = list(rows[0])
+    ds = xr.Dataset(
+        {k: ("seed", np.array([row[k] for row in rows])) for k in names},
+        coords={"seed": np.arange(len(rows))},
+    )
+    ds.attrs = {
+        **problem.params,
+        "teacher": "bayes" if isinstance(problem.teacher, BayesTeacher) else "logistic",
+        "n": n,
+        "m": n_samples(problem.data, n),
+        "k": subset_size(n, problem.student.eta),
+        "root_seed": seed,
+        "gtol": gtol,
+    }
+    return ds
