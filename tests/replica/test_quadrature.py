@@ -96,7 +96,7 @@ def test_cross_susceptibility_is_the_derivative_in_the_teacher_field():
     expectation with a central finite difference of f along ω̃ on the twin (step 1e-5: error ~1e-9)."""
     p = CASES[0]
     sol = replica.solve(p)
-    t, (m, q, r, v, vc, b) = sol.teacher, sol.student.vector()
+    t, (m, _q, _r, v, vc, b) = sol.teacher, sol.student.vector()
     d, st = p.data, p.student
     xi = np.linspace(-3, 3, 13)
     for y in (1.0, -1.0):

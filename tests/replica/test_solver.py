@@ -7,9 +7,9 @@ import pytest
 from scipy.optimize import linprog
 
 import replica
+from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
 from replica.fixed_point import residual
 from replica.student import StudentMap
-from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
 
 P = Problem(GaussianMixture(2.0, 0.3, 1.0), LogisticTeacher(0.1), Student(0.05, 0.8, 1.0, 0.5))
 
@@ -122,7 +122,7 @@ def test_hard_corners_converge(student, rho):
 
 
 def test_bad_arguments():
-    with pytest.raises(TypeError, match="kdtheory.Problem"):
+    with pytest.raises(TypeError, match=r"kdtheory\.Problem"):
         replica.solve("not a problem")
     with pytest.raises(ValueError, match="tol"):
         replica.solve(P, tol=0)
