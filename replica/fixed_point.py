@@ -25,6 +25,7 @@ class FixedPointResult:
     residual: float
     iterations: int
     status: str  # "converged", "max_iter", "diverged"
+    jacobian: np.ndarray | None = None  # J = DG − I used by ``polish``, for reuse at a neighbour
 
 
 def residual(x: np.ndarray, gx: np.ndarray) -> float:
@@ -120,7 +121,7 @@ def continuation(
     x, step = res.x, (target - log_lam) / steps
     while log_lam > target:
         trial = max(log_lam + step, target)
-        res = solve_at(math.exp(trial), x)
+        res = solve_at(max(lam, floor) if trial <= target else math.exp(trial), x)
         total += res.iterations
         if res.status == "converged":
             x, log_lam = res.x, trial
@@ -136,47 +137,62 @@ def continuation(
 
 def polish(
     g: Callable[[np.ndarray], np.ndarray],
-    g_model: Callable[[np.ndarray], np.ndarray],
     x0: np.ndarray,
     *,
     tol: float,
+    model: Callable[[np.ndarray], np.ndarray] | None = None,
+    jacobian: np.ndarray | None = None,
     max_iter: int = 8,
     valid: Callable[[np.ndarray], bool] = lambda x: True,
     rel_step: float = 1e-7,
 ) -> FixedPointResult:
-    """Newton iteration on F(x) = G(x) − x with the Jacobian of a cheaper model map G_model.
+    """Quasi-Newton iteration x ← x − J⁻¹F(x) on F(x) = G(x) − x, J refined by Broyden updates.
 
-    J = DG_model(x0) − I is taken once by forward differences (n + 1 model evaluations); then
-    x ← x − J⁻¹F(x).  When G_model differs from G by a small quadrature error, the contraction
-    factor is that small, so a few evaluations of G take a good start to ``tol``.  Returns status
-    "max_iter" if that fails (the caller then falls back to ``iterate``).
+    J is either given (e.g. from a neighbouring grid point) or DG_model(x0) − I by forward
+    differences of a cheaper ``model`` map (n + 1 model evaluations, counted in ``iterations``).
+    When J is close to the true DG − I (the model differs from G by a small quadrature error, or
+    the neighbour is close), a few evaluations of G reach ``tol``; Broyden's rank-one updates
+    J ← J + (y − J s)sᵀ/(sᵀs) make the convergence superlinear.  Status "max_iter" if they do not
+    (the caller falls back to ``iterate``).
     """
     x = np.array(x0, dtype=float)
     n = x.shape[0]
-    g0 = g_model(x)
-    jac = np.empty((n, n))
-    for i in range(n):
-        h = rel_step * max(1.0, abs(x[i]))
-        xp = x.copy()
-        xp[i] += h
-        jac[:, i] = (g_model(xp) - g0) / h
-    jac -= np.eye(n)
-    evals = n + 1
-    res = np.inf
+    evals = 0
+    if jacobian is None:
+        g0 = model(x)
+        jacobian = np.empty((n, n))
+        for i in range(n):
+            h = rel_step * max(1.0, abs(x[i]))
+            xp = x.copy()
+            xp[i] += h
+            jacobian[:, i] = (model(xp) - g0) / h
+        jacobian -= np.eye(n)
+        evals = n + 1
+    gx = g(x)
+    evals += 1
+    res = residual(x, gx) if np.all(np.isfinite(gx)) else np.inf
     for _ in range(max_iter):
-        gx = g(x)
-        evals += 1
-        if not np.all(np.isfinite(gx)):
-            break
-        res = residual(x, gx)
         if res <= tol:
-            return FixedPointResult(gx, res, evals, "converged")
+            return FixedPointResult(gx, res, evals, "converged", jacobian)
+        if not np.isfinite(res):
+            break
+        f = gx - x
         try:
-            dx = np.linalg.solve(jac, -(gx - x))
+            dx = np.linalg.solve(jacobian, -f)
         except np.linalg.LinAlgError:
             break
         x_new = x + dx
         if not valid(x_new):
             break
-        x = x_new
-    return FixedPointResult(x, res, evals, "max_iter")
+        gx_new = g(x_new)
+        evals += 1
+        if not np.all(np.isfinite(gx_new)):
+            break
+        # Broyden's rank-one update: J s = y for the step just taken (superlinear convergence)
+        y = (gx_new - x_new) - f
+        jacobian = jacobian + np.outer(y - jacobian @ dx, dx) / (dx @ dx)
+        x, gx = x_new, gx_new
+        res = residual(x, gx)
+    if res <= tol:
+        return FixedPointResult(gx, res, evals, "converged", jacobian)
+    return FixedPointResult(x, res, evals, "max_iter", jacobian)

@@ -12,7 +12,7 @@ with a clear status where no finite solution exists:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -66,6 +66,8 @@ class Solution:
     status: str
     message: str = ""
     quad: Quadrature = DEFAULT_QUADRATURE
+    #: J = DG − I of the student map at the solution (reused to warm-start a neighbour)
+    jacobian: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def solve_teacher(
@@ -152,16 +154,25 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    def solve_at(lam: float, x0: np.ndarray | None) -> FixedPointResult:
-        """Approach the fixed point with the coarse rule, finish by Newton with its Jacobian;
-        if that fails, plain Anderson iteration with the full rule."""
+    maps: dict[float, StudentMap] = {}
+
+    def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
+        """Newton from a neighbour's Jacobian if given; else approach the fixed point with the
+        coarse rule and finish by Newton with its Jacobian; if that fails, plain Anderson."""
         p = problem if lam == st.lam else problem.replace(lam=lam)
         x0 = initial(p, teacher, lam) if x0 is None else x0
-        fine, coarse = StudentMap(p, teacher, quad), StudentMap(p, teacher, quad.coarse())
+        fine = maps[lam] = StudentMap(p, teacher, quad)
+        evals = 0
+        if jacobian is not None:
+            res = polish(fine, x0, tol=tol, jacobian=jacobian, max_iter=8, valid=valid)
+            evals += res.iterations
+            if res.status == "converged":
+                return replace(res, iterations=evals)
+        coarse = StudentMap(p, teacher, quad.coarse())
         near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
-        evals = near.iterations
+        evals += near.iterations
         if near.status == "converged":
-            res = polish(fine, coarse, near.x, tol=tol, valid=valid)
+            res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
             evals += res.iterations
             if res.status == "converged":
                 return replace(res, iterations=evals)
@@ -169,10 +180,10 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         res = iterate(fine, x0, tol=tol, max_iter=max_iter, valid=valid)
         return replace(res, iterations=evals + res.iterations)
 
-    x0 = None
+    x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
-        x0 = init.student.vector()
-    res = solve_at(st.lam, x0)
+        x0, jac0 = init.student.vector(), init.jacobian
+    res = solve_at(st.lam, x0, jac0)
     total = t_sol.iterations + res.iterations
     if res.status != "converged":
         res, extra = continuation(solve_at, st.lam)
@@ -181,10 +192,10 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     if not conv:
         msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
         return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
-    state = StudentMap(problem, teacher, quad).state(res.x)
+    state = maps[st.lam].state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
-        "", quad,
+        "", quad, res.jacobian,
     )  # fmt: skip
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, ndtr
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
 from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
@@ -70,10 +71,7 @@ def bayes_teacher_state(data: GaussianMixture) -> TeacherState:
     c = bayes_constant(data)
     m, q, b = c * a, c * c * a * (a + d), math.log(rho / (1.0 - rho))
     # training outputs h̃ = y m̃ + b̃ + √(Δq̃) ξ̃ + Δ c y: their loss and error by quadrature / Φ
-    from scipy.special import ndtr
-
-    x, w = np.polynomial.hermite_e.hermegauss(120)
-    w = w / math.sqrt(2 * math.pi)
+    x, w = _hermite(120)
     loss, err = 0.0, 0.0
     for y, p_y in ((1.0, rho), (-1.0, 1.0 - rho)):
         margin = m + d * c + y * b  # y·h̃ = margin + √(Δq̃) ξ̃ (in law)
@@ -84,6 +82,13 @@ def bayes_teacher_state(data: GaussianMixture) -> TeacherState:
         m=m, q=q, b=b, V=1.0, m_hat=c * a, q_hat=a * d * c * c, V_hat=0.0,
         eg=float(data.error(m, q, b)), train_loss=loss, train_error=err,
     )  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Hermite rule for N(0, 1) (the Bayes teacher's smooth training loss)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / math.sqrt(2 * math.pi)
 
 
 class _LogisticTeacherMap:

@@ -15,9 +15,15 @@ from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, St
 N, SEEDS = 1000, 16
 
 POINTS = {
-    "logistic_teacher": Problem(GaussianMixture(2, 0.3, 1), LogisticTeacher(0.1), Student(0.05, 0.8, 2.0, 1.0)),
-    "bayes_teacher": Problem(GaussianMixture(1, 0.2, 0.5), BayesTeacher(), Student(0.03, 0.5, 1.0, 1.0)),
-    "sparse_student": Problem(GaussianMixture(2, 0.3, 1), LogisticTeacher(0.3), Student(0.03, 1.0, 1.0, 0.5)),
+    "logistic_teacher": Problem(
+        GaussianMixture(2, 0.3, 1), LogisticTeacher(0.1), Student(0.05, 0.8, 2.0, 1.0)
+    ),
+    "bayes_teacher": Problem(
+        GaussianMixture(1, 0.2, 0.5), BayesTeacher(), Student(0.03, 0.5, 1.0, 1.0)
+    ),
+    "sparse_student": Problem(
+        GaussianMixture(2, 0.3, 1), LogisticTeacher(0.3), Student(0.03, 1.0, 1.0, 0.5)
+    ),
 }
 
 

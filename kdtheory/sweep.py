@@ -1,0 +1,501 @@
+r"""Grids of replica solutions: warm-started, parallel (joblib or Dask), journalled, resumable.
+
+A sweep varies one or two parameters of a base ``Problem`` (names of ``kdtheory.problem.PARAMETERS``)
+over an ``Axis`` each, solves every grid point with ``replica.solve`` and collects the quantities of
+``QUANTITIES`` into an ``xarray.Dataset`` whose dimensions are the swept parameters.
+
+* Variants: the same grid with some parameters changed, e.g. ``{"nokd": {"chi": 0}}``; their
+  quantities carry the suffix ``_nokd``, and with that variant present ``gain = eg_nokd − eg``
+  (the KD gain: error without KD minus error with KD).
+* Optimisation: ``Optimise("lam", 1e-3, 10)`` replaces each student solve by the minimum of the
+  student's ε_g over λ at that grid point (reported as ``eg`` and ``lam_opt``); variants are
+  optimised separately.
+* Work is cut into short chunks of neighbouring points (snake order), each warm-started from its
+  predecessor (continuation along the grid).  Chunks run on local joblib workers or, given a
+  scheduler address, on a Dask cluster through joblib's dask backend.
+* The driver appends every finished chunk to a journal (JSON lines, flushed and fsync'd); a rerun
+  of the same sweep skips what the journal holds, so an interrupted run loses at most the chunks in
+  flight.  A point that did not converge is stored with ``converged = 0`` and NaN values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from kdtheory.problem import PARAMETERS, BayesTeacher, Problem
+
+__all__ = [
+    "QUANTITIES",
+    "STATUS_CODES",
+    "Axis",
+    "Optimise",
+    "Sweep",
+    "run_sweep",
+    "write_atomic",
+]
+
+#: status strings of ``replica.Solution`` and their integer codes in the data files
+STATUS_CODES = {"converged": 0, "max_iter": 1, "diverged": 2, "unbounded": 3, "singular": 4}
+
+#: per-point quantities: name → (description, function of a converged Solution)
+QUANTITIES: dict[str, tuple[str, Callable]] = {
+    "eg": ("student test error ε_g", lambda s: s.student.eg),
+    "eg_teacher": ("teacher test error ε̃_g", lambda s: s.teacher.eg),
+    "m": ("student overlap m = w·v/N", lambda s: s.student.m),
+    "q": ("student norm q = ‖w‖²/N", lambda s: s.student.q),
+    "b": ("student bias b", lambda s: s.student.b),
+    "r": ("teacher–student overlap r = w·w̃/N", lambda s: s.student.r),
+    "V": ("student susceptibility V", lambda s: s.student.V),
+    "Vc": ("cross susceptibility V_c", lambda s: s.student.Vc),
+    "m_teacher": ("teacher overlap m̃", lambda s: s.teacher.m),
+    "q_teacher": ("teacher norm q̃", lambda s: s.teacher.q),
+    "b_teacher": ("teacher bias b̃", lambda s: s.teacher.b),
+    "agreement": ("test-time agreement of student and teacher", None),
+    "train_loss": ("student training loss (mean ℓ_KD)", lambda s: s.student.train_loss),
+    "train_error": ("student training error", lambda s: s.student.train_error),
+}
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A swept parameter and its values.
+
+    ``Axis.parse("lam_t:0.01:10:16:log")`` gives 16 log-spaced values from 0.01 to 10;
+    ``Axis.parse("alpha:0.5:5:10")`` 10 linear ones; ``Axis.parse("chi=0,0.5,1")`` a list.
+    """
+
+    name: str
+    values: tuple[float, ...]
+    log: bool = False
+
+    def __post_init__(self):
+        if self.name not in PARAMETERS:
+            raise ValueError(f"unknown parameter {self.name!r}; allowed: {', '.join(PARAMETERS)}")
+        if len(self.values) == 0:
+            raise ValueError(f"axis {self.name!r} has no values")
+        if not all(math.isfinite(v) for v in self.values):
+            raise ValueError(f"axis {self.name!r} has non-finite values")
+
+    @classmethod
+    def parse(cls, spec: str) -> Axis:
+        """Parse ``name:start:stop:num[:log|lin]`` or ``name=v1,v2,…``."""
+        if "=" in spec:
+            name, _, rest = spec.partition("=")
+            try:
+                values = tuple(float(v) for v in rest.split(","))
+            except ValueError:
+                raise ValueError(f"bad value list in {spec!r}: expected name=v1,v2,…") from None
+            return cls(name.strip(), values)
+        parts = spec.split(":")
+        if len(parts) not in (4, 5):
+            raise ValueError(
+                f"bad axis {spec!r}: expected name:start:stop:num[:log|lin] or name=v1,v2,…"
+            )
+        name, start, stop, num = parts[:4]
+        scale = parts[4] if len(parts) == 5 else "lin"
+        if scale not in ("log", "lin"):
+            raise ValueError(f"bad scale {scale!r} in {spec!r}: expected log or lin")
+        try:
+            start, stop, num = float(start), float(stop), int(num)
+        except ValueError:
+            raise ValueError(
+                f"bad numbers in {spec!r}: start and stop are reals, num an integer"
+            ) from None
+        if num < 1:
+            raise ValueError(f"axis {name!r}: num must be ≥ 1, got {num}")
+        if scale == "log":
+            if start <= 0 or stop <= 0:
+                raise ValueError(f"axis {name!r}: a log range needs start, stop > 0")
+            values = np.geomspace(start, stop, num)
+        else:
+            values = np.linspace(start, stop, num)
+        return cls(name, tuple(float(v) for v in values), scale == "log")
+
+
+@dataclass(frozen=True)
+class Optimise:
+    """Minimise the student's ε_g over one student parameter (lam, chi or temperature) in [lo, hi]
+    at every grid point; log scale for lam and temperature."""
+
+    name: str
+    lo: float
+    hi: float
+
+    def __post_init__(self):
+        allowed = {"lam": (0.0, math.inf), "chi": (0.0, 1.0), "temperature": (0.0, math.inf)}
+        if self.name not in allowed:
+            raise ValueError(f"can optimise over {', '.join(allowed)}, not {self.name!r}")
+        a, b = allowed[self.name]
+        if not (a <= self.lo < self.hi <= b) or (self.log and self.lo <= 0):
+            raise ValueError(f"optimisation range for {self.name} must satisfy {a:g} ≤ lo < hi ≤ {b:g}"
+                             f"{' and lo > 0' if self.log else ''}, got [{self.lo:g}, {self.hi:g}]")  # fmt: skip
+
+    @property
+    def log(self) -> bool:
+        return self.name in ("lam", "temperature")
+
+    @classmethod
+    def parse(cls, spec: str) -> Optimise:
+        """``lam`` (default range 1e-4…10), ``lam:1e-3:1``, ``chi``, ``temperature:0.2:20``."""
+        defaults = {"lam": (1e-4, 10.0), "chi": (0.0, 1.0), "temperature": (0.1, 20.0)}
+        parts = spec.split(":")
+        name = parts[0]
+        if name not in defaults:
+            raise ValueError(f"can optimise over {', '.join(defaults)}, not {name!r}")
+        if len(parts) == 1:
+            return cls(name, *defaults[name])
+        if len(parts) != 3:
+            raise ValueError(f"bad optimisation {spec!r}: expected name or name:lo:hi")
+        try:
+            return cls(name, float(parts[1]), float(parts[2]))
+        except ValueError:
+            raise ValueError(f"bad numbers in {spec!r}") from None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What to compute: a base problem, one or two axes, variants and an optional optimisation."""
+
+    base: Problem
+    axes: tuple[Axis, ...]
+    variants: dict[str, dict[str, float]] = field(default_factory=dict)
+    optimise: Optimise | None = None
+    tol: float = 1e-10
+
+    def __post_init__(self):
+        if not 1 <= len(self.axes) <= 2:
+            raise ValueError(f"a sweep has one or two axes, got {len(self.axes)}")
+        names = [a.name for a in self.axes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the same parameter appears twice: {names}")
+        if self.optimise is not None and self.optimise.name in names:
+            raise ValueError(f"cannot both sweep and optimise {self.optimise.name!r}")
+        for p in self.problems():  # every grid point and variant is a valid Problem (or raises)
+            pass
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a.values) for a in self.axes)
+
+    def problem(self, index: Sequence[int], variant: str | None = None) -> Problem:
+        changes = {a.name: a.values[i] for a, i in zip(self.axes, index, strict=True)}
+        if variant is not None:
+            changes.update(self.variants[variant])
+        return self.base.replace(**changes)
+
+    def problems(self) -> Iterable[Problem]:
+        for index in np.ndindex(*self.shape):
+            yield self.problem(index)
+            for v in self.variants:
+                yield self.problem(index, v)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines the results (used to match a journal)."""
+        desc = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(desc.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {
+            "teacher": "bayes" if isinstance(self.base.teacher, BayesTeacher) else "logistic",
+            "base": {k: v for k, v in self.base.params.items() if not math.isnan(v)},
+            "axes": [[a.name, list(a.values), a.log] for a in self.axes],
+            "variants": self.variants,
+            "optimise": None if self.optimise is None else [self.optimise.name, self.optimise.lo, self.optimise.hi],
+            "tol": self.tol,
+        }  # fmt: skip
+
+    def quantity_names(self) -> list[str]:
+        base = list(QUANTITIES) + ["converged", "status", "residual", "iterations"]
+        if self.optimise is not None:
+            base.append(f"{self.optimise.name}_opt")
+        names = list(base)
+        for v in self.variants:
+            names += [f"{q}_{v}" for q in base]
+        if "nokd" in self.variants:
+            names.append("gain")
+        return names
+
+    def snake(self) -> list[tuple[int, ...]]:
+        """Grid indices in snake order: neighbours in the list are neighbours on the grid."""
+        if len(self.shape) == 1:
+            return [(i,) for i in range(self.shape[0])]
+        rows, cols = self.shape
+        out = []
+        for i in range(rows):
+            js = range(cols) if i % 2 == 0 else range(cols - 1, -1, -1)
+            out += [(i, j) for j in js]
+        return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _record(sol, prefix: str = "") -> dict[str, float]:
+    """The quantities of one solution (NaN where it did not converge)."""
+    import replica
+
+    out = {}
+    for name, (_, fn) in QUANTITIES.items():
+        if not sol.converged:
+            out[name + prefix] = math.nan
+        elif name == "agreement":
+            out[name + prefix] = replica.agreement(sol)
+        else:
+            out[name + prefix] = float(fn(sol))
+    out["converged" + prefix] = int(sol.converged)
+    out["status" + prefix] = STATUS_CODES.get(sol.status, 1)
+    out["residual" + prefix] = float(sol.residual)
+    out["iterations" + prefix] = int(sol.iterations)
+    return out
+
+
+def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
+    """min over the optimised parameter of the student's ε_g: a coarse scan (9 points, warm-started),
+    then a bounded Brent search around the best point.  Returns (solution, argmin)."""
+    from scipy.optimize import minimize_scalar
+
+    import replica
+
+    to_x = (lambda v: math.log(v)) if opt.log else (lambda v: v)
+    from_x = (lambda x: math.exp(x)) if opt.log else (lambda x: x)
+    lo, hi = to_x(opt.lo), to_x(opt.hi)
+    best = {"eg": math.inf, "sol": None, "x": None}
+    cache = {}
+    state = {"init": init}
+
+    def eg(x):
+        if x in cache:
+            return cache[x]
+        sol = replica.solve(problem.replace(**{opt.name: from_x(x)}), init=state["init"], tol=tol)
+        value = sol.student.eg if sol.converged else math.inf
+        if sol.converged:
+            state["init"] = sol
+            if value < best["eg"]:
+                best.update(eg=value, sol=sol, x=x)
+        cache[x] = value
+        return value
+
+    grid = np.linspace(lo, hi, 9)
+    values = [eg(x) for x in grid]
+    k = int(np.argmin(values))
+    if math.isfinite(values[k]):
+        a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        xatol = 1e-3 * (hi - lo)
+        minimize_scalar(eg, bounds=(a, b), method="bounded", options={"xatol": xatol})
+    if best["sol"] is None:  # nothing converged: report the last attempt as it is
+        sol = replica.solve(problem.replace(**{opt.name: from_x(grid[k])}), tol=tol)
+        return sol, math.nan
+    return best["sol"], from_x(best["x"])
+
+
+def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
+    """All quantities at one grid point (with variants); ``inits`` carries the warm starts."""
+    import replica
+
+    record: dict[str, float] = {}
+    for variant in [None, *sweep.variants]:
+        p = sweep.problem(index, variant)
+        suffix = "" if variant is None else f"_{variant}"
+        init = inits.get(variant)
+        if init is not None and not init.converged:
+            init = None
+        if sweep.optimise is None:
+            sol = replica.solve(p, init=init, tol=sweep.tol)
+        else:
+            sol, arg = _solve_optimised(p, sweep.optimise, init, sweep.tol)
+            record[f"{sweep.optimise.name}_opt{suffix}"] = arg
+        if sol.converged:
+            inits[variant] = sol
+        record.update(_record(sol, suffix))
+    if "nokd" in sweep.variants:
+        record["gain"] = record["eg_nokd"] - record["eg"]
+    return record
+
+
+def _run_chunk(sweep: Sweep, indices: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], dict]]:
+    """Solve a chunk of neighbouring points in order, each warm-started from the previous one."""
+    _single_thread()
+    inits: dict = {}
+    return [(tuple(int(i) for i in index), _evaluate(sweep, index, inits)) for index in indices]
+
+
+def _single_thread():
+    """Workers share the machine: keep numba and BLAS to one thread each."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
+
+
+# ----------------------------------------------------------------------------- journal and files
+
+
+class Journal:
+    """Append-only record of finished points (JSON lines; the first line names the sweep)."""
+
+    def __init__(self, path: Path, sweep: Sweep):
+        self.path = path
+        self.fingerprint = sweep.fingerprint()
+        self.done: dict[tuple[int, ...], dict] = {}
+        if path.exists():
+            self._load(sweep)
+
+    def _load(self, sweep: Sweep):
+        with open(self.path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        if not lines:
+            return
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"{self.path} belongs to a different sweep; choose another --out/--name or delete it"
+            )
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: that chunk is redone
+                continue
+            self.done[tuple(entry["index"])] = entry["values"]
+
+    def append(self, results: list[tuple[tuple[int, ...], dict]], sweep: Sweep):
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if new:
+                fh.write(
+                    json.dumps({"fingerprint": self.fingerprint, "sweep": sweep.describe()}) + "\n"
+                )
+            for index, values in results:
+                fh.write(json.dumps({"index": list(index), "values": values}) + "\n")
+                self.done[index] = values
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
+    """The journal's records as a Dataset over the swept parameters."""
+    names = sweep.quantity_names()
+    data = {n: np.full(sweep.shape, np.nan) for n in names}
+    for index, values in done.items():
+        for n in names:
+            v = values.get(n)
+            data[n][index] = np.nan if v is None else v
+    coords = {a.name: list(a.values) for a in sweep.axes}
+    dims = [a.name for a in sweep.axes]
+    ds = xr.Dataset({n: (dims, arr) for n, arr in data.items()}, coords=coords)
+    for n in list(ds):
+        if n.split("_")[0] in ("converged", "status", "iterations"):
+            ds[n] = ds[n].fillna(-1).astype(np.int32)  # −1: not computed
+    for n, (desc, _) in QUANTITIES.items():
+        for suffix in ["", *[f"_{v}" for v in sweep.variants]]:
+            if n + suffix in ds:
+                ds[n + suffix].attrs["long_name"] = desc + (
+                    "" if not suffix else f" ({suffix[1:]})"
+                )
+    for n in [k for k in ds if k.startswith("status")]:
+        ds[n].attrs.update(
+            flag_values=list(STATUS_CODES.values()), flag_meanings=" ".join(STATUS_CODES)
+        )
+    if "gain" in ds:
+        ds["gain"].attrs["long_name"] = "KD gain ε_g(χ = 0) − ε_g"
+    desc = sweep.describe()
+    ds.attrs.update(
+        teacher=desc["teacher"],
+        fixed=json.dumps(desc["base"]),
+        variants=json.dumps(desc["variants"]),
+        optimise=json.dumps(desc["optimise"]),
+        tol=sweep.tol,
+        fingerprint=sweep.fingerprint(),
+    )
+    return ds
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_sweep(
+    sweep: Sweep,
+    journal_path: str | os.PathLike | None = None,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    chunk: int = 8,
+    progress: bool = True,
+    description: str = "grid",
+) -> xr.Dataset:
+    """Solve every point of ``sweep`` and return the Dataset.
+
+    With ``journal_path`` finished chunks are journalled and a rerun resumes.  ``jobs`` local joblib
+    workers (loky), or the Dask cluster at ``scheduler`` (``tcp://host:port``) through joblib's dask
+    backend.  ``chunk`` points per task, warm-started in sequence.
+    """
+    from joblib import Parallel, delayed, parallel_backend
+    from tqdm.auto import tqdm
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    journal = Journal(Path(journal_path), sweep) if journal_path is not None else None
+    done = dict(journal.done) if journal else {}
+    order = sweep.snake()
+    todo = [i for i in order if i not in done]
+    # chunks of neighbours; at least two per worker so the load balances
+    n_tasks = max(math.ceil(len(todo) / chunk), min(len(todo), 2 * jobs))
+    chunks = [
+        c
+        for c in np.array_split(np.array(todo, dtype=int).reshape(len(todo), -1), n_tasks)
+        if len(c)
+    ]
+    bar = tqdm(total=len(order), initial=len(done), desc=description, unit="pt", disable=not progress,
+               leave=False)  # fmt: skip
+
+    def collect(results):
+        if journal:
+            journal.append(results, sweep)
+        done.update(dict(results))
+        bar.update(len(results))
+
+    try:
+        if scheduler is not None:
+            from dask.distributed import Client
+
+            with Client(scheduler) as client, parallel_backend("dask"):
+                client.wait_for_workers(1, timeout=60)
+                tasks = (delayed(_run_chunk)(sweep, [tuple(i) for i in c]) for c in chunks)
+                for results in Parallel(n_jobs=-1, return_as="generator_unordered")(tasks):
+                    collect(results)
+        elif jobs == 1 or len(chunks) <= 1:
+            for c in chunks:
+                collect(_run_chunk(sweep, [tuple(i) for i in c]))
+        else:
+            tasks = (delayed(_run_chunk)(sweep, [tuple(i) for i in c]) for c in chunks)
+            for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+                collect(results)
+    finally:
+        bar.close()
+    return to_dataset(sweep, done)
