@@ -179,8 +179,8 @@ class Sweep:
             raise ValueError(f"the same parameter appears twice: {names}")
         if self.optimise is not None and self.optimise.name in names:
             raise ValueError(f"cannot both sweep and optimise {self.optimise.name!r}")
-        for p in self.problems():  # every grid point and variant is a valid Problem (or raises)
-            pass
+        for _ in self.problems():  # every grid point and variant is a valid Problem (or raises)
+            continue
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -214,9 +214,9 @@ class Sweep:
         }  # fmt: skip
 
     def quantity_names(self) -> list[str]:
-        base = list(QUANTITIES) + ["converged", "status", "residual", "iterations"]
+        base = [*QUANTITIES, "converged", "status", "residual", "iterations"]
         if self.optimise is not None:
-            base.append(f"{self.optimise.name}_opt")
+            base += [f"{self.optimise.name}_opt", f"{self.optimise.name}_at_bound"]
         names = list(base)
         for v in self.variants:
             names += [f"{q}_{v}" for q in base]
@@ -297,6 +297,13 @@ def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
     return best["sol"], from_x(best["x"])
 
 
+def at_bound(value: float, opt: Optimise) -> bool:
+    """True if an optimum lies on (within 1e-3 of) the edge of its search range."""
+    x = math.log(value) if opt.log else value
+    lo, hi = (math.log(opt.lo), math.log(opt.hi)) if opt.log else (opt.lo, opt.hi)
+    return min(x - lo, hi - x) <= 1e-3 * (hi - lo)
+
+
 def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
     """All quantities at one grid point (with variants); ``inits`` carries the warm starts."""
     import replica
@@ -313,6 +320,7 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
         else:
             sol, arg = _solve_optimised(p, sweep.optimise, init, sweep.tol)
             record[f"{sweep.optimise.name}_opt{suffix}"] = arg
+            record[f"{sweep.optimise.name}_at_bound{suffix}"] = int(at_bound(arg, sweep.optimise))
         if sol.converged:
             inits[variant] = sol
         record.update(_record(sol, suffix))
@@ -343,42 +351,44 @@ def _single_thread():
 
 
 class Journal:
-    """Append-only record of finished points (JSON lines; the first line names the sweep)."""
+    """Append-only record of finished points: JSON lines, the first naming what is computed.
 
-    def __init__(self, path: Path, sweep: Sweep):
-        self.path = path
-        self.fingerprint = sweep.fingerprint()
+    ``fingerprint`` identifies the computation; a journal with another fingerprint is refused.
+    A trailing line cut short by a kill is ignored (its points are simply computed again).
+    """
+
+    def __init__(self, path: str | os.PathLike, fingerprint: str, header: dict):
+        self.path, self.fingerprint, self.header = Path(path), fingerprint, header
         self.done: dict[tuple[int, ...], dict] = {}
-        if path.exists():
-            self._load(sweep)
+        if self.path.exists():
+            self._load()
 
-    def _load(self, sweep: Sweep):
+    def _load(self):
         with open(self.path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
         if not lines:
             return
         try:
-            header = json.loads(lines[0])
+            head = json.loads(lines[0])
         except json.JSONDecodeError:
-            header = {}
-        if header.get("fingerprint") != self.fingerprint:
+            head = {}
+        if head.get("fingerprint") != self.fingerprint:
             raise ValueError(
-                f"{self.path} belongs to a different sweep; choose another --out/--name or delete it"
+                f"{self.path} belongs to a different computation; choose another --out/--name or "
+                "delete it"
             )
         for line in lines[1:]:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: that chunk is redone
+            except json.JSONDecodeError:
                 continue
             self.done[tuple(entry["index"])] = entry["values"]
 
-    def append(self, results: list[tuple[tuple[int, ...], dict]], sweep: Sweep):
+    def append(self, results: list[tuple[tuple[int, ...], dict]]):
         new = not self.path.exists() or self.path.stat().st_size == 0
         with open(self.path, "a", encoding="utf-8") as fh:
             if new:
-                fh.write(
-                    json.dumps({"fingerprint": self.fingerprint, "sweep": sweep.describe()}) + "\n"
-                )
+                fh.write(json.dumps({"fingerprint": self.fingerprint, **self.header}) + "\n")
             for index, values in results:
                 fh.write(json.dumps({"index": list(index), "values": values}) + "\n")
                 self.done[index] = values
@@ -410,7 +420,7 @@ def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
     dims = [a.name for a in sweep.axes]
     ds = xr.Dataset({n: (dims, arr) for n, arr in data.items()}, coords=coords)
     for n in list(ds):
-        if n.split("_")[0] in ("converged", "status", "iterations"):
+        if n.split("_")[0] in ("converged", "status", "iterations") or "_at_bound" in n:
             ds[n] = ds[n].fillna(-1).astype(np.int32)  # −1: not computed
     for n, (desc, _) in QUANTITIES.items():
         for suffix in ["", *[f"_{v}" for v in sweep.variants]]:
@@ -460,7 +470,9 @@ def run_sweep(
 
     if jobs < 1:
         raise ValueError(f"jobs must be ≥ 1, got {jobs}")
-    journal = Journal(Path(journal_path), sweep) if journal_path is not None else None
+    journal = None
+    if journal_path is not None:
+        journal = Journal(journal_path, sweep.fingerprint(), {"sweep": sweep.describe()})
     done = dict(journal.done) if journal else {}
     order = sweep.snake()
     todo = [i for i in order if i not in done]
@@ -476,7 +488,7 @@ def run_sweep(
 
     def collect(results):
         if journal:
-            journal.append(results, sweep)
+            journal.append(results)
         done.update(dict(results))
         bar.update(len(results))
 
@@ -499,3 +511,78 @@ def run_sweep(
     finally:
         bar.close()
     return to_dataset(sweep, done)
+
+
+# ----------------------------------------------------------------------------- simulation overlay
+
+#: simulated quantities stored next to the theory (mean and standard error over seeds)
+SIM_FIELDS = (
+    ("eg", "student"),
+    ("eg_teacher", "teacher"),
+    ("r", "student"),
+    ("agreement", "student"),
+)
+
+
+def simulate_points(
+    sweep: Sweep,
+    theory: xr.Dataset,
+    *,
+    n: int,
+    seeds: int,
+    seed: int = 0,
+    jobs: int = 1,
+    journal_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Finite-N simulations (``simulations.run``) at every point of a 1-D sweep.
+
+    Each point is simulated at the theory's parameters (with the optimised parameter at its
+    optimum, if the sweep optimises).  Adds ``<q>_sim`` and ``<q>_sim_sem`` for the quantities in
+    ``SIM_FIELDS`` and ``sim_failed`` (seeds whose fits failed).  Journalled like ``run_sweep``.
+    """
+    from tqdm.auto import tqdm
+
+    import simulations
+
+    if len(sweep.axes) != 1:
+        raise ValueError("simulation overlays are drawn on 1-D sweeps only")
+    journal = None
+    if journal_path is not None:
+        fingerprint = f"{sweep.fingerprint()}-sim-n{n}-s{seeds}-seed{seed}"
+        header = {"sweep": sweep.describe(), "simulate": {"n": n, "seeds": seeds, "seed": seed}}
+        journal = Journal(journal_path, fingerprint, header)
+    done = dict(journal.done) if journal else {}
+    order = sweep.snake()
+    bar = tqdm(total=len(order), initial=len(done), desc=f"simulate N={n}", unit="pt",
+               disable=not progress, leave=False)  # fmt: skip
+    try:
+        for index in order:
+            if index in done:
+                continue
+            p = sweep.problem(index)
+            if sweep.optimise is not None:
+                opt = float(theory[f"{sweep.optimise.name}_opt"].values[index])
+                if not math.isfinite(opt):
+                    continue
+                p = p.replace(**{sweep.optimise.name: opt})
+            res = simulations.run(p, n=n, seeds=seeds, seed=seed, n_jobs=jobs)
+            values = {"sim_failed": int(res.n_failed)}
+            for name, who in SIM_FIELDS:
+                est = getattr(getattr(res, who), name.removesuffix("_teacher"))
+                values[f"{name}_sim"], values[f"{name}_sim_sem"] = est.mean, est.sem
+            if journal:
+                journal.append([(index, values)])
+            done[index] = values
+            bar.update(1)
+    finally:
+        bar.close()
+    out = theory.copy()
+    dim = sweep.axes[0].name
+    for key in [f"{q}_sim{s}" for q, _ in SIM_FIELDS for s in ("", "_sem")] + ["sim_failed"]:
+        arr = np.full(sweep.shape, np.nan)
+        for index, values in done.items():
+            arr[index] = values.get(key, np.nan)
+        out[key] = (dim, arr)
+    out.attrs.update(sim_n=n, sim_seeds=seeds, sim_seed=seed)
+    return out

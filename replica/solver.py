@@ -231,9 +231,18 @@ def _with_iterations(sol: Solution, n: int) -> Solution:
     return replace(sol, iterations=n)
 
 
-def bayes_error(data: GaussianMixture) -> float:
+def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     r"""Bayes-optimal test error: ε = ρΦ(−(m̃ + b̃)/√(Δq̃)) + (1 − ρ)Φ(−(m̃ − b̃)/√(Δq̃)) with
-    m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), c = 2/(Δ(Δ + α))."""
+    m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), c = 2/(Δ(Δ + α)).
+
+    With ``eta`` < 1: the Bayes error of an estimator that sees only ηN of the features (the bound
+    for a sparse student).  Those features form the same mixture with α/η samples per feature and
+    noise Δ/η (rescale x_S by 1/√η so the signal has unit norm per feature).
+    """
+    if not 0.0 < eta <= 1.0:
+        raise ValueError(f"eta must be in (0, 1], got {eta!r}")
+    if eta < 1.0:
+        data = GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)
     return bayes_teacher_state(data).eg
 
 
