@@ -476,13 +476,10 @@ def run_sweep(
     done = dict(journal.done) if journal else {}
     order = sweep.snake()
     todo = [i for i in order if i not in done]
-    # chunks of neighbours; at least two per worker so the load balances
-    n_tasks = max(math.ceil(len(todo) / chunk), min(len(todo), 2 * jobs))
-    chunks = [
-        c
-        for c in np.array_split(np.array(todo, dtype=int).reshape(len(todo), -1), n_tasks)
-        if len(c)
-    ]
+    # chunks of neighbours (≤ ``chunk`` points), at least two per worker so the load balances
+    n_tasks = max(math.ceil(len(todo) / chunk), min(len(todo), 2 * jobs), 1)
+    size = max(math.ceil(len(todo) / n_tasks), 1)
+    chunks = [todo[k : k + size] for k in range(0, len(todo), size)]
     bar = tqdm(total=len(order), initial=len(done), desc=description, unit="pt", disable=not progress,
                leave=False)  # fmt: skip
 
@@ -498,14 +495,14 @@ def run_sweep(
 
             with Client(scheduler) as client, parallel_backend("dask"):
                 client.wait_for_workers(1, timeout=60)
-                tasks = (delayed(_run_chunk)(sweep, [tuple(i) for i in c]) for c in chunks)
+                tasks = (delayed(_run_chunk)(sweep, c) for c in chunks)
                 for results in Parallel(n_jobs=-1, return_as="generator_unordered")(tasks):
                     collect(results)
         elif jobs == 1 or len(chunks) <= 1:
             for c in chunks:
-                collect(_run_chunk(sweep, [tuple(i) for i in c]))
+                collect(_run_chunk(sweep, c))
         else:
-            tasks = (delayed(_run_chunk)(sweep, [tuple(i) for i in c]) for c in chunks)
+            tasks = (delayed(_run_chunk)(sweep, c) for c in chunks)
             for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
                 collect(results)
     finally:
