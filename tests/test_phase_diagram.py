@@ -148,3 +148,27 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args, messa
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not out.exists()
+
+
+def test_optimised_error_is_no_worse_than_a_brute_force_scan():
+    """The optimiser's ε_g(λ*) is ≤ every ε_g on a 25-point λ grid (up to the Brent tolerance,
+    1e-3 of the log-range, whose effect on ε_g at a smooth minimum is ≪ 1e-6)."""
+    p = Problem(GaussianMixture(1.5, 0.3, 1.0), LogisticTeacher(0.3), Student(0.1, 0.7, 2.0, 0.6))
+    sweep = Sweep(p, (Axis("eta", (0.6,)),), optimise=Optimise("lam", 1e-3, 10.0))
+    ds = run_sweep(sweep, progress=False)
+    scan = [replica.solve(p.replace(lam=lam)).student.eg for lam in np.geomspace(1e-3, 10.0, 25)]
+    assert ds["eg"].values[0] <= min(scan) + 1e-6
+    assert 1e-3 <= ds["lam_opt"].values[0] <= 10.0 and ds["lam_at_bound"].values[0] == 0
+
+
+def test_simulation_overlay(tmp_path):
+    args = ["--x", "lam_t=0.1,1", "--set", "alpha=1", "--simulate", "150", "--seeds", "3", "--jobs", "1",
+            "--out", str(tmp_path), "--name", "s", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    ds = xr.open_dataset(tmp_path / "s.nc", engine="scipy")
+    assert (ds["sim_failed"].values == 0).all() and (ds["eg_sim_sem"].values > 0).all()
+    # N = 150, 3 seeds: loose, but the simulated error must be near the theory (finite-N bias ≲ 0.03)
+    np.testing.assert_allclose(
+        ds["eg_sim"].values, ds["eg"].values, atol=4 * ds["eg_sim_sem"].values.max() + 0.03
+    )
+    assert (tmp_path / "s.sim.journal.jsonl").exists()
