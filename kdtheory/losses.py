@@ -117,7 +117,14 @@ def _d1_d2_p(y, pt, h, chi, temperature):
 
 @njit(cache=True)
 def _prox_p(y, pt, omega, v, chi, temperature, h0):
+    """prox given p̃, from the starting point h0 (see ``_prox_curv_p``)."""
+    return _prox_curv_p(y, pt, omega, v, chi, temperature, h0)[0]
+
+
+@njit(cache=True)
+def _prox_curv_p(y, pt, omega, v, chi, temperature, h0):
     """Solve g(h) = (h − ω)/V + ∂_h ℓ_KD(h) = 0 from h0: Newton safeguarded as in ``rtsafe``.
+    Returns (h, ∂²_h ℓ_KD) with the curvature of the last Newton step (at h to within the tolerance).
 
     g is increasing; the root lies in ω ± V·B.  A Newton step is replaced by bisection of the
     bracket when it leaves the bracket or fails to halve the previous step (Newton can cycle on
@@ -136,7 +143,7 @@ def _prox_p(y, pt, omega, v, chi, temperature, h0):
         g = (h - omega) / v + d1
         step = g / (1.0 / v + d2)
         if abs(step) <= tol:
-            return h - step
+            return h - step, d2
         if g > 0.0:
             hi = h
         else:
@@ -146,11 +153,11 @@ def _prox_p(y, pt, omega, v, chi, temperature, h0):
             dx_old = 0.5 * (hi - lo)
             h_new = lo + dx_old
             if dx_old <= tol:
-                return h_new
+                return h_new, d2
         else:
             dx_old = abs(step)
         h = h_new
-    return h
+    return h, d2
 
 
 @njit(cache=True)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_p, sigmoid
+from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_curv_p, _prox_p, sigmoid
 from replica.quadrature import composite_rule, feature_breaks
 
 
@@ -58,9 +58,8 @@ def teacher_moments(
             mom[T_ERR] += p_y * _phi(y * (var * _d1_p(y, 0.5, 0.0, 0.0, 1.0) - centre) / s)
         for k in range(n):
             om = centre + s * xs[k]
-            h = _prox_p(y, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
+            h, d2 = _prox_curv_p(y, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
             h_buf[iy, k] = h
-            d2 = _d2_p(h, 0.0, 1.0)
             f = (h - om) / var
             w = p_y * ws[k]
             mom[T_F] += w * f
@@ -122,9 +121,8 @@ def student_moments(
                 a_err = 1.0
         for j in range(n):
             om = centre + spread * xs[o, j]
-            h = _prox_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
+            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
             h_buf[o, j] = h
-            d2 = _d2_p(h, chi, temperature)
             f = (h - om) / var
             den = 1.0 + var * d2
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den

@@ -149,7 +149,7 @@ class Quadrature:
     def coarse(self) -> Quadrature:
         """A cheap rule (order 3, fewer feature points) used to approach the fixed point and to
         model its Jacobian before the final steps with ``self``."""
-        return replace(self, order=3, feature_ratio=0.5 * self.feature_ratio)
+        return replace(self, order=3, feature_ratio=0.25 * self.feature_ratio)
 
     def refined(self) -> Quadrature:
         """The same rule with twice the points per panel."""
@@ -161,16 +161,9 @@ class Quadrature:
         The label term (χ < 1) has kinks of width 1, the KD term (χ > 0) of width T; a kink of
         width s spans ≥ s/spread in ξ, so its points are needed only if s/spread < feature_ratio.
         """
-        scales = []
-        if chi < 1.0:
-            scales.append(1.0)
-        if chi > 0.0:
-            scales.append(temperature)
-        pts = [s * _UNIT_FEATURES for s in scales if s < self.feature_ratio * spread]
-        if not pts:
-            return np.empty(0)
-        pts = np.concatenate(pts)
-        return np.unique(np.concatenate([-pts, pts]))
+        unit = chi < 1.0 and 1.0 < self.feature_ratio * spread
+        kd = chi > 0.0 and temperature < self.feature_ratio * spread
+        return _feature_set(1.0 if unit else 0.0, temperature if kd else 0.0)
 
     def legendre(self) -> tuple[np.ndarray, np.ndarray]:
         return gauss_legendre(self.order)
@@ -181,6 +174,15 @@ class Quadrature:
     def max_nodes(self) -> int:
         """Upper bound on the nodes of one 1-D rule."""
         return (len(self.base()) + 4 * len(_UNIT_FEATURES)) * self.order
+
+
+@lru_cache(maxsize=256)
+def _feature_set(unit_scale: float, kd_scale: float) -> np.ndarray:
+    """Sorted union of ±s·{0, 1/4, …, 36} for the scales that are > 0 (read-only, cached)."""
+    pts = [s * _UNIT_FEATURES for s in (unit_scale, kd_scale) if s > 0.0]
+    out = np.unique(np.concatenate([-p for p in pts] + pts)) if pts else np.empty(0)
+    out.setflags(write=False)
+    return out
 
 
 DEFAULT_QUADRATURE = Quadrature()

@@ -157,18 +157,24 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     maps: dict[float, StudentMap] = {}
 
     def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
-        """Newton from a neighbour's Jacobian if given; else approach the fixed point with the
-        coarse rule and finish by Newton with its Jacobian; if that fails, plain Anderson."""
+        """From a neighbour (x0 and its Jacobian): quasi-Newton on the coarse rule, then on the full
+        one.  Otherwise (or if that fails): Anderson on the coarse rule, then quasi-Newton on the
+        full rule from the coarse Jacobian.  Last resort: Anderson on the full rule."""
         p = problem if lam == st.lam else problem.replace(lam=lam)
         x0 = initial(p, teacher, lam) if x0 is None else x0
         fine = maps[lam] = StudentMap(p, teacher, quad)
-        evals = 0
-        if jacobian is not None:
-            res = polish(fine, x0, tol=tol, jacobian=jacobian, max_iter=8, valid=valid)
-            evals += res.iterations
-            if res.status == "converged":
-                return replace(res, iterations=evals)
         coarse = StudentMap(p, teacher, quad.coarse())
+        evals = 0
+        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse then fine
+            near = polish(
+                coarse, x0, tol=max(tol, 1e-7), jacobian=jacobian, max_iter=8, valid=valid
+            )
+            evals += near.iterations
+            if near.status == "converged":
+                res = polish(fine, near.x, tol=tol, jacobian=near.jacobian, max_iter=6, valid=valid)
+                evals += res.iterations
+                if res.status == "converged":
+                    return replace(res, iterations=evals)
         near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
         evals += near.iterations
         if near.status == "converged":
