@@ -75,7 +75,7 @@ def solve_teacher(
     *,
     init: Solution | TeacherSolution | None = None,
     tol: float = 1e-10,
-    max_iter: int = 500,
+    max_iter: int = 200,
     quad: Quadrature = DEFAULT_QUADRATURE,
     strict: bool = False,
 ) -> TeacherSolution:
@@ -94,7 +94,7 @@ def solve(
     *,
     init: Solution | None = None,
     tol: float = 1e-10,
-    max_iter: int = 500,
+    max_iter: int = 200,
     strict: bool = False,
     quad: Quadrature = DEFAULT_QUADRATURE,
 ) -> Solution:
@@ -159,11 +159,11 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
         """From a neighbour (x0 and its Jacobian): quasi-Newton on the coarse rule, then on the full
         one.  Otherwise (or if that fails): Anderson on the coarse rule, then quasi-Newton on the
-        full rule from the coarse Jacobian.  Last resort: Anderson on the full rule."""
+        full rule from the coarse Jacobian, or Anderson on the full rule if that fails."""
         p = problem if lam == st.lam else problem.replace(lam=lam)
-        x0 = initial(p, teacher, lam) if x0 is None else x0
         fine = maps[lam] = StudentMap(p, teacher, quad)
         coarse = StudentMap(p, teacher, quad.coarse())
+        x0 = initial(coarse, lam) if x0 is None else x0
         evals = 0
         if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse then fine
             near = polish(
@@ -177,14 +177,14 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
                     return replace(res, iterations=evals)
         near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
         evals += near.iterations
-        if near.status == "converged":
-            res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
+        if near.status != "converged":  # the coarse map is as hard: leave it to continuation
+            return replace(near, iterations=evals)
+        res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
+        evals += res.iterations
+        if res.status != "converged":
+            res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
             evals += res.iterations
-            if res.status == "converged":
-                return replace(res, iterations=evals)
-            x0 = near.x
-        res = iterate(fine, x0, tol=tol, max_iter=max_iter, valid=valid)
-        return replace(res, iterations=evals + res.iterations)
+        return replace(res, iterations=evals)
 
     x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
@@ -197,6 +197,13 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     conv = res.status == "converged"
     if not conv:
         msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
+        if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
+            v_hat = maps[st.lam].hats(maps[st.lam].moments(res.x))[2]
+            if v_hat < 1e-10 * (1.0 + st.lam):
+                msg += (
+                    f"; the student's loss is numerically flat there (V̂ = {v_hat:.1e}): the soft "
+                    "labels sig(h̃/T) saturate at 0 or 1, so T is too small for this teacher's outputs"
+                )
         return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
     state = maps[st.lam].state(res.x)
     return Solution(

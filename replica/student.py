@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.special import expit
 
 from kdtheory.problem import Problem
 from replica.channels import (
@@ -135,7 +137,7 @@ class StudentMap:
         big_a = st.lam + v_hat
         nu = vc_hat / a_t
         u = m_hat + vc_hat * t.m
-        b_new = x[5] + self.problem.data.alpha * self.problem.data.delta * mom[S_F] / v_hat
+        b_new = x[5] + _bias_step(self.problem.data, mom[S_F], v_hat, x[1])
         return np.array(
             [
                 eta * u / big_a,
@@ -158,15 +160,34 @@ class StudentMap:
         )  # fmt: skip
 
 
+def _bias_step(data, mean_f: float, v_hat: float, q: float) -> float:
+    """Newton step αΔE[f]/V̂ on E[f](b) = 0 (dE[f]/db = −V̂/(αΔ)), capped at 1 + 3√(Δq), the
+    spread of the preactivations: where ℓ'' ≈ 0 (small T, h far from 0) V̂ is tiny and the raw step
+    would throw b far away.  At the fixed point the step vanishes, so the cap changes no solution."""
+    cap = 1.0 + 3.0 * math.sqrt(data.delta * max(q, 0.0))
+    step = data.alpha * data.delta * mean_f / v_hat if v_hat > 0 else math.copysign(cap, mean_f)
+    return max(-cap, min(cap, step))
+
+
 def valid(x: np.ndarray) -> bool:
     """q > 0 and V > 0 (the map clips q − r²/q̃ at 0 itself)."""
     return bool(x[1] > 0.0 and x[3] > 0.0)
 
 
-def initial(problem: Problem, teacher: TeacherState, lam: float) -> np.ndarray:
-    """A state with w = 0 (the large-λ limit), bias at the teacher's; one map step makes it useful."""
-    d, st = problem.data, problem.student
-    curvature = (1.0 - st.chi) / 4.0 + st.chi / (4.0 * st.temperature**2)
+def initial(g: StudentMap, lam: float) -> np.ndarray:
+    """The state with w = 0 and its optimal bias: E[∂_h ℓ_KD(y, p̃, b)] = 0 over the teacher's
+    training outputs (for small T this is b ≈ T·logit ρ, not the teacher's bias, where ℓ'' ≈ 0),
+    and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution."""
+    d, st = g.problem.data, g.problem.student
+    chi, t = st.chi, st.temperature
+    pt = expit(g.nodes[0] / t)
+
+    def mean_d1(b: float) -> float:
+        return float(g.w @ (-(1 - chi) * g.y * expit(-g.y * b) + (chi / t) * (expit(b / t) - pt)))
+
+    span = 50.0 * max(1.0, t)
+    b = brentq(mean_d1, -span, span, xtol=1e-12) if mean_d1(-span) < 0 < mean_d1(span) else 0.0
+    s, st_ = expit(b), expit(b / t)
+    curvature = (1 - chi) * s * (1 - s) + (chi / t**2) * st_ * (1 - st_)
     v = st.eta / (lam + d.alpha * d.delta * curvature)
-    b = teacher.b if math.isfinite(teacher.b) else 0.0
     return np.array([0.0, 0.0, 0.0, v, 0.0, b])

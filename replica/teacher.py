@@ -115,7 +115,8 @@ class _LogisticTeacherMap:
         mom = self.mom = self.moments(x)
         m_hat, q_hat, v_hat = a * mom[T_YF], a * d * mom[T_FF], -a * d * mom[T_DF]
         big_a = self.lam + v_hat
-        b_new = x[3] + a * d * mom[T_F] / v_hat
+        cap = 1.0 + 3.0 * math.sqrt(d * max(x[1], 0.0))  # as in the student: a trust region for b̃
+        b_new = x[3] + max(-cap, min(cap, a * d * mom[T_F] / v_hat))
         return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
 
     def state(self, x: np.ndarray) -> TeacherState:
@@ -148,7 +149,7 @@ def solve_logistic_teacher(
     *,
     init: TeacherState | None = None,
     tol: float = 1e-10,
-    max_iter: int = 500,
+    max_iter: int = 200,
     quad: Quadrature = DEFAULT_QUADRATURE,
 ) -> TeacherSolution:
     """Fixed point of the logistic teacher; continuation in λ̃ when a direct solve fails."""
