@@ -32,4 +32,7 @@ def test_random_problems_converge_to_true_fixed_points():
         g = StudentMap(p, sol.teacher, sol.quad)
         x = sol.student.vector()
         assert residual(x, g(x)) <= 1e-9, p.params  # re-evaluated outside the solver
-        assert 0.0 <= sol.student.eg <= 1.0 and sol.student.q >= sol.student.r**2 / sol.teacher.q - 1e-9
+        assert (
+            0.0 <= sol.student.eg <= 1.0
+            and sol.student.q >= sol.student.r**2 / sol.teacher.q - 1e-9
+        )
