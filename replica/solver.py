@@ -157,28 +157,28 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     maps: dict[float, StudentMap] = {}
 
     def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
-        """From a neighbour (x0 and its Jacobian): quasi-Newton on the coarse rule, then on the full
-        one.  Otherwise (or if that fails): Anderson on the coarse rule, then quasi-Newton on the
-        full rule from the coarse Jacobian, or Anderson on the full rule if that fails."""
+        """Reach the coarse rule's fixed point (quasi-Newton from a neighbour's state and Jacobian
+        if given, else Anderson), then quasi-Newton on the full rule with the coarse map's
+        Jacobian at that point; Anderson on the full rule if that fails."""
         p = problem if lam == st.lam else problem.replace(lam=lam)
         fine = maps[lam] = StudentMap(p, teacher, quad)
         coarse = StudentMap(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
         evals = 0
-        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse then fine
+        near = None
+        if (
+            jacobian is not None
+        ):  # a neighbour's state and Jacobian: quasi-Newton on the coarse rule
             near = polish(
-                coarse, x0, tol=max(tol, 1e-7), jacobian=jacobian, max_iter=8, valid=valid
+                coarse, x0, tol=max(tol, 1e-6), jacobian=jacobian, max_iter=8, valid=valid
             )
             evals += near.iterations
-            if near.status == "converged":
-                res = polish(fine, near.x, tol=tol, jacobian=near.jacobian, max_iter=6, valid=valid)
-                evals += res.iterations
-                if res.status == "converged":
-                    return replace(res, iterations=evals)
-        near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
-        evals += near.iterations
+        if near is None or near.status != "converged":
+            near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
+            evals += near.iterations
         if near.status != "converged":  # the coarse map is as hard: leave it to continuation
             return replace(near, iterations=evals)
+        # the full rule, from the coarse fixed point with the coarse map's Jacobian there
         res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
         evals += res.iterations
         if res.status != "converged":
