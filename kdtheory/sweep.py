@@ -455,7 +455,7 @@ def run_sweep(
     *,
     jobs: int = 1,
     scheduler: str | None = None,
-    chunk: int = 8,
+    chunk: int = 16,
     progress: bool = True,
     description: str = "grid",
 ) -> xr.Dataset:
