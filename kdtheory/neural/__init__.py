@@ -1,0 +1,28 @@
+r"""Neural knowledge distillation: data, models, KD losses, training and the λ-path optimiser.
+
+Everything here needs PyTorch (the ``neural`` extra: ``pip install 'kdtheory[neural]'``); the
+top-level ``kdtheory`` package never imports this subpackage, so ``import kdtheory`` stays light.
+
+Notation (as in the seeds): f the teacher's logits, g the student's, σ the softmax over the K
+classes, λ₁ = 1 − χ the weight of the hard-label term, T the distillation temperature and T_val
+the validation temperature:
+
+    L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),     L_val = CE(y, σ(g/T_val)).
+
+Modules (one idea per file): :mod:`~kdtheory.neural.data` (readers, splits),
+:mod:`~kdtheory.neural.models`, :mod:`~kdtheory.neural.losses`, :mod:`~kdtheory.neural.train`
+(training loop and the ``train`` CLI), :mod:`~kdtheory.neural.hypergrad` (one-step unrolled
+hypergradient), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, Algorithm 1),
+:mod:`~kdtheory.neural.methods` (the seed's comparison methods) and :mod:`~kdtheory.neural.table`
+(the table CLI).
+"""
+
+from __future__ import annotations
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "kdtheory.neural needs PyTorch: install the `neural` extra, e.g. "
+        "pip install torch==2.13.0 && pip install -e '.[neural]'"
+    ) from exc

@@ -1,0 +1,174 @@
+r"""KD losses as small composable functions (and one module), torchdistill-style.
+
+With g the student's logits, f the teacher's, y the class index, σ the softmax over the K classes,
+λ₁ = 1 − χ and T > 0 (all losses are means over the batch; the seeds write sums, which only
+rescales the learning rate):
+
+    hard_cross_entropy  CE(y, σ(g))                    = −log σ(g)_y
+    soft_cross_entropy  CE(σ(f/T), σ(g/T))             = −Σ_k σ(f/T)_k log σ(g/T)_k
+    kd_loss             λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)),   s(T) = 1 or T²
+    validation_loss     CE(y, σ(g/T_val))
+
+The T² factor (``t2_scaling=True``) is Hinton et al.'s: it keeps the soft-term gradient wrt g of
+order one as T grows (that gradient scales as 1/T). The soft term is the cross-entropy of the
+seeds, not the KL divergence; the two differ by the teacher's entropy H(σ(f/T)), which does not
+depend on the student, so gradients wrt the student's weights agree (gradients wrt T do not).
+λ₁ and T may be Python floats or 0-d tensors (differentiable, for the hypergradient). Logits are
+cast to float32 (float64 stays float64), so the losses are safe under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "KDLoss",
+    "hard_cross_entropy",
+    "kd_loss",
+    "soft_cross_entropy",
+    "validation_loss",
+]
+
+Scalar = float | torch.Tensor
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def hard_cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CE(y, σ(g)) = −log σ(g)_y, averaged over the batch.
+
+    Parameters
+    ----------
+    student_logits : Tensor
+        g, shape (n, K).
+    targets : Tensor
+        y, int64 class indices, shape (n,).
+    """
+    return F.cross_entropy(_up(student_logits), targets)
+
+
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: Scalar
+) -> torch.Tensor:
+    """CE(σ(f/T), σ(g/T)) = −Σ_k σ(f/T)_k log σ(g/T)_k, averaged over the batch.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor
+        g and f, shape (n, K).
+    temperature : float or Tensor
+        T > 0.
+    """
+    g, f = _up(student_logits), _up(teacher_logits).to(_up(student_logits).dtype)
+    p = torch.softmax(f / temperature, dim=-1)
+    return -(p * torch.log_softmax(g / temperature, dim=-1)).sum(dim=-1).mean()
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    targets: torch.Tensor,
+    lambda1: Scalar,
+    temperature: Scalar,
+    *,
+    t2_scaling: bool = False,
+) -> torch.Tensor:
+    """The seeds' distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)).
+
+    Parameters
+    ----------
+    student_logits : Tensor
+        g, shape (n, K).
+    teacher_logits : Tensor or None
+        f, shape (n, K) (cached once, see :func:`kdtheory.neural.train.predict_logits`); may be
+        None only when λ₁ is the float 1.0 (plain cross-entropy).
+    targets : Tensor
+        y, int64 class indices, shape (n,).
+    lambda1 : float or Tensor
+        λ₁ = 1 − χ ∈ [0, 1], the weight of the hard-label term.
+    temperature : float or Tensor
+        T > 0.
+    t2_scaling : bool
+        Multiply the soft term by T² (Hinton et al.); default False (the seeds' loss).
+
+    Returns
+    -------
+    Tensor
+        0-d loss; differentiable wrt g and, when they are tensors, wrt λ₁ and T.
+    """
+    hard = hard_cross_entropy(student_logits, targets)
+    if isinstance(lambda1, float | int) and float(lambda1) == 1.0:
+        return hard
+    if teacher_logits is None:
+        raise ValueError("teacher_logits are required when lambda1 < 1")
+    soft = soft_cross_entropy(student_logits, teacher_logits, temperature)
+    if t2_scaling:
+        soft = soft * (temperature * temperature)
+    return lambda1 * hard + (1 - lambda1) * soft
+
+
+def validation_loss(
+    student_logits: torch.Tensor, targets: torch.Tensor, t_val: float = 1.0
+) -> torch.Tensor:
+    """L_val = CE(y, σ(g/T_val)), averaged over the batch.
+
+    Parameters
+    ----------
+    student_logits : Tensor
+        g, shape (n, K).
+    targets : Tensor
+        y, int64 class indices.
+    t_val : float
+        T_val > 0, the validation temperature (1 in the seeds unless stated).
+    """
+    return F.cross_entropy(_up(student_logits) / t_val, targets)
+
+
+class KDLoss(nn.Module):
+    """Module form of :func:`kd_loss` with fixed λ₁ and T: ``KDLoss(0.3, 4.0)(g, f, y)``.
+
+    Parameters
+    ----------
+    lambda1 : float
+        λ₁ = 1 − χ ∈ [0, 1].
+    temperature : float
+        T > 0.
+    t2_scaling : bool
+        Multiply the soft term by T².
+    """
+
+    def __init__(
+        self, lambda1: float = 1.0, temperature: float = 1.0, *, t2_scaling: bool = False
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= lambda1 <= 1.0:
+            raise ValueError(f"lambda1 must be in [0, 1], got {lambda1!r}")
+        if not temperature > 0.0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.lambda1 = float(lambda1)
+        self.temperature = float(temperature)
+        self.t2_scaling = t2_scaling
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        return kd_loss(
+            student_logits,
+            teacher_logits,
+            targets,
+            self.lambda1,
+            self.temperature,
+            t2_scaling=self.t2_scaling,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"lambda1={self.lambda1}, temperature={self.temperature}, t2_scaling={self.t2_scaling}"
+        )

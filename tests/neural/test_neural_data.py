@@ -1,0 +1,232 @@
+"""kdtheory.neural.data: IDX and CIFAR readers on generated files, the restricted unpickler,
+truncated files, the synthetic set's definition and seeded splits."""
+
+import gzip
+import os
+import pickle
+import shlex
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from neural_files import cifar_batch_bytes, write_cifar_folder, write_idx  # noqa: E402
+
+from kdtheory.neural.data import (  # noqa: E402
+    DataError,
+    DatasetNotFoundError,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    make_synthetic,
+    read_cifar_batch,
+    read_idx,
+    restricted_loads,
+)
+
+# ------------------------------------------------------------------------------------ IDX ---
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx_roundtrip(tmp_path, suffix):
+    arr = np.arange(60, dtype=np.uint8).reshape(5, 4, 3)
+    path = write_idx(tmp_path / f"a-idx3-ubyte{suffix}", arr)
+    out = read_idx(path)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_read_idx_big_endian_int32(tmp_path):
+    # type code 0x0C: big-endian int32 — values must come back in native order
+    vals = np.array([1, -2, 70000], dtype=">i4")
+    raw = bytes([0, 0, 0x0C, 1]) + (3).to_bytes(4, "big") + vals.tobytes()
+    (tmp_path / "x").write_bytes(raw)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x"), [1, -2, 70000])
+
+
+def test_read_idx_truncated_raw_and_gz(tmp_path):
+    arr = np.ones((4, 5, 5), dtype=np.uint8)
+    raw = (write_idx(tmp_path / "full", arr)).read_bytes()
+    (tmp_path / "cut").write_bytes(raw[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "cut")
+    (tmp_path / "head").write_bytes(raw[:6])
+    with pytest.raises(DataError, match="header"):
+        read_idx(tmp_path / "head")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(raw)[:-20])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_idx(tmp_path / "cut.gz")
+    # a padded file is as wrong as a truncated one
+    (tmp_path / "pad").write_bytes(raw + b"\0")
+    with pytest.raises(DataError):
+        read_idx(tmp_path / "pad")
+
+
+def test_read_idx_bad_magic(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x00\x08\x01" + (1).to_bytes(4, "big") + b"\x00")
+    with pytest.raises(DataError, match="not an IDX"):
+        read_idx(tmp_path / "bad")
+
+
+def test_fashion_mnist_loader_on_generated_files(fashion_root):
+    root, (_, ytr, _, yte) = fashion_root
+    d = load_fashion_mnist(root, seed=3, val_size=8)
+    assert d.input_shape == (1, 6, 6) and d.num_classes == 10
+    assert (len(d.train), len(d.val), len(d.test)) == (32, 8, 20)
+    # the test split keeps the file order; its labels are the file's labels
+    np.testing.assert_array_equal(d.test.y.numpy(), yte)
+    # standardisation with the train statistics: train pixels have mean 0, std 1
+    assert float(d.train.x.mean()) == pytest.approx(0.0, abs=1e-5)  # float32 sums of 1152 values
+    assert float(d.train.x.std(unbiased=False)) == pytest.approx(1.0, rel=1e-4)
+    # train ∪ val is a permutation of the training file: label counts add up
+    counts = np.bincount(np.concatenate([d.train.y.numpy(), d.val.y.numpy()]), minlength=10)
+    np.testing.assert_array_equal(counts, np.bincount(ytr, minlength=10))
+    # same seed → same split, other seed → other split
+    d2 = load_fashion_mnist(root, seed=3, val_size=8)
+    assert torch.equal(d.val.x, d2.val.x)
+    d3 = load_fashion_mnist(root, seed=4, val_size=8)
+    assert not torch.equal(d.val.x, d3.val.x)
+
+
+def test_fashion_mnist_mismatched_and_missing(tmp_path, fashion_root):
+    root, _ = fashion_root
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(39, dtype=np.uint8))  # 40 images
+    with pytest.raises(DataError, match="40 images"):
+        load_fashion_mnist(root)
+    with pytest.raises(DatasetNotFoundError):
+        load_fashion_mnist(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError, match="train-images"):
+        load_fashion_mnist(empty)
+
+
+# ---------------------------------------------------------------------------------- CIFAR ---
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_read_cifar_batch(tmp_path, legacy):
+    raw, data, labels = cifar_batch_bytes(12, seed=0, legacy_numpy_name=legacy)
+    (tmp_path / "data_batch_1").write_bytes(raw)
+    x, y = read_cifar_batch(tmp_path / "data_batch_1")
+    assert x.shape == (12, 3, 32, 32) and x.dtype == np.uint8
+    # channel-major layout: the first 1024 values of a row are the red plane
+    np.testing.assert_array_equal(x[5, 0].ravel(), data[5, :1024])
+    np.testing.assert_array_equal(x[5, 2].ravel(), data[5, 2048:])
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_cifar_loader_full_and_reduced(tmp_path):
+    write_cifar_folder(tmp_path, per_batch=40)
+    full = load_cifar10(tmp_path, val_size=20, seed=1)
+    assert (len(full.train), len(full.val), len(full.test)) == (180, 20, 40)
+    assert full.input_shape == (3, 32, 32)
+    np.testing.assert_array_equal(np.bincount(full.val.y.numpy()), [2] * 10)  # class-balanced
+    red = load_cifar10(tmp_path, val_size=20, seed=1, reduced=True, reduced_size=50)
+    assert len(red.train) == 50 and red.name == "cifar10-reduced"
+    np.testing.assert_array_equal(np.bincount(red.train.y.numpy()), [5] * 10)
+    # same validation draw from the same seed; the images differ only by the per-channel affine
+    # standardisation (train statistics differ), so per channel they correlate perfectly
+    assert torch.equal(red.val.y, full.val.y)
+    for c in range(3):
+        r = np.corrcoef(red.val.x[:, c].ravel().numpy(), full.val.x[:, c].ravel().numpy())[0, 1]
+        assert r == pytest.approx(1.0, abs=1e-6)  # float32 rounding of an exact affine map
+    with pytest.raises(DatasetNotFoundError):
+        load_cifar10(tmp_path / "absent")
+    with pytest.raises(DatasetNotFoundError):
+        load_dataset("cifar10", data_root=None)
+
+
+class _Evil:
+    """A pickle whose loading would run a shell command (touch a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+class _EvalEvil:
+    def __reduce__(self):
+        return (eval, ("__import__('os').getpid()",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({b"data": _Evil(marker)}, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        restricted_loads(payload)
+    assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError, match="eval"):
+        restricted_loads(pickle.dumps(_EvalEvil()))
+    # as a batch file: a DataError naming the file, and still no side effect
+    (tmp_path / "data_batch_1").write_bytes(payload)
+    with pytest.raises(DataError, match="refused"):
+        read_cifar_batch(tmp_path / "data_batch_1")
+    assert not marker.exists()
+    # control: the payload is live — the standard unpickler does run it
+    pickle.loads(payload)
+    assert marker.exists()
+
+
+def test_restricted_unpickler_accepts_plain_values():
+    obj = {b"a": [1, 2, b"x", "y", 3.5], "n": np.arange(4, dtype=np.uint8)}
+    out = restricted_loads(pickle.dumps(obj, protocol=4))
+    assert out[b"a"] == [1, 2, b"x", "y", 3.5]
+    np.testing.assert_array_equal(out["n"], np.arange(4))
+
+
+def test_cifar_truncated_and_inconsistent(tmp_path):
+    raw, _, _ = cifar_batch_bytes(10, seed=0)
+    (tmp_path / "cut").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_cifar_batch(tmp_path / "cut")
+    bad = {b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}
+    (tmp_path / "short_labels").write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match="labels"):
+        read_cifar_batch(tmp_path / "short_labels")
+    bad = {b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}
+    (tmp_path / "narrow").write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match="3072"):
+        read_cifar_batch(tmp_path / "narrow")
+
+
+# ------------------------------------------------------------------------ synthetic, digits ---
+
+
+def test_synthetic_definition():
+    d = make_synthetic(seed=0, n_teacher=3000, n_student=50, n_val=40, n_test=500, noise=0.0)
+    assert len(d.teacher_split) == 3000 and len(d.train) == 50 and len(d.val) == 40
+    x, y = d.teacher_split.x.numpy(), d.teacher_split.y.numpy()
+    # x₃ = [sign x₁ + sign x₂ > 0] is 1 exactly when both are positive
+    np.testing.assert_array_equal(x[:, 2], ((x[:, 0] > 0) & (x[:, 1] > 0)).astype(np.float32))
+    # without noise y = [x₁x₂ > 0]
+    np.testing.assert_array_equal(y, (x[:, 0] * x[:, 1] > 0).astype(np.int64))
+    # x₁, x₂ standard normal: mean within 4 standard errors (4/√3000 ≈ 0.07)
+    assert np.abs(x[:, :2].mean(0)).max() < 0.075
+    noisy = make_synthetic(seed=0, n_teacher=3000, noise=1.0)
+    xn, yn = noisy.teacher_split.x.numpy(), noisy.teacher_split.y.numpy()
+    flips = np.mean(yn != (xn[:, 0] * xn[:, 1] > 0))
+    # P(flip) = E Φ(−|x₁x₂|/s) ≈ 0.314 at s = 1 (quadrature by hand); 3000 draws → ± 0.034 at
+    # 4 standard errors
+    assert 0.28 < flips < 0.348
+    again = make_synthetic(seed=0, n_teacher=3000, n_student=50, n_val=40, n_test=500, noise=0.0)
+    assert torch.equal(again.train.x, d.train.x)
+    with pytest.raises(ValueError, match="noise"):
+        make_synthetic(noise=-1.0)
+
+
+def test_digits_splits():
+    d = load_digits(seed=0)
+    assert len(d.train) + len(d.val) + len(d.test) == 1797
+    assert d.input_shape == (1, 8, 8)
+    # the three splits partition the data: per-class counts add up to sklearn's
+    from sklearn.datasets import load_digits as sk_digits
+
+    counts = np.bincount(torch.cat([d.train.y, d.val.y, d.test.y]).numpy(), minlength=10)
+    np.testing.assert_array_equal(counts, np.bincount(sk_digits().target, minlength=10))
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        load_dataset("mnist")

@@ -1,0 +1,127 @@
+"""kdtheory.neural.losses: hand-computed values, the λ₁ = 1 limit, Lemma 1, gradient wrt T."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kdtheory.neural.losses import (  # noqa: E402
+    KDLoss,
+    hard_cross_entropy,
+    kd_loss,
+    soft_cross_entropy,
+    validation_loss,
+)
+
+LN2, LN3 = math.log(2.0), math.log(3.0)
+
+
+def tiny_batch():
+    """Two samples whose softmaxes are simple fractions at T = 1 and T = 2.
+
+    sample 0: g = (0, 2 ln 2) → σ(g) = (1/5, 4/5), σ(g/2) = (1/3, 2/3);
+              f = (0, 2 ln 3) → σ(f/2) = (1/4, 3/4); y = 1.
+    sample 1: g = (2 ln 3, 0) → σ(g) = (9/10, 1/10), σ(g/2) = (3/4, 1/4);
+              f = (0, 0)      → σ(f/2) = (1/2, 1/2); y = 0.
+    """
+    g = torch.tensor([[0.0, 2 * LN2], [2 * LN3, 0.0]], dtype=torch.float64)
+    f = torch.tensor([[0.0, 2 * LN3], [0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([1, 0])
+    return g, f, y
+
+
+# the same quantities written out by hand from the fractions in tiny_batch's docstring
+HARD = (-math.log(4 / 5) - math.log(9 / 10)) / 2
+SOFT_T2 = (
+    -(1 / 4 * math.log(1 / 3) + 3 / 4 * math.log(2 / 3))
+    - (1 / 2 * math.log(3 / 4) + 1 / 2 * math.log(1 / 4))
+) / 2
+
+
+def test_kd_loss_equals_hand_computed_value():
+    g, f, y = tiny_batch()
+    # float64 throughout: agreement to rounding (1e-12)
+    assert float(hard_cross_entropy(g, y)) == pytest.approx(HARD, rel=1e-12)
+    assert float(soft_cross_entropy(g, f, 2.0)) == pytest.approx(SOFT_T2, rel=1e-12)
+    lam = 0.3
+    assert float(kd_loss(g, f, y, lam, 2.0)) == pytest.approx(
+        lam * HARD + (1 - lam) * SOFT_T2, rel=1e-12
+    )
+    # Hinton's scaling multiplies the soft term by T² = 4
+    assert float(kd_loss(g, f, y, lam, 2.0, t2_scaling=True)) == pytest.approx(
+        lam * HARD + (1 - lam) * 4 * SOFT_T2, rel=1e-12
+    )
+    # the module form is the same function
+    assert float(KDLoss(lam, 2.0)(g, f, y)) == pytest.approx(
+        lam * HARD + (1 - lam) * SOFT_T2, rel=1e-12
+    )
+
+
+def test_validation_loss_hand_computed():
+    g, _, y = tiny_batch()
+    # CE(y, σ(g/2)): sample 0 → −ln(2/3), sample 1 → −ln(3/4)
+    expected = (-math.log(2 / 3) - math.log(3 / 4)) / 2
+    assert float(validation_loss(g, y, t_val=2.0)) == pytest.approx(expected, rel=1e-12)
+    assert float(validation_loss(g, y)) == pytest.approx(HARD, rel=1e-12)
+
+
+def test_lambda1_one_is_plain_cross_entropy():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    f = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 5, (7,), generator=gen)
+    # plain CE written out: mean_i [log Σ_k e^{g_ik} − g_{i y_i}]
+    plain = (torch.logsumexp(g, dim=1) - g[torch.arange(7), y]).mean()
+    for lam in (1.0, torch.tensor(1.0, dtype=torch.float64)):  # float shortcut and tensor path
+        for temp in (0.5, 3.0):
+            # the tensor path adds 0 × soft term, exact up to rounding
+            assert float(kd_loss(g, f, y, lam, temp)) == pytest.approx(float(plain), rel=1e-13)
+    # the teacher is not needed at λ₁ = 1
+    assert float(kd_loss(g, None, y, 1.0, 2.0)) == pytest.approx(float(plain), rel=1e-13)
+
+
+def test_lambda1_zero_is_kl_plus_teacher_entropy():
+    # Lemma 1 of the seed: at λ₁ = 0 the loss is D_KL(σ(f/T) ‖ σ(g/T)) + H(σ(f/T))
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    f = 3 * torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,), generator=gen)
+    t = 2.5
+    p = torch.softmax(f / t, 1)
+    q = torch.softmax(g / t, 1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    entropy = -(p * p.log()).sum(1).mean()
+    assert float(kd_loss(g, f, y, 0.0, t)) == pytest.approx(float(kl + entropy), rel=1e-12)
+
+
+@pytest.mark.parametrize("t2", [False, True])
+@pytest.mark.parametrize("temp", [0.3, 1.0, 4.0])
+def test_gradient_wrt_temperature_by_finite_differences(temp, t2):
+    gen = torch.Generator().manual_seed(2)
+    g = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    f = 2 * torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=gen)
+    lam = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(temp, dtype=torch.float64, requires_grad=True)
+    d_lam, d_t = torch.autograd.grad(kd_loss(g, f, y, lam, t, t2_scaling=t2), (lam, t))
+
+    def value(lam_v: float, t_v: float) -> float:
+        return float(kd_loss(g, f, y, lam_v, t_v, t2_scaling=t2))
+
+    # central differences, step h = 1e-6 T: truncation O(h²) ~ 1e-12, rounding ~ 1e-16 / h ~ 1e-10
+    h = 1e-6 * temp
+    fd_t = (value(0.4, temp + h) - value(0.4, temp - h)) / (2 * h)
+    assert float(d_t) == pytest.approx(fd_t, rel=1e-6, abs=1e-9)
+    # the loss is linear in λ₁, so a central difference is exact up to rounding
+    fd_lam = (value(0.4 + 1e-4, temp) - value(0.4 - 1e-4, temp)) / 2e-4
+    assert float(d_lam) == pytest.approx(fd_lam, rel=1e-8)
+
+
+def test_kdloss_rejects_out_of_range():
+    with pytest.raises(ValueError, match="lambda1"):
+        KDLoss(1.5, 1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        KDLoss(0.5, 0.0)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        kd_loss(torch.zeros(2, 3), None, torch.zeros(2, dtype=torch.long), 0.5, 1.0)
