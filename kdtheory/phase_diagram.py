@@ -266,28 +266,31 @@ def run_headline(args) -> list[Path]:
         write_atomic(path, lambda tmp, ds=ds: ds.to_netcdf(tmp, engine="scipy"))
         files.append(path)
 
-    # figure 1: inheritance
-    fig, ax = plotting.plt.subplots(figsize=(6.8, 4.6))
+    # figure 1: inheritance, full view and a zoom on the students
+    fig, axes = plotting.plt.subplots(1, 2, figsize=(11.5, 4.6))
     lt = inh["lam_t"].values
-    plotting.curve(ax, lt, inh["eg_teacher"].values, inh["converged"].values, style="--", color="0.5",
-                   label="logistic teacher ε̃_g(λ̃)")  # fmt: skip
-    plotting.curve(ax, lt, inh["eg"].values, inh["converged"].values, style="o-", ms=3, color="C0",
-                   label="its KD student (χ=1, T=1, best λ)")  # fmt: skip
-    if "eg_sim" in inh:
-        plotting.curve(ax, lt, inh["eg_sim"].values, sem=inh["eg_sim_sem"].values, style="s", color="C0",
-                       ms=4, label=f"simulation N={args.simulate}")  # fmt: skip
     kd_bayes, no_kd = float(ref["eg"].values[0]), float(ref["eg_nokd"].values[0])
-    ax.axhline(kd_bayes, color="C2", label="KD student of the Bayes teacher (best λ)")
-    ax.axhline(no_kd, color="C3", ls=":", label="student without KD (χ=0, best λ)")
-    ax.axhline(
-        bayes_eta, color="k", lw=0.8, ls="--", label="Bayes error on the student's ηN features"
-    )
-    ax.axhline(bayes, color="k", lw=0.8, label="Bayes-optimal error (all features)")
-    ax.set_xscale("log")
-    ax.set_xlabel(plotting.label("lam_t"))
-    ax.set_ylabel("test error")
-    ax.set_title("α=2, ρ=0.3, Δ=1; sparse student η=0.5", fontsize=9)
-    ax.legend(fontsize=7)
+    for ax in axes:
+        plotting.curve(ax, lt, inh["eg_teacher"].values, inh["converged"].values, style="--", color="0.5",
+                       label="logistic teacher ε̃_g(λ̃)")  # fmt: skip
+        plotting.curve(ax, lt, inh["eg"].values, inh["converged"].values, style="o-", ms=3, color="C0",
+                       label="its KD student (χ=1, T=1, best λ)")  # fmt: skip
+        if "eg_sim" in inh:
+            plotting.curve(ax, lt, inh["eg_sim"].values, sem=inh["eg_sim_sem"].values, style="s",
+                           color="C0", ms=4, label=f"simulation N={args.simulate}")  # fmt: skip
+        ax.axhline(kd_bayes, color="C2", label="KD student of the Bayes teacher (best λ)")
+        ax.axhline(no_kd, color="C3", ls=":", label="student without KD (χ=0, best λ)")
+        ax.axhline(
+            bayes_eta, color="k", lw=0.8, ls="--", label="Bayes error on the student's ηN features"
+        )
+        ax.axhline(bayes, color="k", lw=0.8, label="Bayes-optimal error (all features)")
+        ax.set_xscale("log")
+        ax.set_xlabel(plotting.label("lam_t"))
+    axes[0].set_ylabel("test error")
+    axes[0].set_title("α=2, ρ=0.3, Δ=1; sparse student η=0.5", fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylim(bayes_eta - 0.003, no_kd + 0.008)
+    axes[1].set_title("zoom on the students", fontsize=9)
     png1 = out / "headline_inheritance.png"
     plotting.save(fig, png1)
 
