@@ -85,7 +85,9 @@ class LinearTrajectory:
         t = np.asarray(traj, dtype=np.float64)
         t2 = t[:, None] if t.ndim == 1 else t
         if z.ndim != 1 or t2.shape[0] != z.shape[0] or z.shape[0] < 1:
-            raise ValueError(f"need z of shape (n,) and traj of shape (n, d); got {z.shape}, {t.shape}")
+            raise ValueError(
+                f"need z of shape (n,) and traj of shape (n, d); got {z.shape}, {t.shape}"
+            )
         if z.shape[0] == 1 or np.ptp(z) == 0:
             return cls(np.zeros(t2.shape[1]), t2.mean(axis=0))
         design = np.column_stack([z, np.ones_like(z)])
@@ -221,7 +223,9 @@ class LambdaPathOptimizer:
             raise ValueError(
                 f"teacher_logits has {teacher_logits.shape[0]} rows for {len(train)} training examples"
             )
-        self.device = torch.device(device) if device is not None else next(student.parameters()).device
+        self.device = (
+            torch.device(device) if device is not None else next(student.parameters()).device
+        )
         self.model = student.to(self.device)
         self.f = teacher_logits.to(self.device).float()
         self.train_split = train.to(self.device)

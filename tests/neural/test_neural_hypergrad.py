@@ -45,7 +45,9 @@ def _unrolled_val_loss_by_hand(model, lam1, temp, tb, vb, lr, t_val, t2):
         return float(-torch.log_softmax(gv, 1)[torch.arange(len(yv)), yv].mean())
 
 
-@pytest.mark.parametrize(("lam1", "temp", "t_val", "t2"), [(0.3, 2.0, 1.0, False), (0.8, 0.5, 0.1, True)])
+@pytest.mark.parametrize(
+    ("lam1", "temp", "t_val", "t2"), [(0.3, 2.0, 1.0, False), (0.8, 0.5, 0.1, True)]
+)
 def test_hypergradient_equals_finite_differences(lam1, temp, t_val, t2):
     model, tb, vb = _problem()
     lr = 0.7
@@ -85,9 +87,10 @@ def test_weight_grads_are_the_training_gradient():
     x, y, f = tb
     lam1, temp = (float(v) for v in lambda_from_raw(raw))
     g = model(x)
-    loss = lam1 * torch.nn.functional.cross_entropy(g, y) - (1 - lam1) * (
-        torch.softmax(f / temp, 1) * torch.log_softmax(g / temp, 1)
-    ).sum(1).mean()
+    loss = (
+        lam1 * torch.nn.functional.cross_entropy(g, y)
+        - (1 - lam1) * (torch.softmax(f / temp, 1) * torch.log_softmax(g / temp, 1)).sum(1).mean()
+    )
     grads = torch.autograd.grad(loss, list(model.parameters()))
     for (name, _), gr in zip(model.named_parameters(), grads, strict=True):
         torch.testing.assert_close(hs.weight_grads[name], gr, rtol=1e-12, atol=1e-14)  # float64

@@ -1,0 +1,476 @@
+r"""The seed's comparison table: test accuracy of each way of choosing λ = (λ₁, T), per data set.
+
+    python -m kdtheory.neural.table --datasets synthetic,fashion-mnist --runs 5
+
+For every data set and run it trains (or loads) the teacher, caches its logits once, and trains the
+same student with each method of :mod:`kdtheory.neural.methods` under the same step budget. Output
+in ``--out`` (default ``results/neural/table``):
+
+``table.md``, ``table.csv``
+    accuracy as "mean (best)" over runs per method and data set, and the cost of each method
+    (training steps, hypergradient steps, wall time, wall time relative to training without KD);
+``runs.csv``
+    one row per (data set, method, run): accuracies, losses, final λ₁ and T, costs;
+``trajectories.png``
+    λ₁ and T along training for the gradient-based and proposed methods (run 0);
+``journal-<dataset>.jsonl``
+    finished runs; an interrupted table resumes with the same command and recomputes nothing.
+
+A data set whose files are absent is reported as skipped (in the output and the files), never
+dropped silently. The recipe of each data set (teacher, student, budget) is ``RECIPES``; ``--steps``
+and ``--trials`` override the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
+from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
+from kdtheory.neural.models import build_model
+from kdtheory.neural.train import (
+    FitConfig,
+    atomic_write_bytes,
+    evaluate,
+    load_or_train_teacher,
+    predict_logits,
+    resolve_device,
+)
+from kdtheory.sweep import Journal
+
+__all__ = ["RECIPES", "Recipe", "main", "run_table"]
+
+TABLE_DATASETS = ("synthetic", "fashion-mnist", "cifar10-reduced", "cifar10")
+TITLES = {
+    "synthetic": "Synthetic dataset",
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10-reduced": "Reduced CIFAR-10",
+    "cifar10": "CIFAR-10",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one data set enters the table: data options, teacher, student and the shared budget.
+
+    ``per_run_data``: each run draws its own data set (seed = run) and trains its own teacher
+    (the synthetic set, where both are cheap); otherwise data and teacher are fixed (seed 0) and
+    runs differ in the student's initial weights, minibatch order and random draws.
+    """
+
+    dataset: str
+    teacher: str
+    teacher_fit: FitConfig
+    student: str
+    budget: Budget
+    student_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    per_run_data: bool = False
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+RECIPES = {
+    # 30 labelled points for the student, 10 000 for the teacher (the seed: "much smaller")
+    "synthetic": Recipe(
+        dataset="synthetic",
+        data_options={"n_teacher": 10_000, "n_student": 30, "n_val": 200, "n_test": 10_000},
+        teacher="mlp-large",
+        teacher_fit=FitConfig(epochs=20, batch_size=128, lr=0.05, momentum=0.9),
+        student="mlp",
+        student_options={"hidden": 32},
+        budget=Budget(
+            steps=1000, lr=0.5, batch_size=30, val_batch_size=200, meta_lr=0.05, trials=10
+        ),
+        per_run_data=True,
+    ),
+    # the teacher of `python -m kdtheory.neural.train --dataset fashion-mnist` (same cache entry)
+    "fashion-mnist": Recipe(
+        dataset="fashion-mnist",
+        teacher="cnn",
+        teacher_fit=FitConfig(epochs=3, batch_size=128, lr=0.05, momentum=0.9),
+        student="mlp",
+        student_options={"hidden": 100},
+        budget=Budget(
+            steps=4000, lr=0.1, batch_size=128, val_batch_size=500, meta_lr=0.02, trials=6
+        ),
+    ),
+    # not measured on this machine (no CIFAR-10 files here): a ResNet teacher, the small CNN student
+    **{
+        name: Recipe(
+            dataset=name,
+            teacher="resnet",
+            teacher_fit=FitConfig(
+                epochs=30, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4
+            ),
+            student="cnn-small",
+            budget=Budget(
+                steps=steps, lr=0.05, batch_size=128, val_batch_size=500, meta_lr=0.02, trials=6
+            ),
+        )
+        for name, steps in (("cifar10-reduced", 4000), ("cifar10", 10_000))
+    },
+}
+
+
+def _fingerprint(recipe: Recipe, device: torch.device) -> str:
+    blob = json.dumps(
+        {"recipe": recipe.describe(), "device": device.type}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load(recipe: Recipe, seed: int, roots: dict[str, str]) -> DataSplits:
+    root = roots.get("cifar10" if recipe.dataset.startswith("cifar10") else recipe.dataset)
+    return load_dataset(recipe.dataset, data_root=root, seed=seed, **recipe.data_options)
+
+
+def _teacher_logits(
+    recipe: Recipe, data: DataSplits, seed: int, cache_dir: str | None, device: torch.device
+) -> tuple[torch.Tensor, float]:
+    """(f on the student's training inputs, the teacher's test accuracy), from the cached (or a
+    freshly trained) teacher."""
+    data_cfg = {
+        "dataset": recipe.dataset,
+        "seed": seed,
+        "options": recipe.data_options,
+        "info": data.info,
+    }
+    teacher, _ = load_or_train_teacher(
+        data.to(device), recipe.teacher, config=replace(recipe.teacher_fit, seed=seed),
+        cache_dir=cache_dir, data_config=data_cfg, device=device, quiet=True,
+    )  # fmt: skip
+    f = predict_logits(teacher, data.train.x.to(device), device=device)
+    return f, evaluate(teacher, data.test.to(device), device=device)[1]
+
+
+def _thin(traj: dict, keep: int = 1000) -> dict:
+    """Every k-th entry of the trajectory lists so that at most ``keep`` remain (plus the last)."""
+    n = len(traj.get("step", []))
+    if n <= keep:
+        return traj
+    idx = sorted(set(range(0, n, -(-n // keep))) | {n - 1})
+    return {k: [v[i] for i in idx] for k, v in traj.items()}
+
+
+def run_table(
+    datasets: Sequence[str],
+    runs: int,
+    *,
+    methods: Sequence[str] = METHODS,
+    out: str | Path = "results/neural/table",
+    roots: dict[str, str] | None = None,
+    steps: int | None = None,
+    trials: int | None = None,
+    cache_dir: str | None = "results/neural/teachers",
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict:
+    """Run (or resume) the table; returns ``{"results": {dataset: [MethodResult dict]}, "skipped": …}``."""
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    roots = roots or {}
+    results: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    bar = tqdm(total=len(datasets) * runs * len(methods), disable=quiet, unit="run", desc="table")
+    for name in datasets:
+        recipe = RECIPES[name]
+        budget = replace(
+            recipe.budget,
+            **({"steps": steps} if steps else {}),
+            **({"trials": trials} if trials else {}),
+        )
+        recipe = replace(recipe, budget=budget)
+        journal = Journal(
+            out / f"journal-{name}.jsonl", _fingerprint(recipe, dev), {"recipe": recipe.describe()}
+        )
+        fixed = None  # (data, teacher logits, teacher accuracy) when they are the same every run
+        results[name] = []
+        for run in range(runs):
+            todo = [m for m in methods if (METHODS.index(m), run) not in journal.done]
+            bar.update(len(methods) - len(todo))
+            if todo:
+                data_seed = run if recipe.per_run_data else 0
+                if fixed is not None:
+                    data, f, t_acc = fixed
+                else:
+                    try:
+                        data = _load(recipe, data_seed, roots)
+                    except (DatasetNotFoundError, DataError) as exc:
+                        flag = "cifar10" if name.startswith("cifar10") else name
+                        skipped[name] = f"{type(exc).__name__}: {exc} [table: --root {flag}=PATH]"
+                        bar.update(len(todo) + (runs - run - 1) * len(methods))
+                        break
+                    bar.set_description(f"{name} teacher")
+                    f, t_acc = _teacher_logits(recipe, data, data_seed, cache_dir, dev)
+                    if not recipe.per_run_data:
+                        fixed = data, f, t_acc
+                student = recipe.student
+                shape, k, opts = data.input_shape, data.num_classes, recipe.student_options
+
+                def make_student(seed, student=student, shape=shape, k=k, opts=opts):
+                    return build_model(student, shape, k, seed=seed, **opts)
+
+                exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
+                for m in todo:
+                    bar.set_description(f"{name} {m} run {run}")
+                    res = exp.run(m, seed=run)
+                    values = res.as_dict()
+                    values["trajectory"] = _thin(values["trajectory"])
+                    values["teacher_test_acc"] = t_acc
+                    journal.append([((METHODS.index(m), run), values)])
+                    bar.update(1)
+            results[name] += [journal.done[(METHODS.index(m), run)] for m in methods
+                              if (METHODS.index(m), run) in journal.done]  # fmt: skip
+    bar.close()
+    _write_outputs(out, datasets, methods, results, skipped)
+    return {"results": results, "skipped": skipped}
+
+
+# --------------------------------------------------------------------------------- outputs ---
+
+
+def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
+    """Per method: runs, accuracy mean/std/best, mean costs per run, and cost relative to no KD."""
+    out: dict[str, dict] = {}
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        if not rs:
+            continue
+        acc = np.array([r["test_acc"] for r in rs])
+        out[m] = {
+            "runs": len(rs),
+            "acc_mean": float(acc.mean()),
+            "acc_std": float(acc.std(ddof=1)) if len(rs) > 1 else float("nan"),
+            "acc_best": float(acc.max()),
+            "train_steps": float(np.mean([r["train_steps"] for r in rs])),
+            "hyper_steps": float(np.mean([r["hyper_steps"] for r in rs])),
+            "wall_time_s": float(np.mean([r["wall_time_s"] for r in rs])),
+            "lambda1": float(np.mean([r["lambda1"] for r in rs])),
+            "temperature": float(np.mean([r["temperature"] for r in rs])),
+        }
+    if "without-kd" in out:
+        base = out["without-kd"]["wall_time_s"]
+        for s in out.values():
+            s["wall_vs_without_kd"] = s["wall_time_s"] / base
+    return out
+
+
+def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _markdown(datasets, methods, summaries, skipped) -> str:
+    shown = [d for d in datasets if d in summaries]
+    lines = ["Test accuracy, mean (best) over runs.", ""]
+    lines.append("| Method | " + " | ".join(TITLES[d] for d in shown) + " |")
+    lines.append("|---|" + "---|" * len(shown))
+    for m in methods:
+        cells = []
+        for d in shown:
+            s = summaries[d].get(m)
+            cells.append(f"{s['acc_mean']:.3f} ({s['acc_best']:.3f})" if s else "–")
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    lines += ["", "Cost per run (means): SGD steps of w, hypergradient steps, wall time.", ""]
+    lines.append(
+        "| Data set | Method | runs | steps | hypergradient steps | wall s | × without KD | final λ₁ | final T |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for d in shown:
+        for m, s in summaries[d].items():
+            rel = s.get("wall_vs_without_kd", float("nan"))
+            lines.append(
+                f"| {TITLES[d]} | {LABELS[m]} | {s['runs']} | {s['train_steps']:.0f} | "
+                f"{s['hyper_steps']:.0f} | {s['wall_time_s']:.2f} | {rel:.2f} | "
+                f"{s['lambda1']:.3f} | {s['temperature']:.2f} |"
+            )
+    ratios = [
+        f"{TITLES[d]}: {summaries[d]['proposed']['wall_time_s'] / summaries[d]['gradient']['wall_time_s']:.2f}"
+        for d in shown
+        if {"proposed", "gradient"} <= summaries[d].keys()
+    ]
+    if ratios:
+        lines += ["", "Wall-time ratio proposed / gradient-based: " + "; ".join(ratios) + "."]
+    if skipped:
+        lines += ["", "Skipped (data files absent or unreadable):"]
+        lines += [f"- {TITLES[d]}: {why}" for d, why in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_trajectories(path: Path, results: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [d for d, rows in results.items() if any(r["trajectory"] for r in rows)]
+    if not shown:
+        return
+    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 3.2 * len(shown)), squeeze=False)
+    for row, d in zip(axes, shown, strict=True):
+        for r in results[d]:
+            if r["seed"] != 0 or not r["trajectory"]:
+                continue
+            t = r["trajectory"]
+            style = "-" if r["method"] == "gradient" else "--"
+            row[0].plot(t["step"], t["lambda1"], style, label=LABELS[r["method"]])
+            row[1].plot(t["step"], t["temperature"], style, label=LABELS[r["method"]])
+        row[0].set(ylabel="λ₁", title=f"{TITLES[d]}: λ₁ (run 0)", ylim=(-0.02, 1.02))
+        row[1].set(ylabel="T", title=f"{TITLES[d]}: T (run 0)", yscale="log")
+        for ax in row:
+            ax.set_xlabel("SGD step")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+RUN_FIELDS = [
+    "method", "seed", "test_acc", "test_loss", "val_acc", "val_loss", "lambda1", "temperature",
+    "train_steps", "hyper_steps", "wall_time_s", "trials", "teacher_test_acc",
+]  # fmt: skip
+TABLE_FIELDS = [
+    "runs", "acc_mean", "acc_std", "acc_best", "train_steps", "hyper_steps", "wall_time_s",
+    "wall_vs_without_kd", "lambda1", "temperature",
+]  # fmt: skip
+
+
+def _write_outputs(out: Path, datasets, methods, results, skipped) -> None:
+    summaries = {d: summarise(rows, methods) for d, rows in results.items() if rows}
+    runs_rows = [[d] + [r.get(k) for k in RUN_FIELDS] for d, rows in results.items() for r in rows]
+    atomic_write_bytes(out / "runs.csv", _csv_bytes(["dataset", *RUN_FIELDS], runs_rows))
+    table_rows = []
+    for d in datasets:
+        if d in skipped:
+            table_rows.append([d, "", "", "skipped", skipped[d]] + [""] * len(TABLE_FIELDS))
+        for m, s in summaries.get(d, {}).items():
+            table_rows.append([d, m, LABELS[m], "ok", ""] + [s.get(k, "") for k in TABLE_FIELDS])
+    header = ["dataset", "method", "label", "status", "reason", *TABLE_FIELDS]
+    atomic_write_bytes(out / "table.csv", _csv_bytes(header, table_rows))
+    atomic_write_bytes(out / "table.md", _markdown(datasets, methods, summaries, skipped).encode())
+    _plot_trajectories(out / "trajectories.png", results)
+
+
+# ------------------------------------------------------------------------------------- CLI ---
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _csv_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(
+            f"{flag} takes a comma-separated subset of {','.join(allowed)}; got {value!r}"
+        )
+    return list(dict.fromkeys(items))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m kdtheory.neural.table",
+        description="The seed's table: test accuracy of each way of choosing the KD metaparameters "
+        "(λ₁, T), mean (best) over runs, with the cost of each method.",
+    )
+    p.add_argument(
+        "--datasets",
+        default="synthetic,fashion-mnist",
+        type=lambda v: _csv_list(v, TABLE_DATASETS, "--datasets"),
+        help=f"comma-separated subset of {','.join(TABLE_DATASETS)} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        type=lambda v: _csv_list(v, METHODS, "--methods"),
+        help="comma-separated subset of %(default)s",
+    )
+    p.add_argument(
+        "--runs", type=int, default=5, help="runs per method and data set (default: %(default)s)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="override the SGD steps per training run"
+    )
+    p.add_argument("--trials", type=int, default=None, help="override Hyperopt's number of trials")
+    p.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="DATASET=PATH",
+        help="data folder, e.g. --root cifar10=/data/cifar-10-batches-py "
+        "(fashion-mnist default: /usr/share/datasets/fashion-mnist)",
+    )
+    p.add_argument("--cache-dir", default="results/neural/teachers", help="teacher checkpoints")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(
+        "--out", default="results/neural/table", help="output folder (default: %(default)s)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m kdtheory.neural.table`` (returns the exit code)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    for flag, v in (("--runs", args.runs), ("--steps", args.steps), ("--trials", args.trials),
+                    ("--threads", args.threads)):  # fmt: skip
+        if v is not None and v < 1:
+            p.error(f"{flag} must be an integer ≥ 1; got {v}")
+    roots = {}
+    for spec in args.root:
+        key, sep, path = spec.partition("=")
+        key = "cifar10" if key == "cifar10-reduced" else key
+        if not sep or key not in ("fashion-mnist", "cifar10") or not path:
+            p.error(f"--root takes fashion-mnist=PATH or cifar10=PATH; got {spec!r}")
+        roots[key] = path
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        p.error(f"--device: {exc}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        res = run_table(
+            args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
+            steps=args.steps, trials=args.trials, cache_dir=args.cache_dir, device=args.device,
+            quiet=args.quiet,
+        )  # fmt: skip
+    except ValueError as exc:  # a journal of another computation in --out
+        p.error(str(exc))
+    out = Path(args.out)
+    if not args.quiet:
+        print((out / "table.md").read_text(encoding="utf-8"))
+    for d, why in res["skipped"].items():
+        print(f"skipped {d}: {why}", file=sys.stderr)
+    print(f"wrote {out / 'table.md'}, table.csv, runs.csv, trajectories.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
