@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from kdtheory.neural.data import Split
-from kdtheory.neural.hypergrad import lambda_from_raw, raw_from_lambda
+from kdtheory.neural.hypergrad import lambda_from_raw
 from kdtheory.neural.lambda_path import LambdaPathOptimizer
 from kdtheory.neural.losses import kd_loss, validation_loss
 from kdtheory.neural.models import build_model
@@ -124,8 +124,7 @@ def main() -> None:
     )
     for label, case in CASES.items():
         opt = _optimizer(case, "gradient", device)
-        lam = (float(v) for v in lambda_from_raw(raw_from_lambda(0.5, 2.0)))
-        lam1, temp = lam
+        lam1, temp = opt.lambda1, opt.temperature
         kinds = {
             "plain": lambda opt=opt, a=lam1, b=temp: opt._plain_step(a, b),
             "hyper": lambda opt=opt: opt._hyper_step(),

@@ -26,11 +26,11 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from kdtheory.journal import Journal, write_atomic
 from kdtheory.problem import PARAMETERS, BayesTeacher, Problem
 
 __all__ = [
@@ -345,67 +345,6 @@ def _single_thread():
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
-
-
-# ----------------------------------------------------------------------------- journal and files
-
-
-class Journal:
-    """Append-only record of finished points: JSON lines, the first naming what is computed.
-
-    ``fingerprint`` identifies the computation; a journal with another fingerprint is refused.
-    A trailing line cut short by a kill is ignored (its points are simply computed again).
-    """
-
-    def __init__(self, path: str | os.PathLike, fingerprint: str, header: dict):
-        self.path, self.fingerprint, self.header = Path(path), fingerprint, header
-        self.done: dict[tuple[int, ...], dict] = {}
-        if self.path.exists():
-            self._load()
-
-    def _load(self):
-        with open(self.path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-        if not lines:
-            return
-        try:
-            head = json.loads(lines[0])
-        except json.JSONDecodeError:
-            head = {}
-        if head.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"{self.path} belongs to a different computation; choose another --out/--name or "
-                "delete it"
-            )
-        for line in lines[1:]:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            self.done[tuple(entry["index"])] = entry["values"]
-
-    def append(self, results: list[tuple[tuple[int, ...], dict]]):
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", encoding="utf-8") as fh:
-            if new:
-                fh.write(json.dumps({"fingerprint": self.fingerprint, **self.header}) + "\n")
-            for index, values in results:
-                fh.write(json.dumps({"index": list(index), "values": values}) + "\n")
-                self.done[index] = values
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:

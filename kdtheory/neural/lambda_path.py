@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdtheory.neural.data import Split
-from kdtheory.neural.hypergrad import hypergradient, lambda_from_raw, raw_from_lambda
+from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda
 from kdtheory.neural.losses import kd_loss
 from kdtheory.neural.train import evaluate
 
@@ -404,9 +404,3 @@ class LambdaPathOptimizer:
             val_acc=val_acc,
             record=self.record,
         )
-
-
-def lambda_of(raw: torch.Tensor) -> tuple[float, float]:
-    """(λ₁, T) as floats from θ (convenience for notebooks)."""
-    lam, temp = lambda_from_raw(raw)
-    return float(lam), float(temp)

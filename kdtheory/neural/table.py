@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdtheory.journal import Journal
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
@@ -46,8 +47,8 @@ from kdtheory.neural.train import (
     load_or_train_teacher,
     predict_logits,
     resolve_device,
+    save_png,
 )
-from kdtheory.sweep import Journal
 
 __all__ = ["RECIPES", "Recipe", "main", "run_table"]
 
@@ -341,10 +342,7 @@ def _plot_trajectories(path: Path, results: dict[str, list[dict]]) -> None:
             ax.grid(alpha=0.3)
             ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 RUN_FIELDS = [
