@@ -51,10 +51,22 @@ def test_methods_share_the_start_and_differ_only_in_lambda():
     assert grad.trajectory["lambda1"][0] == pytest.approx(0.5, rel=1e-6)  # Budget.start
 
 
-def test_hyperopt_reports_its_best_trial_and_whole_budget():
+def test_hyperopt_reports_its_best_trial_and_whole_budget(monkeypatch):
     exp = _experiment(trials=3)
+    seen = []
+    real = KDExperiment._train
+
+    def recording(self, mode, lambda1, temperature, seed):
+        opt, res = real(self, mode, lambda1, temperature, seed)
+        seen.append((res.val_loss, lambda1, temperature))
+        return opt, res
+
+    monkeypatch.setattr(KDExperiment, "_train", recording)
     res = exp.run("hyperopt", seed=1)
-    assert res.train_steps == 3 * 30 and res.trials == 3
+    assert res.train_steps == 3 * 30 and res.trials == 3 and len(seen) == 3
+    # the reported trial is the one with the lowest validation loss
+    assert (res.val_loss, res.lambda1, res.temperature) == min(seen)
+    monkeypatch.undo()
     assert 0.0 <= res.lambda1 <= 1.0 and 0.1 <= res.temperature <= 10.0
     # retraining with the reported λ from the same seed gives the reported student
     opt = exp.optimizer("fixed", res.lambda1, res.temperature, 1)
