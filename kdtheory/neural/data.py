@@ -104,7 +104,8 @@ class DataSplits:
     input_shape : tuple of int
         Shape of one input, e.g. ``(1, 28, 28)`` or ``(3,)``.
     teacher_train : Split or None
-        The teacher's training set when it differs from the student's (synthetic set).
+        The teacher's training set when it differs from the student's (the synthetic set,
+        :meth:`student_subset`).
     info : dict
         Provenance: sizes, seed, file locations, generator parameters.
     """
@@ -127,6 +128,24 @@ class DataSplits:
     def is_image(self) -> bool:
         """True for (C, H, W) inputs, False for feature vectors."""
         return len(self.input_shape) == 3
+
+    def student_subset(self, size: int, seed: int = 0) -> DataSplits:
+        """The student keeps a class-balanced random ``size`` of the training split; the teacher
+        keeps all of it (``teacher_train``), as in the seed's "the student's data set is much
+        smaller than the teacher's". ``size`` must be a multiple of K in [K, len(train)]."""
+        n, k = len(self.train), self.num_classes
+        size = _check_size("student_size", size, k, n)
+        if size % k:
+            raise ValueError(f"student_size must be a multiple of K = {k}; got {size}")
+        idx = _balanced_subset(self.train.y.cpu().numpy(), size // k, np.random.default_rng(seed))
+        sub = torch.from_numpy(idx).to(self.train.y.device)
+        info = {**(self.info or {}), "n_teacher": n, "n_train": size, "student_seed": seed}
+        return replace(
+            self,
+            train=Split(self.train.x[sub], self.train.y[sub]),
+            teacher_train=self.teacher_split,
+            info=info,
+        )
 
     def to(self, device: torch.device | str) -> DataSplits:
         """All splits moved to ``device`` (the whole data set lives on the device)."""

@@ -283,12 +283,16 @@ class LambdaPathOptimizer:
 
     # ----------------------------------------------------------------------- batches ---
     def _next_train_idx(self) -> torch.Tensor:
+        """The next ``batch_size`` indices of a random permutation, reshuffled when fewer than
+        ``batch_size`` remain: every step sees a full minibatch (a short remainder batch, e.g. 8
+        of 5 000 with batches of 128, makes the final iterate as noisy as that batch)."""
         n = len(self.train_split)
-        if self._pos >= self._perm.numel():
+        b = min(self.batch_size, n)
+        if self._pos + b > self._perm.numel():
             self._perm = torch.randperm(n, generator=self._gen).to(self.device)
             self._pos = 0
-        idx = self._perm[self._pos : self._pos + self.batch_size]
-        self._pos += self.batch_size
+        idx = self._perm[self._pos : self._pos + b]
+        self._pos += b
         return idx
 
     def _next_val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -230,3 +230,22 @@ def test_digits_splits():
     np.testing.assert_array_equal(counts, np.bincount(sk_digits().target, minlength=10))
     with pytest.raises(ValueError, match="dataset must be one of"):
         load_dataset("mnist")
+
+
+def test_student_subset_is_balanced_and_keeps_the_teacher_set():
+    d = load_digits(seed=0)
+    s = d.student_subset(50, seed=1)
+    # the teacher keeps every training example, the student 5 per class drawn from them
+    assert s.teacher_split is d.train and len(s.train) == 50
+    np.testing.assert_array_equal(np.bincount(s.train.y.numpy(), minlength=10), np.full(10, 5))
+    rows = {tuple(r) for r in d.train.x.flatten(1).numpy().round(6).tolist()}
+    assert all(tuple(r) in rows for r in s.train.x.flatten(1).numpy().round(6).tolist())
+    assert s.val is d.val and s.test is d.test
+    assert s.info["n_teacher"] == len(d.train) and s.info["n_train"] == 50
+    # seeded: same seed, same subset; another seed, another subset
+    assert torch.equal(s.train.x, d.student_subset(50, seed=1).train.x)
+    assert not torch.equal(s.train.x, d.student_subset(50, seed=2).train.x)
+    with pytest.raises(ValueError, match="student_size must be a multiple of K = 10"):
+        d.student_subset(55)
+    with pytest.raises(ValueError, match=r"student_size must be an integer in \[10, "):
+        d.student_subset(5)

@@ -112,6 +112,25 @@ def test_linear_predictor_reproduces_and_extrapolates_a_line():
     np.testing.assert_allclose(one.predict(7.0), [4.0, 5.0])
 
 
+def test_every_training_step_sees_a_full_minibatch(monkeypatch):
+    model, (x, y, f), (xv, yv) = _problem(seed=1, n=10)
+    opt = LambdaPathOptimizer(
+        model.float(), f.float(), Split(x.float(), y), Split(xv.float(), yv), mode="fixed",
+        batch_size=4,
+    )  # fmt: skip
+    real = opt._next_train_idx
+    batches = []
+    monkeypatch.setattr(opt, "_next_train_idx", lambda: batches.append(real()) or batches[-1])
+    opt.run(6)
+    # 10 examples, batches of 4: two disjoint full batches per permutation, the remainder of 2 dropped
+    assert [len(b) for b in batches] == [4] * 6
+    for a, b in zip(batches[::2], batches[1::2], strict=True):
+        assert not set(a.tolist()) & set(b.tolist())
+    # a batch larger than the split is the whole split
+    opt.batch_size = 50
+    assert sorted(opt._next_train_idx().tolist()) == list(range(10))
+
+
 def test_proposed_schedule_follows_algorithm_1():
     model, (x, y, f), (xv, yv) = _problem(seed=2)
     model = model.float()

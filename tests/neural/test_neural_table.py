@@ -134,6 +134,41 @@ def test_table_cli_writes_table_reports_skipped_and_resumes(tmp_path, small_reci
     assert json.loads(lines[-1])["index"][1] == 2
 
 
+def test_table_student_learns_from_a_subset_and_teacher_from_all(
+    tmp_path, monkeypatch, fashion_root
+):
+    root, _ = fashion_root
+    fm = table.RECIPES["fashion-mnist"]
+    small = table.replace(
+        fm,
+        data_options={"val_size": 10},
+        teacher="mlp",
+        teacher_fit=table.replace(fm.teacher_fit, epochs=1),
+        student_options={"hidden": 8},
+        student_size=10,
+        budget=table.replace(fm.budget, steps=5, batch_size=5, val_batch_size=10),
+    )
+    monkeypatch.setitem(table.RECIPES, "fashion-mnist", small)
+    seen = {}
+    real = table.load_or_train_teacher
+
+    def recording(data, *args, **kwargs):
+        seen["teacher_n"] = len(data.teacher_split)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(table, "load_or_train_teacher", recording)
+    out = tmp_path / "t"
+    argv = ["--datasets", "fashion-mnist", "--runs", "1", "--methods", "without-kd,naive", "--quiet",
+            "--out", str(out), "--root", f"fashion-mnist={root}", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert table.main(argv) == 0
+    # 40 generated images − 10 for validation: the teacher sees all 30, the student 1 per class
+    assert seen["teacher_n"] == 30
+    header = json.loads((out / "journal-fashion-mnist.jsonl").read_text().splitlines()[0])
+    assert header["recipe"]["student_size"] == 10
+    data = table._load(small, 0, {"fashion-mnist": str(root)})
+    assert len(data.train) == 10 and sorted(data.train.y.tolist()) == list(range(10))
+
+
 @pytest.mark.parametrize(
     "argv",
     [
