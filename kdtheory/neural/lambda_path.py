@@ -149,6 +149,26 @@ class LambdaPathResult:
         return asdict(self)
 
 
+class _Minibatches:
+    """Indices of full minibatches of min(size, n) from a seeded random permutation of n, reshuffled
+    when fewer than that remain: every step sees a full minibatch (a short remainder batch, e.g. 8
+    of 5 000 with batches of 128, would make the final iterate as noisy as that batch)."""
+
+    def __init__(self, n: int, size: int, seed: int, device: torch.device) -> None:
+        self.n, self.size, self.device = n, min(size, n), device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.size > self.perm.numel():
+            self.perm = torch.randperm(self.n, generator=self.gen).to(self.device)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.size]
+        self.pos += self.size
+        return idx
+
+
 class LambdaPathOptimizer:
     """Train a student with KD while optimising λ = (λ₁, T) along the seed's λ-path.
 
@@ -242,12 +262,10 @@ class LambdaPathOptimizer:
         self._meta_param = torch.nn.Parameter(self.raw.clone())
         opt_cls = torch.optim.Adam if meta_optimizer == "adam" else torch.optim.SGD
         self._meta_opt = opt_cls([self._meta_param], lr=meta_lr)
-        self._gen = torch.Generator().manual_seed(seed)
-        self._vgen = torch.Generator().manual_seed(seed + 7919)
-        self._perm = torch.empty(0, dtype=torch.long)
-        self._pos = 0
-        self._vperm = torch.empty(0, dtype=torch.long)
-        self._vpos = 0
+        self._train_batches = _Minibatches(len(self.train_split), batch_size, seed, self.device)
+        self._val_batches = _Minibatches(
+            len(self.val_split), self.val_batch_size, seed + 7919, self.device
+        )
         self._cycle = 0  # position in the e₁ + e₂ cycle of Algorithm 1
         self._traj: list[np.ndarray] = []
         self._line: LinearTrajectory | None = None
@@ -283,27 +301,12 @@ class LambdaPathOptimizer:
 
     # ----------------------------------------------------------------------- batches ---
     def _next_train_idx(self) -> torch.Tensor:
-        """The next ``batch_size`` indices of a random permutation, reshuffled when fewer than
-        ``batch_size`` remain: every step sees a full minibatch (a short remainder batch, e.g. 8
-        of 5 000 with batches of 128, makes the final iterate as noisy as that batch)."""
-        n = len(self.train_split)
-        b = min(self.batch_size, n)
-        if self._pos + b > self._perm.numel():
-            self._perm = torch.randperm(n, generator=self._gen).to(self.device)
-            self._pos = 0
-        idx = self._perm[self._pos : self._pos + b]
-        self._pos += b
-        return idx
+        return self._train_batches.next()
 
     def _next_val_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self.val_split)
-        if self.val_batch_size >= n:
+        if self.val_batch_size >= len(self.val_split):
             return self.val_split.x, self.val_split.y
-        if self._vpos + self.val_batch_size > self._vperm.numel():
-            self._vperm = torch.randperm(n, generator=self._vgen).to(self.device)
-            self._vpos = 0
-        idx = self._vperm[self._vpos : self._vpos + self.val_batch_size]
-        self._vpos += self.val_batch_size
+        idx = self._val_batches.next()
         return self.val_split.x[idx], self.val_split.y[idx]
 
     # ------------------------------------------------------------------------- steps ---

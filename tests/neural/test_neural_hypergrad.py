@@ -127,7 +127,10 @@ def test_every_training_step_sees_a_full_minibatch(monkeypatch):
     for a, b in zip(batches[::2], batches[1::2], strict=True):
         assert not set(a.tolist()) & set(b.tolist())
     # a batch larger than the split is the whole split
-    opt.batch_size = 50
+    opt = LambdaPathOptimizer(
+        model.float(), f.float(), Split(x.float(), y), Split(xv.float(), yv), mode="fixed",
+        batch_size=50,
+    )  # fmt: skip
     assert sorted(opt._next_train_idx().tolist()) == list(range(10))
 
 
