@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Journal", "write_atomic"]
+__all__ = ["Journal", "check_name", "check_output_dir", "write_atomic"]
 
 
 class Journal:
@@ -71,3 +72,46 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A file stem given by the user: non-empty, no path separator, no leading dot, ≤ 120 chars.
+
+    Raises ``ValueError`` naming ``flag``; called before any work so that nothing is computed for
+    outputs that could not be written (``--name a/b`` or ``../x`` would leave the output folder).
+    """
+    seps = {os.sep, "/", *([os.altsep] if os.altsep else [])}
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{flag} must be a non-empty file stem, got {name!r}")
+    if any(s in name for s in seps) or name.startswith(".") or "\0" in name or len(name) > 120:
+        raise ValueError(
+            f"{flag} must be a plain file stem (no path separator, no leading dot, at most 120 "
+            f"characters), got {name!r}; choose the folder with --out"
+        )
+    return name
+
+
+def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """Make sure files can be written in the folder ``out`` before any work starts.
+
+    Creates the folder if needed and writes (then removes) a probe file in it; raises
+    ``ValueError`` naming ``flag`` if ``out`` is a file, lies under a file, or is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file, not a folder; give a folder path")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"{flag} {out} lies under {parent}, which is a file; give a folder path"
+                )
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{flag} {out} is not a writable folder ({exc.strerror or exc})") from None
+    return out
