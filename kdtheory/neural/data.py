@@ -30,6 +30,7 @@ import gzip
 import io
 import math
 import pickle
+import pickletools
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -243,12 +244,19 @@ def _find_file(root: Path, stem: str) -> Path:
     raise DatasetNotFoundError(f"{root}: missing {stem}[.gz]")
 
 
-def _read_idx_pair(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(_find_file(root, f"{prefix}-images-idx3-ubyte"))
+def _read_idx_pair(root: Path, prefix: str, least: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of ``prefix`` (train / t10k); the images file must hold ≥ ``least``."""
+    image_file = _find_file(root, f"{prefix}-images-idx3-ubyte")
+    images = read_idx(image_file)
     labels = read_idx(_find_file(root, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(
             f"{root}: {prefix} images must be uint8 n×H×W, got {images.dtype} {images.shape}"
+        )
+    if images.shape[0] < least:
+        raise DataError(
+            f"{image_file}: holds {images.shape[0]} images; at least {least} are needed"
+            + (" (the validation split is taken from them)" if least > 1 else "")
         )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise DataError(
@@ -262,43 +270,163 @@ def _read_idx_pair(root: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------- CIFAR ---
 
 
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy ≥ 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
 class ForbiddenGlobalError(pickle.UnpicklingError):
     """A pickle refers to a global (a function or class) that the data readers do not allow."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals a pickled ndarray needs.
+def _refuse(what: str, args: tuple) -> None:
+    shown = ", ".join(type(a).__name__ for a in args)
+    raise pickle.UnpicklingError(f"{what} called with ({shown}), not as a numpy pickle calls it")
 
-    Lists, dicts, bytes, str, int and float are built by pickle opcodes without any global; a
-    numpy array needs ``_reconstruct``, ``ndarray`` and ``dtype``. Any other global (``os.system``,
-    ``builtins.eval``, …) raises :class:`pickle.UnpicklingError` before anything is called.
+
+def _latin1_bytes(text, encoding="utf-8") -> bytes:
+    """``_codecs.encode(text, "latin1")``: how a protocol-2 pickle from Python 3 writes bytes."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        _refuse("_codecs.encode", (text, encoding))
+    return text.encode("latin-1")
+
+
+def _dtype(spec, align=False, copy=True) -> np.dtype:
+    """``numpy.dtype(spec, align, copy)`` for a plain type code; always a fresh copy (the
+    pickle's BUILD then sets its byte order on it, never on numpy's shared instances)."""
+    if not isinstance(spec, str | bytes) or not isinstance(align, int):  # Python 2 wrote 0/1
+        _refuse("numpy.dtype", (spec, align))
+    dt = np.dtype(spec.decode("ascii") if isinstance(spec, bytes) else spec, bool(align), True)
+    if dt.hasobject:
+        raise pickle.UnpicklingError(f"numpy.dtype {dt} holds Python objects; not allowed")
+    return dt
+
+
+def _empty_bytes(*args) -> bytes:
+    """``bytes()``: how a protocol-2 pickle from Python 3 writes ``b""``."""
+    if args:
+        _refuse("bytes", args)
+    return b""
+
+
+class _NdarrayName:
+    """``numpy.ndarray`` as a pickle names it: an argument of ``_reconstruct``, never called."""
+
+    def __call__(self, *args):
+        _refuse("numpy.ndarray", args)
+
+
+_NDARRAY = _NdarrayName()
+
+
+def _reconstruct(subtype, shape, code) -> np.ndarray:
+    """``_reconstruct(ndarray, (0,), b'b')``, the empty array that BUILD then fills."""
+    if (
+        subtype is not _NDARRAY
+        or type(shape) is not tuple
+        or shape != (0,)
+        or code
+        not in (
+            b"b",
+            "b",
+        )
+    ):
+        _refuse("numpy _reconstruct", (subtype, shape, code))
+    return np.empty(0, dtype=np.int8)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if type(shape) is not tuple or not all(type(s) is int and s >= 0 for s in shape):
+        raise pickle.UnpicklingError(f"array shape must be a tuple of ints ≥ 0, got {shape!r}")
+    return shape
+
+
+def _frombuffer(buf, dtype, shape, order, axis_order=None) -> np.ndarray:
+    """Protocol 5's ``numpy.core.numeric._frombuffer``: a view of the in-band buffer."""
+    if (
+        not isinstance(buf, bytes | bytearray)
+        or not isinstance(dtype, np.dtype)
+        or dtype.hasobject
+        or order not in ("C", "F", "K")
+        or not (axis_order is None or type(axis_order) is tuple)
+    ):
+        _refuse("numpy _frombuffer", (buf, dtype, shape, order))
+    array = np.frombuffer(buf, dtype=dtype)
+    if order == "K" and axis_order is not None:
+        return array.reshape(_check_shape(shape), order="C").transpose(axis_order)
+    return array.reshape(_check_shape(shape), order=order)
+
+
+def _check_array_state(state) -> None:
+    """ndarray's BUILD state ``(version, shape, dtype, is_fortran, raw bytes)``: the raw bytes
+    must hold exactly prod(shape) · itemsize bytes (checked before numpy allocates)."""
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+        raise pickle.UnpicklingError("array state must be a 4- or 5-tuple")
+    shape, dtype, _, raw = state[-4:]
+    shape = _check_shape(shape)
+    if not isinstance(dtype, np.dtype) or not isinstance(raw, bytes | bytearray):
+        raise pickle.UnpicklingError("array state must hold a dtype and raw bytes")
+    need = math.prod(shape) * dtype.itemsize
+    if need != len(raw):
+        raise pickle.UnpicklingError(
+            f"array of shape {shape} and dtype {dtype} needs {need} bytes, the pickle holds "
+            f"{len(raw)}"
+        )
+
+
+def _check_sizes(data: bytes) -> None:
+    """Walk the opcodes without building anything (``pickletools.genops``), so that every size
+    field (BINSTRING, BINBYTES8, BINUNICODE8, BYTEARRAY8, LONG4, FRAME, …) is checked against
+    the bytes that remain before the unpickler allocates for it."""
+    try:
+        for op, arg, pos in pickletools.genops(data):
+            if op.name == "FRAME" and arg > len(data) - pos - 9:
+                raise ValueError(
+                    f"FRAME at byte {pos} says {arg} bytes but only {len(data) - pos - 9} remain"
+                )
+    except ValueError as exc:  # genops: "expected N bytes in a bytes8, but only M remain", …
+        raise pickle.UnpicklingError(f"bad size field: {exc}") from None
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """An unpickler that resolves only the globals a pickled numpy array needs.
+
+    Lists, dicts, bytes, str, int and float are built by pickle opcodes without any global. Of
+    globals it allows exactly the calls numpy and Python write — ``_reconstruct(ndarray, (0,),
+    b'b')``, ``dtype(code, align, copy)``, protocol 5's ``_frombuffer(buffer, dtype, shape,
+    order)``, protocol 2's ``_codecs.encode(text, 'latin1')`` and ``bytes()`` — each through a
+    wrapper that checks its arguments; BUILD only fills arrays (whose raw bytes must match their
+    shape) and dtypes. Any other global (``os.system``, ``builtins.eval``, …) raises
+    :class:`ForbiddenGlobalError` before anything is called. It is the pure-Python unpickler,
+    whose opcodes can be overridden (BUILD); the C one cannot.
     """
 
-    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"),  # written by numpy 1.x (the real batches)
-        ("numpy._core.multiarray", "_reconstruct"),  # written by numpy 2.x
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
+    _GLOBALS: ClassVar[dict[tuple[str, str], object]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # numpy 1.x (the real batches)
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # numpy 2.x
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5, numpy 1.x
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,  # protocol 5, numpy 2.x
+        ("numpy", "ndarray"): _NDARRAY,
+        ("numpy", "dtype"): _dtype,
+        ("_codecs", "encode"): _latin1_bytes,  # protocol 2 from Python 3 writes bytes so
+        ("__builtin__", "bytes"): _empty_bytes,  # … and b"" so
     }
 
     def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
+        if (module, name) not in self._GLOBALS:
             raise ForbiddenGlobalError(f"global {module}.{name} is not allowed in a data file")
-        if name == "_reconstruct":
-            return _numpy_reconstruct()
-        return getattr(np, name)
+        return self._GLOBALS[module, name]
+
+    def load_build(self) -> None:
+        inst, state = self.stack[-2], self.stack[-1]
+        if isinstance(inst, np.ndarray):
+            _check_array_state(state)
+        elif not isinstance(inst, np.dtype):
+            raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
+        super().load_build()
+
+    dispatch: ClassVar[dict] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 def restricted_loads(data: bytes) -> object:
     """Unpickle ``data`` allowing only plain containers, scalars, bytes/str and numpy arrays.
+
+    Every size field is checked against the length of ``data`` before anything is allocated.
 
     Parameters
     ----------
@@ -311,8 +439,9 @@ def restricted_loads(data: bytes) -> object:
         (a :class:`pickle.UnpicklingError`) the stream refers to any global other than the numpy
         array constructors; nothing has been called.
     pickle.UnpicklingError, EOFError
-        A truncated or corrupt stream.
+        A truncated or corrupt stream, or a size field larger than the bytes that remain.
     """
+    _check_sizes(data)
     return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
 
 
@@ -335,7 +464,8 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     DataError
-        Truncated or corrupt pickle, a forbidden global, or missing / inconsistent fields.
+        Truncated or corrupt pickle, a size field beyond the end of the file, a forbidden global,
+        or missing / inconsistent fields.
     """
     path = Path(path)
     raw = _read_bytes(path)
@@ -351,6 +481,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         IndexError,
         KeyError,
         AttributeError,
+        OverflowError,
     ) as exc:
         raise DataError(
             f"{path}: truncated or corrupt pickle ({type(exc).__name__}: {exc})"
@@ -492,8 +623,8 @@ def load_fashion_mnist(
             f"Fashion-MNIST not found: {root} is not a folder (apt-get install dataset-fashion-mnist, "
             "or pass --data-root to a folder with the IDX files)"
         )
-    xtr_all, ytr_all = _read_idx_pair(root, "train")
-    xte, yte = _read_idx_pair(root, "t10k")
+    xtr_all, ytr_all = _read_idx_pair(root, "train", least=2)
+    xte, yte = _read_idx_pair(root, "t10k", least=1)
     if xtr_all.shape[1:] != xte.shape[1:]:
         raise DataError(f"{root}: train images {xtr_all.shape[1:]} vs test {xte.shape[1:]}")
     n = len(ytr_all)

@@ -72,3 +72,87 @@ def write_cifar_folder(root: Path, per_batch: int = 20, legacy: bool = True) -> 
         cifar_batch_bytes(per_batch, 99, legacy_numpy_name=legacy)[0]
     )
     return folder
+
+
+def python2_cifar_batch_bytes(n: int, seed: int) -> tuple[bytes, np.ndarray, list[int]]:
+    """A CIFAR-10 batch pickled opcode by opcode as Python 2's ``cPickle.dump(batch, f, 2)`` with
+    numpy 1.x wrote the official ``cifar-10-batches-py`` files.
+
+    Protocol 2; a dict filled by one MARK … SETITEMS in the order batch_label, labels, data,
+    filenames; Python 2 ``str`` as SHORT_BINSTRING / BINSTRING; memo indices from 1 (BINPUT, then
+    LONG_BINPUT past 255); lists appended in batches of 1000; the array as
+    ``numpy.core.multiarray._reconstruct(numpy.ndarray, (0,), 'b')`` filled by BUILD with
+    ``(1, (n, 3072), dtype('u1', 0, 1) + BUILD (3, '|', None, None, None, -1, -1, 0), False,
+    raw)``.
+    """
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    out = bytearray(b"\x80\x02")  # PROTO 2
+    memo = [0]
+
+    def put() -> None:
+        memo[0] += 1
+        i = memo[0]
+        out.extend(b"q" + bytes([i]) if i < 256 else b"r" + struct.pack("<I", i))
+
+    def string(s: bytes) -> None:  # a Python 2 str
+        if len(s) < 256:
+            out.extend(b"U" + bytes([len(s)]) + s)
+        else:
+            out.extend(b"T" + struct.pack("<i", len(s)) + s)
+        put()
+
+    def integer(v: int) -> None:
+        if 0 <= v < 256:
+            out.extend(b"K" + bytes([v]))
+        elif 0 <= v < 65536:
+            out.extend(b"M" + struct.pack("<H", v))
+        else:
+            out.extend(b"J" + struct.pack("<i", v))
+
+    def glob(module: bytes, name: bytes) -> None:
+        out.extend(b"c" + module + b"\n" + name + b"\n")
+        put()
+
+    def str_list(items: list, write) -> None:
+        out.extend(b"]")  # EMPTY_LIST
+        put()
+        for start in range(0, len(items), 1000):
+            out.extend(b"(")  # MARK
+            for item in items[start : start + 1000]:
+                write(item)
+            out.extend(b"e")  # APPENDS
+
+    out.extend(b"}")  # EMPTY_DICT
+    put()
+    out.extend(b"(")  # MARK for SETITEMS
+    string(b"batch_label")
+    string(b"training batch 1 of 5")
+    string(b"labels")
+    str_list(labels, integer)
+    string(b"data")
+    glob(b"numpy.core.multiarray", b"_reconstruct")
+    glob(b"numpy", b"ndarray")
+    out.extend(b"K\x00\x85")  # (0,)
+    string(b"b")
+    out.extend(b"\x87R")  # TUPLE3, REDUCE
+    put()
+    out.extend(b"(K\x01")  # MARK, version 1
+    integer(n)
+    integer(3072)
+    out.extend(b"\x86")  # shape (n, 3072)
+    glob(b"numpy", b"dtype")
+    string(b"u1")
+    out.extend(b"K\x00K\x01\x87R")  # ('u1', 0, 1), REDUCE
+    put()
+    out.extend(b"(K\x03")  # dtype state (3, '|', None, None, None, -1, -1, 0)
+    string(b"|")
+    out.extend(b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")  # TUPLE, BUILD
+    out.extend(b"\x89")  # NEWFALSE: C order
+    string(data.tobytes())
+    out.extend(b"tb")  # TUPLE, BUILD
+    string(b"filenames")
+    str_list([f"img_{i:05d}.png".encode() for i in range(n)], string)
+    out.extend(b"u.")  # SETITEMS, STOP
+    return bytes(out), data, labels

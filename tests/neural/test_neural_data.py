@@ -1,17 +1,27 @@
 """kdtheory.neural.data: IDX and CIFAR readers on generated files, the restricted unpickler,
 truncated files, the synthetic set's definition and seeded splits."""
 
+import codecs
 import gzip
 import os
 import pickle
+import pickletools
 import shlex
+import struct
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from neural_files import cifar_batch_bytes, write_cifar_folder, write_idx  # noqa: E402
+from neural_files import (  # noqa: E402
+    cifar_batch_bytes,
+    python2_cifar_batch_bytes,
+    write_cifar_folder,
+    write_idx,
+)
+from numpy._core.multiarray import _reconstruct  # noqa: E402
+from numpy._core.numeric import _frombuffer  # noqa: E402
 
 from kdtheory.neural.data import (  # noqa: E402
     DataError,
@@ -103,6 +113,19 @@ def test_fashion_mnist_mismatched_and_missing(tmp_path, fashion_root):
         load_fashion_mnist(empty)
 
 
+def test_fashion_mnist_file_without_images(fashion_root):
+    root, _ = fashion_root
+    write_idx(root / "train-images-idx3-ubyte.gz", np.zeros((0, 6, 6), np.uint8))
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: holds 0 images") as exc:
+        load_fashion_mnist(root)
+    assert "val_size" not in str(exc.value)
+    write_idx(root / "train-images-idx3-ubyte.gz", np.zeros((1, 6, 6), np.uint8))
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(1, np.uint8))
+    with pytest.raises(DataError, match="holds 1 images; at least 2 are needed"):
+        load_fashion_mnist(root)
+
+
 # ---------------------------------------------------------------------------------- CIFAR ---
 
 
@@ -116,6 +139,110 @@ def test_read_cifar_batch(tmp_path, legacy):
     np.testing.assert_array_equal(x[5, 0].ravel(), data[5, :1024])
     np.testing.assert_array_equal(x[5, 2].ravel(), data[5, 2048:])
     np.testing.assert_array_equal(y, labels)
+
+
+def test_official_cifar_format_python2_protocol_2(tmp_path):
+    # a byte-faithful replica of data_batch_1: Python 2 cPickle, protocol 2, 10 000 × 3072 uint8
+    raw, data, labels = python2_cifar_batch_bytes(10_000, seed=1)
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(raw)]
+    assert raw[:6] == b"\x80\x02}q\x01(" and ops[0] == ("PROTO", 2)
+    assert ("GLOBAL", "numpy.core.multiarray _reconstruct") in ops
+    # Python 2 str, never unicode: keys, file names and the 30 MB of pixels are BINSTRINGs
+    names = {name for name, _ in ops}
+    assert "BINSTRING" in names and not names & {"BINUNICODE", "SHORT_BINUNICODE", "BINBYTES"}
+    # the stdlib reads the replica as Python 3 reads the real files (encoding="bytes")
+    ref = pickle.loads(raw, encoding="bytes")
+    assert list(ref) == [b"batch_label", b"labels", b"data", b"filenames"]
+    (tmp_path / "data_batch_1").write_bytes(raw)
+    x, y = read_cifar_batch(tmp_path / "data_batch_1")
+    assert x.shape == (10_000, 3, 32, 32) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x.reshape(10_000, 3072), ref[b"data"])
+    np.testing.assert_array_equal(x.reshape(10_000, 3072), data)
+    np.testing.assert_array_equal(y, labels)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batch_written_by_python3_numpy(tmp_path, protocol):
+    # protocol 2 writes bytes through _codecs.encode, protocol 5 arrays through _frombuffer
+    _, data, labels = cifar_batch_bytes(7, seed=protocol)
+    batch = {b"batch_label": b"x", b"labels": labels, b"data": data, b"filenames": [b"a"] * 7}
+    (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=protocol))
+    x, y = read_cifar_batch(tmp_path / "b")
+    np.testing.assert_array_equal(x.reshape(7, 3072), data)
+    np.testing.assert_array_equal(y, labels)
+    # other layouts and dtypes come back as the unrestricted stdlib unpickler builds them
+    obj = {
+        "f": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        "t": np.arange(24, dtype=">i4").reshape(2, 3, 4).transpose(2, 0, 1),
+        "e": np.zeros((0, 5), np.float32),
+        "b": b"\xff\x00",
+    }
+    raw = pickle.dumps(obj, protocol=protocol)
+    out, ref = restricted_loads(raw), pickle.loads(raw)
+    for k in ("f", "t", "e"):
+        assert out[k].dtype == ref[k].dtype and out[k].shape == obj[k].shape
+        assert out[k].flags.f_contiguous == ref[k].flags.f_contiguous
+        np.testing.assert_array_equal(out[k], obj[k])
+    assert out["b"] == b"\xff\x00"
+
+
+_HUGE = 2**62
+
+
+@pytest.mark.parametrize(
+    ("proto", "opcode"),
+    [
+        (4, b"\x8e" + struct.pack("<Q", _HUGE)),  # BINBYTES8
+        (4, b"\x8d" + struct.pack("<Q", _HUGE)),  # BINUNICODE8
+        (5, b"\x96" + struct.pack("<Q", _HUGE)),  # BYTEARRAY8
+        (4, b"\x95" + struct.pack("<Q", _HUGE)),  # FRAME
+        (3, b"B" + struct.pack("<I", 2**32 - 1)),  # BINBYTES
+        (2, b"T" + struct.pack("<i", 2**31 - 1)),  # BINSTRING
+        (2, b"X" + struct.pack("<I", 2**32 - 1)),  # BINUNICODE
+        (2, b"\x8b" + struct.pack("<i", 2**31 - 1)),  # LONG4
+    ],
+)
+def test_cifar_size_fields_checked_before_allocation(tmp_path, proto, opcode):
+    (tmp_path / "data_batch_1").write_bytes(bytes([0x80, proto]) + opcode + b"abc.")
+    with pytest.raises(DataError, match=r"data_batch_1: .*bad size field") as exc:
+        read_cifar_batch(tmp_path / "data_batch_1")
+    assert not isinstance(exc.value.__cause__, MemoryError)
+
+
+class _Reduced:
+    """Pickles as ``func(*args)``, then BUILD with ``state`` if given (crafted numpy pickles)."""
+
+    def __init__(self, func, args, state=None):
+        self.value = (func, args) if state is None else (func, args, state)
+
+    def __reduce__(self):
+        return self.value
+
+
+_EMPTY = (np.ndarray, (0,), b"b")
+_CRAFTED = {
+    # numpy's own setstate raises MemoryError for this shape
+    "state-larger-than-its-bytes": (_reconstruct, _EMPTY, (1, (2**62, 4), np.dtype("u1"), 0, b"")),
+    "state-with-fewer-bytes": (_reconstruct, _EMPTY, (1, (10,), np.dtype("u1"), False, b"x")),
+    "ndarray-called-directly": (np.ndarray, ((2**40,), "u1")),
+    "reconstruct-with-a-large-shape": (_reconstruct, (np.ndarray, (2**40,), b"b")),
+    "another-codec": (codecs.encode, ("x", "rot13")),
+    "frombuffer-with-a-list": (_frombuffer, ([1, 2], np.dtype("u1"), (2,), "C")),
+}
+
+
+@pytest.mark.parametrize("case", list(_CRAFTED))
+def test_unpickler_checks_the_arguments_of_allowed_globals(case):
+    with pytest.raises(pickle.UnpicklingError):
+        restricted_loads(pickle.dumps(_Reduced(*_CRAFTED[case]), protocol=2))
+
+
+def test_unpickler_refuses_object_arrays_and_build_on_functions():
+    with pytest.raises(pickle.UnpicklingError, match="holds Python objects"):
+        restricted_loads(pickle.dumps(np.array([1, None], dtype=object), protocol=2))
+    # BUILD may fill arrays and dtypes only, never set attributes on the allowed functions
+    with pytest.raises(pickle.UnpicklingError, match="BUILD of a function"):
+        restricted_loads(b"\x80\x02c_codecs\nencode\n}U\x01xK\x01sb.")
 
 
 def test_cifar_loader_full_and_reduced(tmp_path):
