@@ -17,6 +17,12 @@ CLI::
 trains (or loads from ``--cache-dir``) the teacher, trains the student with KD (λ₁ = 1 − χ, T)
 and without (λ₁ = 1) from the same initial weights, and writes ``metrics.json`` and
 ``learning_curves.png`` to ``--out``. Run with ``--help`` for every flag.
+
+Teacher checkpoints are cached per user, never in the working directory: by default in
+``$XDG_CACHE_HOME/kdtheory/teachers``, or ``~/.cache/kdtheory/teachers`` when that variable is
+unset (:func:`default_cache_dir`). A cached checkpoint that cannot be used (unreadable, not a
+checkpoint, weights of another shape, non-finite weights) raises :class:`DataError` naming the
+file; ``--retrain-teacher`` trains the teacher again and overwrites it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -38,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from kdtheory.journal import write_atomic
+from kdtheory.journal import check_output_dir, write_atomic
 from kdtheory.neural.data import (
     DATASETS,
     DataError,
@@ -54,6 +61,7 @@ __all__ = [
     "FitConfig",
     "History",
     "atomic_write_bytes",
+    "default_cache_dir",
     "evaluate",
     "fit",
     "inference_time",
@@ -455,6 +463,57 @@ def _config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def default_cache_dir() -> Path:
+    """The per-user folder of teacher checkpoints: ``$XDG_CACHE_HOME/kdtheory/teachers``, or
+    ``~/.cache/kdtheory/teachers`` when ``XDG_CACHE_HOME`` is unset or not an absolute path."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "kdtheory" / "teachers"
+
+
+_RETRAIN = "; rerun with --retrain-teacher (retrain=True) to train the teacher again over it"
+
+
+def _short(exc: BaseException) -> str:
+    """``Type: the first sentence that says what is wrong``. torch's messages run to many lines;
+    its weights-only refusal opens by advising ``weights_only=False``, which is not repeated."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    prefix = ""
+    if lines and lines[0].startswith(("Weights only load failed", "Error(s) in loading")):
+        prefix = "refused by the safe loader: " if lines[0].startswith("Weights") else ""
+        skip = ("Please file an issue", "Check the documentation")
+        lines = [ln for ln in lines[1:] if not ln.startswith(skip)] or lines[:1]
+    first = lines[0].split(". ")[0][:200] if lines else ""
+    return f"{type(exc).__name__}: {prefix}{first}" if first else type(exc).__name__
+
+
+def _load_cached_teacher(path: Path, model: nn.Module, cfg: dict) -> dict | None:
+    """Load the checkpoint ``path`` into ``model``; its ``extra`` dict, or None if it was saved
+    for another configuration. Raises :class:`DataError` naming the file when it is unreadable,
+    not a checkpoint, or its weights do not fit ``model`` or are not finite."""
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, … by case
+        raise DataError(f"{path}: unreadable teacher checkpoint ({_short(exc)}){_RETRAIN}") from exc
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        what = f"dict with keys {list(ckpt)[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise DataError(f"{path}: not a teacher checkpoint (a {what}){_RETRAIN}")
+    if ckpt.get("config") != cfg:
+        return None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:  # keys, shapes, non-tensors
+        raise DataError(
+            f"{path}: its weights do not fit the {cfg['model']} teacher ({_short(exc)}){_RETRAIN}"
+        ) from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DataError(f"{path}: non-finite teacher weights in {', '.join(bad[:3])}{_RETRAIN}")
+    extra = ckpt.get("extra")
+    return extra if isinstance(extra, dict) else {}
+
+
 def load_or_train_teacher(
     data: DataSplits,
     name: str,
@@ -472,7 +531,13 @@ def load_or_train_teacher(
     The checkpoint ``teacher-<dataset>-<name>-<hash>.pt`` stores the state dict and the full
     configuration (data set and its options, model, :class:`FitConfig`, torch version); it is
     reused only if the stored configuration equals the requested one, and loaded with
-    ``weights_only=True``.
+    ``weights_only=True``. ``cache_dir`` None: no cache (see :func:`default_cache_dir`).
+
+    Raises
+    ------
+    DataError
+        The cached checkpoint cannot be used (unreadable, not a checkpoint, weights of another
+        shape, non-finite weights) and ``retrain`` is False; the message names the file.
 
     Returns
     -------
@@ -496,19 +561,16 @@ def load_or_train_teacher(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"teacher-{data.name}-{name}-{_config_hash(cfg)}.pt"
-        if path.is_file() and not retrain:
-            ckpt = load_checkpoint(path)
-            if ckpt.get("config") == cfg:
-                model.load_state_dict(ckpt["state_dict"])
-                model.to(device).eval()
-                extra = ckpt.get("extra", {})
-                return model, {
-                    "loaded": True,
-                    "checkpoint": str(path),
-                    "train_time_s": extra.get("train_time_s"),
-                    "history": extra.get("history"),
-                    "config": cfg,
-                }
+        extra = None if retrain or not path.is_file() else _load_cached_teacher(path, model, cfg)
+        if extra is not None:
+            model.to(device).eval()
+            return model, {
+                "loaded": True,
+                "checkpoint": str(path),
+                "train_time_s": extra.get("train_time_s"),
+                "history": extra.get("history"),
+                "config": cfg,
+            }
     split = data.teacher_split
     hist = fit(
         model,
@@ -659,11 +721,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cache-dir",
-        default="results/neural/teachers",
-        help="folder of teacher checkpoints (reused when the config matches)",
+        default=None,
+        help="folder of teacher checkpoints, reused when the configuration matches (default: "
+        "$XDG_CACHE_HOME/kdtheory/teachers, else ~/.cache/kdtheory/teachers)",
     )
     p.add_argument(
-        "--retrain-teacher", action="store_true", help="ignore a cached teacher and train it again"
+        "--retrain-teacher",
+        action="store_true",
+        help="ignore a cached teacher (also an unusable one) and train it again",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -679,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> None:
     checks = [
+        ("--seed", args.seed >= 0, "must be an integer ≥ 0"),
         ("--chi", 0.0 <= args.chi <= 1.0, "must be in [0, 1]"),
         ("--temperature", args.temperature > 0 and math.isfinite(args.temperature), "must be > 0"),
         ("--t-val", args.t_val > 0 and math.isfinite(args.t_val), "must be > 0"),
@@ -816,6 +882,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_model(nm, data.input_shape, data.num_classes, **opts)
         except ValueError as exc:
             _fail(f"{flag} {nm}: {exc}")
+    try:  # before any training: folders that cannot be written end the run here
+        out = check_output_dir(args.out, flag="--out")
+        args.cache_dir = str(check_output_dir(args.cache_dir or default_cache_dir(), "--cache-dir"))
+    except ValueError as exc:
+        _fail(str(exc))
     lambda1 = 1.0 - args.chi
     amp = not args.no_amp
     t_cfg = FitConfig(
@@ -837,16 +908,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_cfg = {"dataset": args.dataset, "seed": args.seed, "options": data_opts, "info": data.info}
     data = data.to(device)
 
-    teacher, t_info = load_or_train_teacher(
-        data,
-        teacher_name,
-        config=t_cfg,
-        cache_dir=args.cache_dir,
-        data_config=data_cfg,
-        device=device,
-        retrain=args.retrain_teacher,
-        quiet=args.quiet,
-    )
+    try:
+        teacher, t_info = load_or_train_teacher(
+            data,
+            teacher_name,
+            config=t_cfg,
+            cache_dir=args.cache_dir,
+            data_config=data_cfg,
+            device=device,
+            retrain=args.retrain_teacher,
+            quiet=args.quiet,
+        )
+    except DataError as exc:  # an unusable cached checkpoint
+        _fail(str(exc))
     t_test_loss, t_test_acc = evaluate(teacher, data.test, t_val=args.t_val, device=device, amp=amp)
     _sync(device)
     t0 = time.perf_counter()
@@ -893,7 +967,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "per_sample": inf_t["per_sample_s"] / inf_s["per_sample_s"],
         },
     }
-    out = Path(args.out)
     atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
     plot_learning_curves(
         {

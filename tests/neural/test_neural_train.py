@@ -1,15 +1,21 @@
 """kdtheory.neural.train: a short digits run learns and is bit-reproducible; checkpoints; the CLI."""
 
 import json
+import os
+import pickle
+import shlex
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from kdtheory.neural.data import load_digits  # noqa: E402
+from kdtheory.neural import train  # noqa: E402
+from kdtheory.neural.data import DataError, load_digits  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
 from kdtheory.neural.train import (  # noqa: E402
     FitConfig,
+    default_cache_dir,
     evaluate,
     fit,
     load_checkpoint,
@@ -95,11 +101,18 @@ def test_checkpoint_roundtrip_weights_only(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == cfg
 
 
-def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
+def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path, monkeypatch):
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the default teacher cache is per user, never the working directory
     argv = ["--dataset", "digits", "--epochs", "2", "--teacher-epochs", "2", "--chi", "0.6",
-            "--temperature", "3", "--out", str(out), "--cache-dir", str(cache), "--quiet"]  # fmt: skip
+            "--temperature", "3", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
+    assert list(work.iterdir()) == []
+    cached = list(
+        (tmp_path / "xdg-cache" / "kdtheory" / "teachers").glob("teacher-digits-cnn-*.pt")
+    )
+    assert len(cached) == 1
     m = json.loads((out / "metrics.json").read_text())
     assert (out / "learning_curves.png").stat().st_size > 1000
     assert m["config"]["lambda1"] == pytest.approx(0.4)  # λ₁ = 1 − χ
@@ -108,9 +121,99 @@ def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path):
         assert 0.5 < m[key]["test_acc"] <= 1.0  # all learn well above chance (0.1) on digits
         assert m[key]["train_time_s"] > 0
     assert m["inference_time_ratio_teacher_over_student"]["batch"] > 0
-    assert not m["teacher"]["loaded_from_cache"]
+    assert not m["teacher"]["loaded_from_cache"] and m["teacher"]["checkpoint"] == str(cached[0])
     assert main(argv) == 0
     assert json.loads((out / "metrics.json").read_text())["teacher"]["loaded_from_cache"]
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c" / "kdtheory" / "teachers"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unusable in ("", "relative/path"):  # the XDG spec ignores relative paths
+        monkeypatch.setenv("XDG_CACHE_HOME", unusable)
+        assert default_cache_dir() == tmp_path / "home" / ".cache" / "kdtheory" / "teachers"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "kdtheory" / "teachers"
+
+
+# ------------------------------------------------------------------------- corrupt caches ---
+
+
+@pytest.fixture(scope="module")
+def cached_teacher(digits, tmp_path_factory):
+    """A small cached teacher: (checkpoint bytes, file name, its config, the call's arguments)."""
+    cfg = FitConfig(epochs=1, batch_size=256, lr=0.05, seed=0)
+    kwargs = dict(config=cfg, data_config={"dataset": "digits"}, model_options={"hidden": 8})
+    cache = tmp_path_factory.mktemp("cache")
+    _, info = load_or_train_teacher(digits, "mlp", cache_dir=cache, quiet=True, **kwargs)
+    path = cache / info["checkpoint"].rsplit("/", 1)[-1]
+    return path.read_bytes(), path.name, info["config"], kwargs
+
+
+class _Shell:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def _state(**changes):
+    state = build_model("mlp", (1, 8, 8), 10, seed=0, hidden=8).state_dict()
+    return {changes.get(k, k): v for k, v in state.items()}
+
+
+CORRUPT = {
+    "random bytes": (lambda p, raw, cfg: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+                     "unreadable teacher checkpoint"),
+    "truncated": (lambda p, raw, cfg: p.write_bytes(raw[: len(raw) // 2]),
+                  "unreadable teacher checkpoint"),
+    "malicious pickle": (lambda p, raw, cfg: p.write_bytes(pickle.dumps(_Shell(p.parent / "pwned"), 2)),
+                         "refused by the safe loader: .*posix.system"),
+    "a list": (lambda p, raw, cfg: torch.save([1, 2, 3], p), r"not a teacher checkpoint \(a list"),
+    "no weights": (lambda p, raw, cfg: torch.save({"config": cfg}, p), "not a teacher checkpoint"),
+    "wrong shapes": (lambda p, raw, cfg: save_checkpoint(
+        p, build_model("mlp", (1, 8, 8), 10, hidden=9).state_dict(), cfg), "size mismatch"),
+    "wrong keys": (lambda p, raw, cfg: save_checkpoint(p, _state(**{"1.weight": "w"}), cfg),
+                   "Missing key"),
+    "NaN weights": (lambda p, raw, cfg: save_checkpoint(
+        p, {k: v.fill_(float("nan")) for k, v in _state().items()}, cfg), "non-finite"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_corrupt_teacher_cache_names_the_file_and_the_fix(digits, cached_teacher, tmp_path, case):
+    raw, name, cfg, kwargs = cached_teacher
+    path = tmp_path / name
+    corrupt, needle = CORRUPT[case]
+    corrupt(path, raw, cfg)
+    with pytest.raises(DataError, match=needle) as exc:
+        load_or_train_teacher(digits, "mlp", cache_dir=tmp_path, quiet=True, **kwargs)
+    assert str(path) in str(exc.value) and "--retrain-teacher" in str(exc.value)
+    assert not (tmp_path / "pwned").exists()
+    # the fix that the message offers: train again over the file, which then loads
+    _, info = load_or_train_teacher(digits, "mlp", cache_dir=tmp_path, retrain=True, quiet=True,
+                                    **kwargs)  # fmt: skip
+    assert not info["loaded"] and path.read_bytes() != b""
+    _, info = load_or_train_teacher(digits, "mlp", cache_dir=tmp_path, quiet=True, **kwargs)
+    assert info["loaded"]
+
+
+def test_cli_corrupt_cache_one_line_exit_2_and_retrain(tmp_path, capsys):
+    cache = tmp_path / "c"
+    argv = ["--teacher", "mlp", "--epochs", "1", "--teacher-epochs", "1", "--cache-dir", str(cache),
+            "--out", str(tmp_path / "o"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    (ckpt,) = cache.glob("teacher-*.pt")
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(ckpt) in err and "--retrain-teacher" in err
+    assert main([*argv, "--retrain-teacher"]) == 0
+    assert main(argv) == 0
 
 
 @pytest.mark.parametrize(
@@ -119,6 +222,7 @@ def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path):
         ("--chi", "1.5", "--chi must be in [0, 1]"),
         ("--temperature", "0", "--temperature must be > 0"),
         ("--epochs", "0", "--epochs must be an integer ≥ 1"),
+        ("--seed", "-1", "--seed must be an integer ≥ 0"),
         ("--dataset", "cifar10", "--dataset cifar10: data files absent"),
         ("--student", "cnn-small", None),  # valid for digits images: handled below
     ],
@@ -136,3 +240,21 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, flag, value, needle):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err
     assert not out.exists() and not (tmp_path / "c").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_cli_unwritable_folders_refused_before_training(tmp_path, capsys, monkeypatch, flag, where):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the output folders were checked")
+
+    monkeypatch.setattr(train, "fit", no_training)
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" if where == "a file" else tmp_path / "f" / "sub"
+    paths = {"--out": str(tmp_path / "o"), "--cache-dir": str(tmp_path / "c"), flag: str(bad)}
+    with pytest.raises(SystemExit) as exc:
+        main(["--quiet", *(x for kv in paths.items() for x in kv)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {flag} {bad}" in err
+    assert (tmp_path / "f").read_text() == "x" and not (tmp_path / "o" / "metrics.json").exists()
