@@ -17,8 +17,11 @@ in ``--out`` (default ``results/neural/table``):
     finished runs; an interrupted table resumes with the same command and recomputes nothing.
 
 A data set whose files are absent is reported as skipped (in the output and the files), never
-dropped silently. The recipe of each data set (teacher, student, budget) is ``RECIPES``; ``--steps``
-and ``--trials`` override the budget.
+dropped silently. An exception in one (data set, method, run) cell fails that cell only: it is
+journalled with its message, listed in the outputs, and computed again by the next run of the
+command. The recipe of each data set (teacher, student, budget) is ``RECIPES``; ``--steps`` and
+``--trials`` override the budget. Teachers are cached in ``--cache-dir`` (default: the per-user
+folder of :func:`kdtheory.neural.train.default_cache_dir`).
 """
 
 from __future__ import annotations
@@ -36,13 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal
+from kdtheory.journal import Journal, check_output_dir
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
 from kdtheory.neural.train import (
     FitConfig,
     atomic_write_bytes,
+    default_cache_dir,
     evaluate,
     load_or_train_teacher,
     predict_logits,
@@ -147,7 +151,12 @@ def _load(recipe: Recipe, seed: int, roots: dict[str, str]) -> DataSplits:
 
 
 def _teacher_logits(
-    recipe: Recipe, data: DataSplits, seed: int, cache_dir: str | None, device: torch.device
+    recipe: Recipe,
+    data: DataSplits,
+    seed: int,
+    cache_dir: Path,
+    device: torch.device,
+    retrain: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """(f on the student's training inputs, the teacher's test accuracy), from the cached (or a
     freshly trained) teacher."""
@@ -159,7 +168,7 @@ def _teacher_logits(
     }
     teacher, _ = load_or_train_teacher(
         data.to(device), recipe.teacher, config=replace(recipe.teacher_fit, seed=seed),
-        cache_dir=cache_dir, data_config=data_cfg, device=device, quiet=True,
+        cache_dir=cache_dir, data_config=data_cfg, device=device, retrain=retrain, quiet=True,
     )  # fmt: skip
     f = predict_logits(teacher, data.train.x.to(device), device=device)
     return f, evaluate(teacher, data.test.to(device), device=device)[1]
@@ -174,6 +183,74 @@ def _thin(traj: dict, keep: int = 1000) -> dict:
     return {k: [v[i] for i in idx] for k, v in traj.items()}
 
 
+_FRACTIONS = ("test_acc", "val_acc", "lambda1", "teacher_test_acc")
+_NUMBERS = ("test_loss", "val_loss", "temperature", "wall_time_s")
+_COUNTS = ("train_steps", "hyper_steps", "trials")
+
+
+def _check_record(index: tuple, values: dict) -> None:
+    """Raise ``ValueError`` unless ``(index, values)`` is a record this table writes.
+
+    ``index`` = (i, run) with i the method's place in ``METHODS``; ``values`` names the same
+    method and seed and is either a failed cell (``status`` "error" and its message) or a result
+    whose accuracies and λ₁ lie in [0, 1], whose losses, T and times are numbers and whose step
+    counts are integers ≥ 0.
+    """
+    if not (
+        isinstance(index, tuple)
+        and len(index) == 2
+        and all(type(i) is int for i in index)
+        and 0 <= index[0] < len(METHODS)
+        and index[1] >= 0
+    ):
+        raise ValueError(f"index must be (method in [0, {len(METHODS)}), run ≥ 0), got {index!r}")
+    if not isinstance(values, dict):
+        raise ValueError(f"values must be an object, got {type(values).__name__}")
+    if (values.get("method"), values.get("seed")) != (METHODS[index[0]], index[1]):
+        raise ValueError(f"values name {values.get('method')!r} run {values.get('seed')!r}")
+    if values.get("status", "ok") == "error":
+        if not isinstance(values.get("error"), str):
+            raise ValueError("a failed cell needs its error message")
+        return
+    if values.get("status", "ok") != "ok":
+        raise ValueError(f"status must be ok or error, got {values.get('status')!r}")
+    for k in (*_FRACTIONS, *_NUMBERS, *_COUNTS):
+        v = values.get(k)
+        if type(v) not in (int, float) or (k in _COUNTS and (type(v) is not int or v < 0)):
+            raise ValueError(f"{k} must be {'an integer ≥ 0' if k in _COUNTS else 'a number'}")
+        if k in _FRACTIONS and not 0.0 <= v <= 1.0:
+            raise ValueError(f"{k} must be in [0, 1], got {v!r}")
+    if not isinstance(values.get("trajectory"), dict):
+        raise ValueError("trajectory must be an object")
+
+
+def _open_journal(path: Path, fingerprint: str, header: dict) -> Journal:
+    """The journal at ``path``, its records checked by :func:`_check_record`; invalid ones are
+    dropped (their cells computed again) with a warning that counts them."""
+    journal = Journal(path, fingerprint, header)
+    bad = []
+    for index, values in journal.done.items():
+        try:
+            _check_record(index, values)
+        except ValueError as exc:
+            bad.append((index, exc))
+    for index, _ in bad:
+        del journal.done[index]
+    if bad:
+        print(
+            f"warning: {path}: ignored {len(bad)} invalid records (first: {bad[0][1]}); "
+            "their cells are computed again",
+            file=sys.stderr,
+        )
+    return journal
+
+
+def _failure(method: str, run: int, exc: BaseException, where: str = "") -> dict:
+    """The journal record of a failed cell: its method, run and one-line reason."""
+    reason = " ".join(f"{where}{type(exc).__name__}: {exc}".split())[:500]
+    return {"method": method, "seed": run, "status": "error", "error": reason}
+
+
 def run_table(
     datasets: Sequence[str],
     runs: int,
@@ -183,16 +260,31 @@ def run_table(
     roots: dict[str, str] | None = None,
     steps: int | None = None,
     trials: int | None = None,
-    cache_dir: str | None = "results/neural/teachers",
+    cache_dir: str | Path | None = None,
+    retrain_teacher: bool = False,
     device: str = "auto",
     quiet: bool = False,
 ) -> dict:
-    """Run (or resume) the table; returns ``{"results": {dataset: [MethodResult dict]}, "skipped": …}``."""
+    """Run (or resume) the table.
+
+    ``cache_dir`` None: the per-user folder :func:`~kdtheory.neural.train.default_cache_dir`.
+    ``retrain_teacher``: train the teachers again over their cached checkpoints.
+
+    Returns ``{"results": {dataset: [record]}, "skipped": {dataset: reason}, "failed": [(dataset,
+    method, run, reason)], "written": [file name]}``; a record is a ``MethodResult`` dict or a
+    failed cell (``status`` "error", ``error``).
+
+    Raises
+    ------
+    ValueError
+        ``out`` or ``cache_dir`` is not a writable folder (checked before any work), a journal of
+        another computation is in ``out``, or (:class:`DataError`) a cached teacher is unusable.
+    """
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out, flag="--out")
+    cache = check_output_dir(cache_dir or default_cache_dir(), flag="--cache-dir")
     roots = roots or {}
     results: dict[str, list[dict]] = {}
     skipped: dict[str, str] = {}
@@ -205,13 +297,16 @@ def run_table(
             **({"trials": trials} if trials else {}),
         )
         recipe = replace(recipe, budget=budget)
-        journal = Journal(
+        journal = _open_journal(
             out / f"journal-{name}.jsonl", _fingerprint(recipe, dev), {"recipe": recipe.describe()}
         )
         fixed = None  # (data, teacher logits, teacher accuracy) when they are the same every run
-        results[name] = []
         for run in range(runs):
-            todo = [m for m in methods if (METHODS.index(m), run) not in journal.done]
+            todo = [m for m in methods if _status(journal, m, run) != "ok"]
+            retried = [m for m in todo if _status(journal, m, run) == "error"]
+            if retried:
+                print(f"{name} run {run}: computing the failed {', '.join(retried)} again",
+                      file=sys.stderr)  # fmt: skip
             bar.update(len(methods) - len(todo))
             if todo:
                 data_seed = run if recipe.per_run_data else 0
@@ -226,7 +321,17 @@ def run_table(
                         bar.update(len(todo) + (runs - run - 1) * len(methods))
                         break
                     bar.set_description(f"{name} teacher")
-                    f, t_acc = _teacher_logits(recipe, data, data_seed, cache_dir, dev)
+                    try:
+                        f, t_acc = _teacher_logits(
+                            recipe, data, data_seed, cache, dev, retrain_teacher
+                        )
+                    except DataError:  # an unusable cached teacher: the fix is --retrain-teacher
+                        raise
+                    except Exception as exc:  # fails this run's cells, not the table
+                        failures = [_failure(m, run, exc, "teacher: ") for m in todo]
+                        journal.append([((METHODS.index(r["method"]), run), r) for r in failures])
+                        bar.update(len(todo))
+                        continue
                     if not recipe.per_run_data:
                         fixed = data, f, t_acc
                 student = recipe.student
@@ -238,27 +343,43 @@ def run_table(
                 exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
                 for m in todo:
                     bar.set_description(f"{name} {m} run {run}")
-                    res = exp.run(m, seed=run)
-                    values = res.as_dict()
-                    values["trajectory"] = _thin(values["trajectory"])
-                    values["teacher_test_acc"] = t_acc
+                    try:
+                        values = exp.run(m, seed=run).as_dict()
+                        values["trajectory"] = _thin(values["trajectory"])
+                        values["teacher_test_acc"] = t_acc
+                        _check_record((METHODS.index(m), run), values)  # e.g. NaN accuracy
+                    except Exception as exc:  # fails this cell only
+                        values = _failure(m, run, exc)
                     journal.append([((METHODS.index(m), run), values)])
                     bar.update(1)
-            results[name] += [journal.done[(METHODS.index(m), run)] for m in methods
-                              if (METHODS.index(m), run) in journal.done]  # fmt: skip
+        cells = [(METHODS.index(m), run) for run in range(runs) for m in methods]
+        results[name] = [journal.done[c] for c in cells if c in journal.done]
     bar.close()
-    _write_outputs(out, datasets, methods, results, skipped)
-    return {"results": results, "skipped": skipped}
+    written = _write_outputs(out, datasets, methods, results, skipped)
+    return {"results": results, "skipped": skipped, "failed": _failed(results), "written": written}
+
+
+def _failed(results: dict[str, list[dict]]) -> list[tuple[str, str, int, str]]:
+    """(data set, method, run, reason) of every failed cell."""
+    return [(d, r["method"], r["seed"], r["error"]) for d, rows in results.items()
+            for r in rows if r.get("status") == "error"]  # fmt: skip
+
+
+def _status(journal: Journal, method: str, run: int) -> str | None:
+    """ "ok", "error" or None (not computed) for the cell (method, run) of ``journal``."""
+    values = journal.done.get((METHODS.index(method), run))
+    return None if values is None else values.get("status", "ok")
 
 
 # --------------------------------------------------------------------------------- outputs ---
 
 
 def summarise(rows: list[dict], methods: Sequence[str]) -> dict[str, dict]:
-    """Per method: runs, accuracy mean/std/best, mean costs per run, and cost relative to no KD."""
+    """Per method: runs, accuracy mean/std/best, mean costs per run, and cost relative to no KD
+    (over the cells that succeeded; failed cells are listed apart)."""
     out: dict[str, dict] = {}
     for m in methods:
-        rs = [r for r in rows if r["method"] == m]
+        rs = [r for r in rows if r["method"] == m and r.get("status", "ok") == "ok"]
         if not rs:
             continue
         acc = np.array([r["test_acc"] for r in rs])
@@ -288,9 +409,25 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _markdown(datasets, methods, summaries, skipped) -> str:
-    shown = [d for d in datasets if d in summaries]
-    lines = ["Test accuracy, mean (best) over runs.", ""]
+def _markdown(datasets, methods, summaries, skipped, failed) -> str:
+    shown = [d for d in datasets if summaries.get(d)]
+    if shown:
+        lines = ["Test accuracy, mean (best) over runs.", ""]
+        lines += _accuracy_lines(shown, methods, summaries)
+    else:
+        lines = ["No cell of the table succeeded: no accuracy to show."]
+    if failed:
+        lines += ["", "Failed cells (left out of the means; the next run computes them again):"]
+        lines += [f"- {TITLES[d]}, {LABELS[m]}, run {r}: {why}" for d, m, r, why in failed]
+    if skipped:
+        lines += ["", "Skipped (data files absent or unreadable):"]
+        lines += [f"- {TITLES[d]}: {why}" for d, why in skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_lines(shown, methods, summaries) -> list[str]:
+    """The accuracy table and the cost table of the data sets ``shown`` (Markdown lines)."""
+    lines = []
     lines.append("| Method | " + " | ".join(TITLES[d] for d in shown) + " |")
     lines.append("|---|" + "---|" * len(shown))
     for m in methods:
@@ -319,25 +456,24 @@ def _markdown(datasets, methods, summaries, skipped) -> str:
     ]
     if ratios:
         lines += ["", "Wall-time ratio proposed / gradient-based: " + "; ".join(ratios) + "."]
-    if skipped:
-        lines += ["", "Skipped (data files absent or unreadable):"]
-        lines += [f"- {TITLES[d]}: {why}" for d, why in skipped.items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def _plot_trajectories(path: Path, results: dict[str, list[dict]]) -> None:
+def _plot_trajectories(path: Path, results: dict[str, list[dict]]) -> bool:
+    """Draw λ₁ and T along training (run 0) to ``path``; False (nothing written) if no data set
+    has a trajectory (no gradient-based or proposed run succeeded)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [d for d, rows in results.items() if any(r["trajectory"] for r in rows)]
+    shown = [d for d, rows in results.items() if any(r.get("trajectory") for r in rows)]
     if not shown:
-        return
+        return False
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 3.2 * len(shown)), squeeze=False)
     for row, d in zip(axes, shown, strict=True):
         for r in results[d]:
-            if r["seed"] != 0 or not r["trajectory"]:
+            if r["seed"] != 0 or not r.get("trajectory"):
                 continue
             t = r["trajectory"]
             style = "-" if r["method"] == "gradient" else "--"
@@ -351,11 +487,12 @@ def _plot_trajectories(path: Path, results: dict[str, list[dict]]) -> None:
             ax.legend()
     fig.tight_layout()
     save_png(fig, path)
+    return True
 
 
 RUN_FIELDS = [
     "method", "seed", "test_acc", "test_loss", "val_acc", "val_loss", "lambda1", "temperature",
-    "train_steps", "hyper_steps", "wall_time_s", "trials", "teacher_test_acc",
+    "train_steps", "hyper_steps", "wall_time_s", "trials", "teacher_test_acc", "status", "error",
 ]  # fmt: skip
 TABLE_FIELDS = [
     "runs", "acc_mean", "acc_std", "acc_best", "train_steps", "hyper_steps", "wall_time_s",
@@ -363,20 +500,37 @@ TABLE_FIELDS = [
 ]  # fmt: skip
 
 
-def _write_outputs(out: Path, datasets, methods, results, skipped) -> None:
+def _write_outputs(out: Path, datasets, methods, results, skipped) -> list[str]:
+    """Write the table's files to ``out``; the names of those written."""
     summaries = {d: summarise(rows, methods) for d, rows in results.items() if rows}
-    runs_rows = [[d] + [r.get(k) for k in RUN_FIELDS] for d, rows in results.items() for r in rows]
+    failed = _failed(results)
+    runs_rows = [[d] + [{"status": "ok", **r}.get(k) for k in RUN_FIELDS]
+                 for d, rows in results.items() for r in rows]  # fmt: skip
     atomic_write_bytes(out / "runs.csv", _csv_bytes(["dataset", *RUN_FIELDS], runs_rows))
     table_rows = []
     for d in datasets:
         if d in skipped:
             table_rows.append([d, "", "", "skipped", skipped[d]] + [""] * len(TABLE_FIELDS))
-        for m, s in summaries.get(d, {}).items():
-            table_rows.append([d, m, LABELS[m], "ok", ""] + [s.get(k, "") for k in TABLE_FIELDS])
+        for m in methods:
+            if m in summaries.get(d, {}):
+                s = summaries[d][m]
+                table_rows.append(
+                    [d, m, LABELS[m], "ok", ""] + [s.get(k, "") for k in TABLE_FIELDS]
+                )
+            bad = [(r, why) for dd, mm, r, why in failed if (dd, mm) == (d, m)]
+            if bad:
+                why = (
+                    f"runs {', '.join(str(r) for r, _ in bad)} failed; run {bad[0][0]}: {bad[0][1]}"
+                )
+                table_rows.append([d, m, LABELS[m], "error", why] + [""] * len(TABLE_FIELDS))
     header = ["dataset", "method", "label", "status", "reason", *TABLE_FIELDS]
     atomic_write_bytes(out / "table.csv", _csv_bytes(header, table_rows))
-    atomic_write_bytes(out / "table.md", _markdown(datasets, methods, summaries, skipped).encode())
-    _plot_trajectories(out / "trajectories.png", results)
+    md = _markdown(datasets, methods, summaries, skipped, failed)
+    atomic_write_bytes(out / "table.md", md.encode())
+    written = ["table.md", "table.csv", "runs.csv"]
+    if _plot_trajectories(out / "trajectories.png", results):
+        written.append("trajectories.png")
+    return written
 
 
 # ------------------------------------------------------------------------------------- CLI ---
@@ -430,7 +584,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder, e.g. --root cifar10=/data/cifar-10-batches-py "
         "(fashion-mnist default: /usr/share/datasets/fashion-mnist)",
     )
-    p.add_argument("--cache-dir", default="results/neural/teachers", help="teacher checkpoints")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder of teacher checkpoints (default: "
+        "$XDG_CACHE_HOME/kdtheory/teachers, else ~/.cache/kdtheory/teachers)",
+    )
+    p.add_argument(
+        "--retrain-teacher",
+        action="store_true",
+        help="ignore cached teachers (also unusable ones) and train them again",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
@@ -464,17 +628,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         res = run_table(
             args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
-            steps=args.steps, trials=args.trials, cache_dir=args.cache_dir, device=args.device,
-            quiet=args.quiet,
+            steps=args.steps, trials=args.trials, cache_dir=args.cache_dir,
+            retrain_teacher=args.retrain_teacher, device=args.device, quiet=args.quiet,
         )  # fmt: skip
-    except ValueError as exc:  # a journal of another computation in --out
+    except ValueError as exc:  # unwritable folders, another computation's journal, a bad cache
         p.error(str(exc))
     out = Path(args.out)
     if not args.quiet:
         print((out / "table.md").read_text(encoding="utf-8"))
     for d, why in res["skipped"].items():
         print(f"skipped {d}: {why}", file=sys.stderr)
-    print(f"wrote {out / 'table.md'}, table.csv, runs.csv, trajectories.png")
+    for d, m, run, why in res["failed"]:
+        print(f"failed {d} {m} run {run}: {why}", file=sys.stderr)
+    first, *rest = res["written"]
+    print(f"wrote {out / first}, {', '.join(rest)}")
+    if not any(r.get("status", "ok") == "ok" for rows in res["results"].values() for r in rows):
+        print("no cell of the table succeeded (see the reasons above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -187,3 +187,188 @@ def test_table_bad_input_exits_2(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------- failures and journals ---
+
+
+def _synthetic_argv(out, *extra):
+    return ["--datasets", "synthetic", "--runs", "1", "--methods", "without-kd,naive,gradient",
+            "--quiet", "--out", str(out), *extra]  # fmt: skip
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path, encoding="utf-8")))
+
+
+def test_table_failed_cell_is_journalled_listed_and_computed_again(
+    tmp_path, small_recipes, monkeypatch, capsys
+):
+    real = table.KDExperiment.run
+
+    def naive_fails(self, method, seed=0):
+        if method == "naive":
+            raise RuntimeError("boom\nsecond line")
+        return real(self, method, seed)
+
+    monkeypatch.setattr(table.KDExperiment, "run", naive_fails)
+    work, out = tmp_path / "work", tmp_path / "t"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert table.main(_synthetic_argv(out)) == 0  # the table finishes
+    captured = capsys.readouterr()
+    assert "failed synthetic naive run 0: RuntimeError: boom second line" in captured.err
+    assert "trajectories.png" in captured.out and (out / "trajectories.png").exists()
+    rows = {(r["method"], r["status"]): r for r in _rows(out / "table.csv")}
+    assert set(rows) == {("without-kd", "ok"), ("gradient", "ok"), ("naive", "error")}
+    assert (
+        rows["naive", "error"]["reason"] == "runs 0 failed; run 0: RuntimeError: boom second line"
+    )
+    runs = {r["method"]: r for r in _rows(out / "runs.csv")}
+    assert runs["naive"]["status"] == "error" and runs["naive"]["test_acc"] == ""
+    assert runs["gradient"]["status"] == "ok" and 0.0 <= float(runs["gradient"]["test_acc"]) <= 1
+    md = (out / "table.md").read_text(encoding="utf-8")
+    assert "- Synthetic dataset, Naive metaparameters, run 0: RuntimeError: boom" in md
+    records = [json.loads(x) for x in (out / "journal-synthetic.jsonl").read_text().splitlines()]
+    (naive,) = [r["values"] for r in records[1:] if r["index"] == [METHODS.index("naive"), 0]]
+    assert naive == {"method": "naive", "seed": 0, "status": "error",
+                     "error": "RuntimeError: boom second line"}  # fmt: skip
+    # the teacher went to the per-user cache, nothing to the working directory
+    assert list(work.iterdir()) == []
+    assert list((tmp_path / "xdg-cache" / "kdtheory" / "teachers").glob("teacher-synthetic-*.pt"))
+
+    # the next run computes the failed cell, and only it, again
+    calls = []
+
+    def counting(self, method, seed=0):
+        calls.append(method)
+        return real(self, method, seed)
+
+    monkeypatch.setattr(table.KDExperiment, "run", counting)
+    assert table.main(_synthetic_argv(out)) == 0
+    assert calls == ["naive"]
+    assert "computing the failed naive again" in capsys.readouterr().err
+    assert {r["status"] for r in _rows(out / "table.csv")} == {"ok"}
+    assert "Failed" not in (out / "table.md").read_text(encoding="utf-8")
+
+
+def test_table_failed_teacher_fails_its_cells_and_exit_1(tmp_path, small_recipes, monkeypatch):
+    def diverges(*args, **kwargs):
+        raise FloatingPointError("teacher loss is nan")
+
+    monkeypatch.setattr(table, "_teacher_logits", diverges)
+    out = tmp_path / "t"
+    assert table.main(_synthetic_argv(out, "--cache-dir", str(tmp_path / "c"))) == 1
+    reasons = {r["method"]: r["reason"] for r in _rows(out / "table.csv")}
+    assert set(reasons) == {"without-kd", "naive", "gradient"}
+    assert all("teacher: FloatingPointError: teacher loss is nan" in r for r in reasons.values())
+    assert not (out / "trajectories.png").exists()
+
+
+def _valid_record():
+    return {"method": "naive", "seed": 0, "test_acc": 0.5, "test_loss": 0.7, "val_acc": 0.5,
+            "val_loss": 0.7, "lambda1": 0.5, "temperature": 1.0, "train_steps": 20,
+            "hyper_steps": 0, "wall_time_s": 0.1, "trials": 1, "trajectory": {},
+            "teacher_test_acc": 0.9}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("index", "change"),
+    [
+        ((-1, -1), {}),
+        ((99, 0), {}),
+        ((1,), {}),
+        ((1, 0.5), {}),
+        ((1, 0), {"method": "random"}),
+        ((1, 0), {"seed": 3}),
+        ((1, 0), {"test_acc": "abc"}),
+        ((1, 0), {"test_acc": 1.5}),
+        ((1, 0), {"train_steps": True}),
+        ((1, 0), {"train_steps": -1}),
+        ((1, 0), {"status": "maybe"}),
+        ((1, 0), {"status": "error"}),  # a failed cell needs its message
+        ((1, 0), {"trajectory": None}),
+    ],
+)
+def test_journal_record_validator_refuses_bad_records(index, change):
+    table._check_record((1, 0), _valid_record())  # the valid record passes
+    with pytest.raises(ValueError):
+        table._check_record(index, {**_valid_record(), **change})
+
+
+def test_table_ignores_invalid_journal_records(tmp_path, small_recipes, monkeypatch, capsys):
+    out = tmp_path / "t"
+    argv = _synthetic_argv(out, "--cache-dir", str(tmp_path / "c"))
+    assert table.main(argv) == 0
+    clean = _rows(out / "runs.csv")
+    journal = out / "journal-synthetic.jsonl"
+    lie = {**_valid_record(), "test_acc": 0.999}
+    bad = [
+        {"index": [-1, -1], "values": {"eg": 0.999}},
+        {"index": [99, 0], "values": lie},
+        {"index": [1, 0], "values": {**lie, "test_acc": "abc"}},  # overrides the real naive run
+    ]
+    with open(journal, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(b) + "\n" for b in bad)
+    calls = []
+    real = table.KDExperiment.run
+
+    def counting(self, method, seed=0):
+        calls.append(method)
+        return real(self, method, seed)
+
+    monkeypatch.setattr(table.KDExperiment, "run", counting)
+    capsys.readouterr()
+    assert table.main(argv) == 0
+    assert "ignored 3 invalid records" in capsys.readouterr().err
+    assert calls == ["naive"]  # its journalled result was dropped, so it is computed again
+    # the recomputed table equals the clean one (CPU runs are bit-reproducible) except wall time
+    again = _rows(out / "runs.csv")
+    drop = ("wall_time_s",)
+    strip = [{k: v for k, v in r.items() if k not in drop} for r in clean]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in again] == strip
+
+
+def test_table_every_dataset_skipped_claims_no_files_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "t"
+    argv = ["--datasets", "fashion-mnist", "--runs", "1", "--quiet", "--out", str(out),
+            "--root", f"fashion-mnist={tmp_path / 'absent'}", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert table.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"wrote {out / 'table.md'}, table.csv, runs.csv\n"
+    assert (
+        "no cell of the table succeeded" in captured.err and "skipped fashion-mnist" in captured.err
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["runs.csv", "table.csv", "table.md"]
+    md = (out / "table.md").read_text(encoding="utf-8")
+    assert md.startswith("No cell of the table succeeded") and "| Method |" not in md
+
+
+def test_table_corrupt_teacher_cache_exit_2_and_retrain(tmp_path, small_recipes, capsys):
+    cache = tmp_path / "c"
+    assert table.main(_synthetic_argv(tmp_path / "t", "--cache-dir", str(cache))) == 0
+    (ckpt,) = cache.glob("teacher-*.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
+    again = _synthetic_argv(tmp_path / "t2", "--cache-dir", str(cache))  # a fresh journal
+    with pytest.raises(SystemExit) as exc:
+        table.main(again)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(ckpt) in err and "--retrain-teacher" in err
+    assert table.main([*again, "--retrain-teacher"]) == 0
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_table_unwritable_folders_refused_before_work(tmp_path, capsys, monkeypatch, flag, where):
+    loaded = []
+    monkeypatch.setattr(table, "_load", lambda *a: loaded.append(a))
+    (tmp_path / "f").write_text("x")
+    bad = tmp_path / "f" if where == "a file" else tmp_path / "f" / "sub"
+    paths = {"--out": str(tmp_path / "o"), "--cache-dir": str(tmp_path / "c"), flag: str(bad)}
+    with pytest.raises(SystemExit) as exc:
+        table.main(["--datasets", "synthetic", *(x for kv in paths.items() for x in kv)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {flag} {bad}" in err
+    assert loaded == [] and (tmp_path / "f").read_text() == "x"

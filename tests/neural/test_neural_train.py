@@ -169,7 +169,7 @@ CORRUPT = {
                      "unreadable teacher checkpoint"),
     "truncated": (lambda p, raw, cfg: p.write_bytes(raw[: len(raw) // 2]),
                   "unreadable teacher checkpoint"),
-    "malicious pickle": (lambda p, raw, cfg: p.write_bytes(pickle.dumps(_Shell(p.parent / "pwned"), 2)),
+    "malicious pickle": (lambda p, raw, cfg: p.write_bytes(pickle.dumps(_Shell(p.parent / "x"), 2)),
                          "refused by the safe loader: .*posix.system"),
     "a list": (lambda p, raw, cfg: torch.save([1, 2, 3], p), r"not a teacher checkpoint \(a list"),
     "no weights": (lambda p, raw, cfg: torch.save({"config": cfg}, p), "not a teacher checkpoint"),
@@ -191,7 +191,7 @@ def test_corrupt_teacher_cache_names_the_file_and_the_fix(digits, cached_teacher
     with pytest.raises(DataError, match=needle) as exc:
         load_or_train_teacher(digits, "mlp", cache_dir=tmp_path, quiet=True, **kwargs)
     assert str(path) in str(exc.value) and "--retrain-teacher" in str(exc.value)
-    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "x").exists()  # the malicious pickle's command never ran
     # the fix that the message offers: train again over the file, which then loads
     _, info = load_or_train_teacher(digits, "mlp", cache_dir=tmp_path, retrain=True, quiet=True,
                                     **kwargs)  # fmt: skip
