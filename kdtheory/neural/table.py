@@ -283,8 +283,8 @@ def run_table(
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
-    out = check_output_dir(out, flag="--out")
     cache = check_output_dir(cache_dir or default_cache_dir(), flag="--cache-dir")
+    out = check_output_dir(out, flag="--out")  # after the cache: a bad cache leaves no empty out
     roots = roots or {}
     results: dict[str, list[dict]] = {}
     skipped: dict[str, str] = {}

@@ -882,9 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_model(nm, data.input_shape, data.num_classes, **opts)
         except ValueError as exc:
             _fail(f"{flag} {nm}: {exc}")
-    try:  # before any training: folders that cannot be written end the run here
-        out = check_output_dir(args.out, flag="--out")
+    try:  # before any training; the cache first, so that a bad one leaves no empty --out behind
         args.cache_dir = str(check_output_dir(args.cache_dir or default_cache_dir(), "--cache-dir"))
+        out = check_output_dir(args.out, flag="--out")
     except ValueError as exc:
         _fail(str(exc))
     lambda1 = 1.0 - args.chi

@@ -371,4 +371,6 @@ def test_table_unwritable_folders_refused_before_work(tmp_path, capsys, monkeypa
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"error: {flag} {bad}" in err
+    if flag == "--cache-dir":  # checked first: no empty --out folder left behind
+        assert not (tmp_path / "o").exists()
     assert loaded == [] and (tmp_path / "f").read_text() == "x"

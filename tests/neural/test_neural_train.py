@@ -257,4 +257,6 @@ def test_cli_unwritable_folders_refused_before_training(tmp_path, capsys, monkey
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"error: {flag} {bad}" in err
+    if flag == "--cache-dir":  # checked first: no empty --out folder left behind
+        assert not (tmp_path / "o").exists()
     assert (tmp_path / "f").read_text() == "x" and not (tmp_path / "o" / "metrics.json").exists()
