@@ -206,8 +206,9 @@ def _check_record(index: tuple, values: dict) -> None:
         raise ValueError(f"index must be (method in [0, {len(METHODS)}), run ≥ 0), got {index!r}")
     if not isinstance(values, dict):
         raise ValueError(f"values must be an object, got {type(values).__name__}")
-    if (values.get("method"), values.get("seed")) != (METHODS[index[0]], index[1]):
-        raise ValueError(f"values name {values.get('method')!r} run {values.get('seed')!r}")
+    named, expected = (values.get("method"), values.get("seed")), (METHODS[index[0]], index[1])
+    if named != expected:
+        raise ValueError(f"values of (method, run) {named!r} stored at {expected!r}")
     if values.get("status", "ok") == "error":
         if not isinstance(values.get("error"), str):
             raise ValueError("a failed cell needs its error message")
