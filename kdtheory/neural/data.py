@@ -312,20 +312,12 @@ class _NdarrayName:
 
 
 _NDARRAY = _NdarrayName()
+_B = (b"b", "b")  # the type code numpy's __reduce__ passes (bytes from Python 2, str otherwise)
 
 
 def _reconstruct(subtype, shape, code) -> np.ndarray:
     """``_reconstruct(ndarray, (0,), b'b')``, the empty array that BUILD then fills."""
-    if (
-        subtype is not _NDARRAY
-        or type(shape) is not tuple
-        or shape != (0,)
-        or code
-        not in (
-            b"b",
-            "b",
-        )
-    ):
+    if subtype is not _NDARRAY or type(shape) is not tuple or shape != (0,) or code not in _B:
         _refuse("numpy _reconstruct", (subtype, shape, code))
     return np.empty(0, dtype=np.int8)
 
