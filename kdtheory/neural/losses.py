@@ -6,13 +6,19 @@ rescales the learning rate):
 
     hard_cross_entropy  CE(y, σ(g))                    = −log σ(g)_y
     soft_cross_entropy  CE(σ(f/T), σ(g/T))             = −Σ_k σ(f/T)_k log σ(g/T)_k
-    kd_loss             λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)),   s(T) = 1 or T²
+    kl_divergence       KL(σ(f/T) ‖ σ(g/T)) (forward) or KL(σ(g/T) ‖ σ(f/T)) (reverse)
+    kd_loss             λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T)),   s(T) = 1 or T²
     validation_loss     CE(y, σ(g/T_val))
+
+with the soft term D one of ``SOFT_TARGETS``: the cross-entropy (default), the forward KL or the
+reverse KL. Khetarpaul et al. (2024) write "KL_div(s, t)" without saying which.
 
 The T² factor (``t2_scaling=True``) is Hinton et al.'s: it keeps the soft-term gradient wrt g of
 order one as T grows (that gradient scales as 1/T). The soft term is the cross-entropy of the
-seeds, not the KL divergence; the two differ by the teacher's entropy H(σ(f/T)), which does not
-depend on the student, so gradients wrt the student's weights agree (gradients wrt T do not).
+seeds, not the KL divergence; forward KL = CE − H(σ(f/T)) differs by the teacher's entropy,
+which does not depend on the student, so gradients wrt the student's weights agree (gradients wrt
+T do not). The reverse KL(σ(g/T) ‖ σ(f/T)) is mode-seeking: its gradient wrt g_j is
+(1/T) s_j [(log s_j − log t_j) − Σ_k s_k (log s_k − log t_k)] with s = σ(g/T), t = σ(f/T).
 λ₁ and T may be Python floats or 0-d tensors (differentiable, for the hypergradient). Logits are
 cast to float32 (float64 stays float64), so the losses are safe under autocast.
 """
@@ -24,14 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "SOFT_TARGETS",
     "KDLoss",
     "hard_cross_entropy",
     "kd_loss",
+    "kl_divergence",
     "soft_cross_entropy",
     "validation_loss",
 ]
 
 Scalar = float | torch.Tensor
+SOFT_TARGETS = ("cross-entropy", "forward-kl", "reverse-kl")
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +77,45 @@ def soft_cross_entropy(
     return -(p * torch.log_softmax(g / temperature, dim=-1)).sum(dim=-1).mean()
 
 
+def kl_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: Scalar,
+    *,
+    direction: str = "forward",
+) -> torch.Tensor:
+    """KL divergence between the tempered softmaxes, averaged over the batch.
+
+    forward: KL(t ‖ s) = Σ_k t_k (log t_k − log s_k); reverse: KL(s ‖ t) = Σ_k s_k (log s_k −
+    log t_k); with s = σ(g/T), t = σ(f/T).
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor
+        g and f, shape (n, K).
+    temperature : float or Tensor
+        T > 0.
+    direction : str
+        ``"forward"`` (the teacher's distribution first, as in Hinton et al.) or ``"reverse"``.
+    """
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be forward or reverse; got {direction!r}")
+    g, f = _up(student_logits), _up(teacher_logits).to(_up(student_logits).dtype)
+    log_s = torch.log_softmax(g / temperature, dim=-1)
+    log_t = torch.log_softmax(f / temperature, dim=-1)
+    log_p, log_q = (log_t, log_s) if direction == "forward" else (log_s, log_t)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+
+
+def _soft_term(g: torch.Tensor, f: torch.Tensor, temperature: Scalar, soft: str) -> torch.Tensor:
+    """D(σ(f/T), σ(g/T)) for D = ``soft`` in ``SOFT_TARGETS``."""
+    if soft == "cross-entropy":
+        return soft_cross_entropy(g, f, temperature)
+    if soft in ("forward-kl", "reverse-kl"):
+        return kl_divergence(g, f, temperature, direction=soft.split("-")[0])
+    raise ValueError(f"soft must be one of {', '.join(SOFT_TARGETS)}; got {soft!r}")
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
@@ -76,8 +124,9 @@ def kd_loss(
     temperature: Scalar,
     *,
     t2_scaling: bool = False,
+    soft: str = "cross-entropy",
 ) -> torch.Tensor:
-    """The seeds' distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)).
+    """The distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T)).
 
     Parameters
     ----------
@@ -94,6 +143,9 @@ def kd_loss(
         T > 0.
     t2_scaling : bool
         Multiply the soft term by T² (Hinton et al.); default False (the seeds' loss).
+    soft : str
+        The soft term D, one of ``SOFT_TARGETS``: ``"cross-entropy"`` (default, the seeds' loss),
+        ``"forward-kl"`` KL(σ(f/T) ‖ σ(g/T)) or ``"reverse-kl"`` KL(σ(g/T) ‖ σ(f/T)).
 
     Returns
     -------
@@ -105,10 +157,10 @@ def kd_loss(
         return hard
     if teacher_logits is None:
         raise ValueError("teacher_logits are required when lambda1 < 1")
-    soft = soft_cross_entropy(student_logits, teacher_logits, temperature)
+    term = _soft_term(student_logits, teacher_logits, temperature, soft)
     if t2_scaling:
-        soft = soft * (temperature * temperature)
-    return lambda1 * hard + (1 - lambda1) * soft
+        term = term * (temperature * temperature)
+    return lambda1 * hard + (1 - lambda1) * term
 
 
 def validation_loss(
@@ -139,10 +191,17 @@ class KDLoss(nn.Module):
         T > 0.
     t2_scaling : bool
         Multiply the soft term by T².
+    soft : str
+        The soft term, one of ``SOFT_TARGETS``.
     """
 
     def __init__(
-        self, lambda1: float = 1.0, temperature: float = 1.0, *, t2_scaling: bool = False
+        self,
+        lambda1: float = 1.0,
+        temperature: float = 1.0,
+        *,
+        t2_scaling: bool = False,
+        soft: str = "cross-entropy",
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda1 <= 1.0:
@@ -152,6 +211,9 @@ class KDLoss(nn.Module):
         self.lambda1 = float(lambda1)
         self.temperature = float(temperature)
         self.t2_scaling = t2_scaling
+        if soft not in SOFT_TARGETS:
+            raise ValueError(f"soft must be one of {', '.join(SOFT_TARGETS)}; got {soft!r}")
+        self.soft = soft
 
     def forward(
         self,
@@ -166,9 +228,11 @@ class KDLoss(nn.Module):
             self.lambda1,
             self.temperature,
             t2_scaling=self.t2_scaling,
+            soft=self.soft,
         )
 
     def extra_repr(self) -> str:
         return (
-            f"lambda1={self.lambda1}, temperature={self.temperature}, t2_scaling={self.t2_scaling}"
+            f"lambda1={self.lambda1}, temperature={self.temperature}, "
+            f"t2_scaling={self.t2_scaling}, soft={self.soft!r}"
         )

@@ -125,3 +125,86 @@ def test_kdloss_rejects_out_of_range():
         KDLoss(0.5, 0.0)
     with pytest.raises(ValueError, match="teacher_logits"):
         kd_loss(torch.zeros(2, 3), None, torch.zeros(2, dtype=torch.long), 0.5, 1.0)
+
+
+# ------------------------------------------------------------- the soft-target axis: KL terms ---
+
+# KL by hand from tiny_batch's fractions at T = 2: s = σ(g/2), t = σ(f/2)
+_S = ((1 / 3, 2 / 3), (3 / 4, 1 / 4))
+_T = ((1 / 4, 3 / 4), (1 / 2, 1 / 2))
+FORWARD_T2 = (
+    sum(
+        sum(t * math.log(t / s) for s, t in zip(ss, tt, strict=True))
+        for ss, tt in zip(_S, _T, strict=True)
+    )
+    / 2
+)
+REVERSE_T2 = (
+    sum(
+        sum(s * math.log(s / t) for s, t in zip(ss, tt, strict=True))
+        for ss, tt in zip(_S, _T, strict=True)
+    )
+    / 2
+)
+
+
+def test_kl_divergences_match_hand_values():
+    from kdtheory.neural.losses import kl_divergence
+
+    g, f, _ = tiny_batch()
+    fwd = kl_divergence(g, f, 2.0, direction="forward")
+    rev = kl_divergence(g, f, 2.0, direction="reverse")
+    assert fwd.item() == pytest.approx(FORWARD_T2, rel=1e-12)  # float64 round-off
+    assert rev.item() == pytest.approx(REVERSE_T2, rel=1e-12)  # float64 round-off
+    # KL(p ‖ p) = 0 in both directions
+    assert kl_divergence(f, f, 2.0).item() == pytest.approx(0.0, abs=1e-15)  # round-off only
+    with pytest.raises(ValueError, match="direction must be forward or reverse"):
+        kl_divergence(g, f, 2.0, direction="sideways")
+
+
+def test_forward_kl_has_the_cross_entropy_gradient():
+    """∂/∂g KL(t ‖ s) = ∂/∂g CE(t, s) = (s − t)/(nT): the teacher's entropy does not depend on g."""
+    g0 = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    f = 3 * torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t_temp = 2.5
+    grads = {}
+    for soft in ("cross-entropy", "forward-kl"):
+        g = g0.clone().requires_grad_(True)
+        kd_loss(g, f, torch.zeros(7, dtype=torch.long), 0.0, t_temp, soft=soft).backward()
+        grads[soft] = g.grad
+    closed = (torch.softmax(g0 / t_temp, -1) - torch.softmax(f / t_temp, -1)) / (7 * t_temp)
+    torch.testing.assert_close(grads["forward-kl"], closed, rtol=1e-12, atol=1e-14)  # round-off
+    torch.testing.assert_close(grads["cross-entropy"], closed, rtol=1e-12, atol=1e-14)
+    # the values differ by the mean teacher entropy H(σ(f/T))
+    p = torch.softmax(f / t_temp, -1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    ce = soft_cross_entropy(g0, f, t_temp)
+    fwd = kd_loss(g0, f, torch.zeros(7, dtype=torch.long), 0.0, t_temp, soft="forward-kl")
+    assert (ce - fwd).item() == pytest.approx(entropy.item(), rel=1e-12)  # float64 round-off
+
+
+def test_reverse_kl_gradient_closed_form_and_t2_scaling():
+    """∂/∂g_j KL(s ‖ t) = s_j [(log s_j − log t_j) − Σ_k s_k (log s_k − log t_k)] / (nT)."""
+    g0 = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    f = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    t_temp, y = 1.7, torch.zeros(4, dtype=torch.long)
+    g = g0.clone().requires_grad_(True)
+    kd_loss(g, f, y, 0.0, t_temp, soft="reverse-kl").backward()
+    log_s, log_t = torch.log_softmax(g0 / t_temp, -1), torch.log_softmax(f / t_temp, -1)
+    d = log_s - log_t
+    closed = log_s.exp() * (d - (log_s.exp() * d).sum(-1, keepdim=True)) / (4 * t_temp)
+    torch.testing.assert_close(g.grad, closed, rtol=1e-12, atol=1e-14)  # float64 round-off
+    # T² scaling multiplies the soft term only
+    for soft in ("forward-kl", "reverse-kl"):
+        plain = kd_loss(g0, f, y, 0.25, t_temp, soft=soft)
+        scaled = kd_loss(g0, f, y, 0.25, t_temp, soft=soft, t2_scaling=True)
+        hard = 0.25 * hard_cross_entropy(g0, y)
+        assert (scaled - hard).item() == pytest.approx(t_temp**2 * (plain - hard).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="soft must be one of cross-entropy, forward-kl"):
+        kd_loss(g0, f, y, 0.5, t_temp, soft="js")
+    with pytest.raises(ValueError, match="soft must be one of"):
+        KDLoss(0.5, 2.0, soft="kl")
+    assert KDLoss(0.5, 2.0, soft="reverse-kl")(g0, f, y).item() == pytest.approx(
+        kd_loss(g0, f, y, 0.5, 2.0, soft="reverse-kl").item(),
+        rel=1e-15,  # the same computation
+    )
