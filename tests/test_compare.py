@@ -25,7 +25,7 @@ def test_compare_writes_theory_and_simulation(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--n", "5"], "--n must be ≥ 10"), (["--x", "zeta:0:1:3"], "unknown parameter")],
+    [(["--n", "5"], "--n must be an int ≥ 10"), (["--x", "zeta:0:1:3"], "unknown parameter")],
 )
 def test_compare_bad_input(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
