@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdtheory.journal import Journal, check_name, check_output_dir
+from kdtheory.journal import Journal, JournalLockedError, check_name, check_output_dir
 from kdtheory.phase_diagram import (
     DEFAULTS,
     _Parser,
@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             for js in journals.values():
                 for j in js:
                     stack.callback(j.close)
+        except JournalLockedError as exc:
+            parser.error(f"{exc}, or rerun with --wait to queue behind it")
         except ValueError as exc:
             parser.error(str(exc))
         start = time.perf_counter()

@@ -443,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 for j in journals:
                     if j is not None:
                         stack.callback(j.close)
+        except JournalLockedError as exc:
+            parser.error(f"{exc}, or rerun with --wait to queue behind it")
         except ValueError as exc:
             parser.error(str(exc))
         start = time.perf_counter()
