@@ -26,6 +26,7 @@ from kdtheory.phase_diagram import (
     base_problem,
     check_simulation_args,
     explain_failures,
+    one_line_warnings,
     parse_set,
 )
 from kdtheory.sweep import Axis, Sweep, failure_summary, simulation_journal
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(one_line_warnings(parser.prog))
         try:  # every check before any work or any file
             plan = sweeps(args)
             stem(args)

@@ -27,6 +27,7 @@ import math
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 from kdtheory.journal import (
@@ -55,6 +56,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Show warnings (e.g. a journal's skipped lines) as ``prog: warning: …`` on one line."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_args, **_kw: sys.stderr.write(
+            f"{prog}: warning: {message}\n"
+        )
+        yield
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(one_line_warnings(parser.prog))
         try:  # every check before any work or any file
             check_run_args(args)
             if args.x is None:

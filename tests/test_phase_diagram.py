@@ -61,6 +61,16 @@ def test_small_grid_end_to_end(tmp_path, capsys):
     before = _journal_indices(tmp_path / "g.journal.jsonl")
     assert main(args) == 0
     assert _journal_indices(tmp_path / "g.journal.jsonl") == before
+    # a corrupt line (the reproduction): one warning line, never applied
+    clean = xr.open_dataset(tmp_path / "g.nc", engine="scipy").load()
+    with (tmp_path / "g.journal.jsonl").open("a") as fh:
+        fh.write('{"index":[-1,-1],"values":{"eg":0.999}}\n')
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m kdtheory.phase_diagram: warning: ") and "\n" not in err
+    assert "skipped 1 invalid or truncated line(s)" in err
+    xr.testing.assert_identical(xr.open_dataset(tmp_path / "g.nc", engine="scipy"), clean)
 
 
 def test_unconverged_points_are_marked(tmp_path):
