@@ -248,8 +248,8 @@ def run_custom(
     png = out / f"{stem}.png"
     fig, ax = plotting.plt.subplots(figsize=(6.4, 4.4))
     q = args.quantity
-    if explain_failures(ax, ds, q):
-        pass
+    if explain_failures(ax, ds, q):  # nothing to draw: the axes say why
+        ax.set_xlabel(plotting.label(sweep.axes[0].name))
     elif len(sweep.axes) == 1:
         x = sweep.axes[0]
         conv = ds["converged"].values
