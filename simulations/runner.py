@@ -217,7 +217,7 @@ def check_run_arguments(
     if size > MAX_DATA_BYTES:
         raise ValueError(
             f"{name['n']} = {n} needs an M×N = {m}×{n} float64 data matrix of "
-            f"{size / 2**30:.3g} GiB at alpha = {alpha:g}; at most {MAX_DATA_BYTES / 2**30:g} GiB "
+            f"{size / 2**30:.5g} GiB at alpha = {alpha:g}; at most {MAX_DATA_BYTES / 2**30:g} GiB "
             "(8·αN² bytes, held by every worker): choose a smaller N"
         )
     if not is_int(seeds) or not 1 <= seeds <= MAX_SEEDS:
