@@ -46,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a parameter (repeatable); defaults: "
                    + ", ".join(f"{k}={v:g}" for k, v in COMPARE_DEFAULTS.items()))  # fmt: skip
     p.add_argument(
-        "--n", type=int, default=1000, help="simulated dimension N (integer ≥ 10; default 1000)"
-    )
+        "--n", type=int, default=1000,
+        help="simulated dimension N (integer ≥ 10 with 8·α·N² bytes of data ≤ 2 GiB; default 1000)",
+    )  # fmt: skip
     p.add_argument(
-        "--seeds", type=int, default=8, help="independent datasets per point (default 8)"
+        "--seeds", type=int, default=8, help="independent datasets per point (1…1000; default 8)"
     )
     p.add_argument(
         "--points", type=int, default=6, help="simulated points along the axis (default 6)"

@@ -1,8 +1,11 @@
 """Append-only journals of finished work and atomic file writes (stdlib only: cheap to import).
 
 Used by the theory sweeps (:mod:`kdtheory.sweep`) and the neural table (:mod:`kdtheory.neural.table`):
-a rerun reads the journal and skips what it holds; every output file is written to a temporary
-file beside its target and renamed over it, so nothing half-written is ever left behind.
+a rerun reads the journal and skips what it holds.  A journal never lies: every line is validated
+before use and a bad one is skipped (with a warning), never applied; an append starts on a new line;
+a lock keeps a second writer out.  Every output file is written to a temporary file beside its
+target and renamed over it, so nothing half-written is ever left behind.  ``check_output_dir`` and
+``check_name`` check the CLIs' ``--out`` and ``--name`` before any work.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from kdtheory.problem import (
     Problem,
     Student,
 )
-from kdtheory.sweep import QUANTITIES, Axis, Optimise, Sweep, failure_summary
+from kdtheory.sweep import MAX_POINTS, QUANTITIES, Axis, Optimise, Sweep, failure_summary
 
 DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "lam_t": 0.1, "lam": 0.05, "chi": 1.0,
             "temperature": 1.0, "eta": 0.5}  # fmt: skip
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
             "parameters: alpha (M/N > 0), rho (0 < ρ < 1), delta (noise Δ > 0), lam_t (teacher ridge "
             "λ̃ ≥ 0), lam (student ridge λ ≥ 0), chi (KD weight 0 ≤ χ ≤ 1), temperature (T > 0), "
             "eta (trained fraction 0 < η ≤ 1)\n"
+            f"limits: ranges start < stop, at most {MAX_POINTS} points per grid (journal and Dataset "
+            "memory); --simulate N with 8·α·N² bytes of data ≤ 2 GiB, --seeds ≤ 1000\n"
             "examples:\n"
             "  python -m kdtheory.phase_diagram --x lam_t:0.01:10:20:log --optimise lam\n"
             "  python -m kdtheory.phase_diagram --teacher bayes --x alpha:0.5:5:30 "
