@@ -789,7 +789,7 @@ def failure_summary(ds: xr.Dataset) -> list[str]:
                 (str(messages[i]) for i in where if messages is not None and messages[i]), ""
             )
             count = f"{where.size} {kind}{'s' if where.size != 1 else ''}"
-            label = _FAILURE_LABELS.get(names.get(code), names.get(code, f"status {code}"))
-            label += f" ({variant})" if variant else ""
+            label = names.get(code, f"status {code}")
+            label = _FAILURE_LABELS.get(label, label) + (f" ({variant})" if variant else "")
             lines.append(f"{count} {label}" + (f": {reason}" if reason else ""))
     return lines
