@@ -113,7 +113,9 @@ def test_simulation_size_cap_is_the_data_matrix_memory():
     (8 · 23 170 · 11 585 = 2 147 395 600 ≤ 2 147 483 648 < 8 · 23 172 · 11 586)."""
     assert MAX_DATA_BYTES == 2**31
     check_run_arguments(11_585, 1, alpha=2.0)
-    with pytest.raises(ValueError, match=r"23172×11586 float64 data matrix of 2.0003 GiB at alpha = 2"):
+    with pytest.raises(
+        ValueError, match=r"23172×11586 float64 data matrix of 2.0003 GiB at alpha = 2"
+    ):
         check_run_arguments(11_586, 1, alpha=2.0)
     check_run_arguments(10, MAX_SEEDS)
     with pytest.raises(ValueError, match=f"seeds must be an int ≥ 1 and ≤ {MAX_SEEDS}"):
