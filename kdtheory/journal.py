@@ -10,6 +10,7 @@ target and renamed over it, so nothing half-written is ever left behind.  ``chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ __all__ = [
     "JournalWarning",
     "check_name",
     "check_output_dir",
+    "one_line_warnings",
     "write_atomic",
 ]
 
@@ -65,12 +67,15 @@ class Journal:
         ``ValueError``).
     fix : str
         What to do about a journal of a different computation (appended to the refusal).
+    superseded : callable, optional
+        ``superseded(values)`` is true for a record that a later record of the same index replaces
+        (a failed cell that a rerun computed again); by default the first valid record wins.
 
     Every record is checked before use: its index is a list of ints and its values a dict (then
     ``validate``).  Lines that are not UTF-8, not JSON, not a valid record or cut short by a kill
     are skipped with one ``JournalWarning`` that counts them; their points are computed again.
     An append always starts on a new line, so a cut line never swallows the next record.  The
-    first valid record of an index wins.
+    first valid record of an index wins, unless ``superseded`` says it is a failure.
     """
 
     def __init__(
@@ -83,9 +88,10 @@ class Journal:
         lock: bool = False,
         wait: bool = False,
         fix: str = "choose another --out or delete it",
+        superseded: Callable[[dict], bool] | None = None,
     ):
         self.path, self.fingerprint, self.header = Path(path), fingerprint, header
-        self.validate, self.fix = validate, fix
+        self.validate, self.fix, self.superseded = validate, fix, superseded
         self.done: dict[tuple[int, ...], dict] = {}
         self.skipped = 0
         self._fresh = True  # no complete header line yet: the first append (re)writes the file
@@ -120,7 +126,10 @@ class Journal:
             except (ValueError, TypeError, KeyError, RecursionError):
                 self.skipped += 1
                 continue
-            self.done.setdefault(index, values)
+            if index not in self.done or (
+                self.superseded is not None and self.superseded(self.done[index])
+            ):
+                self.done[index] = values
         if self.skipped:
             warnings.warn(
                 f"{self.path}: skipped {self.skipped} invalid or truncated line(s); their points "
@@ -256,3 +265,13 @@ def check_output_dir(out: str | os.PathLike, flag: str = "--out") -> Path:
     except OSError as exc:
         raise ValueError(f"{flag} {out} is not a writable folder ({exc.strerror or exc})") from None
     return out
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Show warnings (e.g. a journal's skipped lines) as ``prog: warning: …`` on one line."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_args, **_kw: sys.stderr.write(
+            f"{prog}: warning: {message}\n"
+        )
+        yield

@@ -27,7 +27,6 @@ import math
 import sys
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 from kdtheory.journal import (
@@ -36,6 +35,7 @@ from kdtheory.journal import (
     JournalMismatchError,
     check_name,
     check_output_dir,
+    one_line_warnings,
 )
 from kdtheory.problem import (
     PARAMETERS,
@@ -56,16 +56,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
-
-
-@contextlib.contextmanager
-def one_line_warnings(prog: str):
-    """Show warnings (e.g. a journal's skipped lines) as ``prog: warning: …`` on one line."""
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *_args, **_kw: sys.stderr.write(
-            f"{prog}: warning: {message}\n"
-        )
-        yield
 
 
 def build_parser() -> argparse.ArgumentParser:
