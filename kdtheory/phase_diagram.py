@@ -1,6 +1,7 @@
 r"""``python -m kdtheory.phase_diagram``: phase diagrams and curves of knowledge distillation.
 
-With no grid options it draws the seeds' headline result (about a minute on 2 cores):
+With no grid options it draws the headline result of Saglietti & Zdeborová (2022) (about a
+minute on 2 cores):
 
 1. *Inheritance*: the error of a KD student (χ = 1, T = 1, sparse η = 0.5, its λ optimised) as a
    function of its logistic teacher's ridge λ̃, with the teacher's own error, the student of the

@@ -133,8 +133,8 @@ def test_dask_cluster_gives_the_local_result():
 
 
 def test_headline_story_bayes_teacher_student_beats_best_no_kd_student():
-    """THEORY.md: for ρ = 0.3, η = 0.5 the KD student of the Bayes-optimal teacher beats the best
-    student without KD, and neither beats the Bayes error of its ηN features."""
+    """docs/theory.md: for ρ = 0.3, η = 0.5 the KD student of the Bayes-optimal teacher beats the
+    best student without KD, and neither beats the Bayes error of its ηN features."""
     sweep = Sweep(Problem(GaussianMixture(2.0, 0.3, 1.0), BayesTeacher(), Student(0.05, 1.0, 1.0, 0.5)),
                   (Axis("eta", (0.5,)),), variants={"nokd": {"chi": 0.0}}, optimise=Optimise("lam", 1e-4, 10))  # fmt: skip
     ds = run_sweep(sweep, progress=False)
@@ -143,7 +143,7 @@ def test_headline_story_bayes_teacher_student_beats_best_no_kd_student():
     assert bound < kd < no_kd
     assert no_kd == pytest.approx(
         0.2448, abs=3e-4
-    )  # THEORY.md: 0.2448 at λ = 0.3; the optimum is ≤ that
+    )  # docs/theory.md: 0.2448 at λ = 0.3; the optimum is ≤ that
 
 
 @pytest.mark.parametrize(

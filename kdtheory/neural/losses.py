@@ -1,7 +1,7 @@
 r"""KD losses as small composable functions (and one module), torchdistill-style.
 
 With g the student's logits, f the teacher's, y the class index, σ the softmax over the K classes,
-λ₁ = 1 − χ and T > 0 (all losses are means over the batch; the seeds write sums, which only
+λ₁ = 1 − χ and T > 0 (all losses are means over the batch; Gorpinich et al. write sums, which only
 rescales the learning rate):
 
     hard_cross_entropy  CE(y, σ(g))                    = −log σ(g)_y
@@ -77,7 +77,7 @@ def kd_loss(
     *,
     t2_scaling: bool = False,
 ) -> torch.Tensor:
-    """The seeds' distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)).
+    """The distillation loss of Gorpinich et al. λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) CE(σ(f/T), σ(g/T)).
 
     Parameters
     ----------
@@ -93,7 +93,7 @@ def kd_loss(
     temperature : float or Tensor
         T > 0.
     t2_scaling : bool
-        Multiply the soft term by T² (Hinton et al.); default False (the seeds' loss).
+        Multiply the soft term by T² (Hinton et al.); default False (Gorpinich et al.'s loss).
 
     Returns
     -------
@@ -123,7 +123,7 @@ def validation_loss(
     targets : Tensor
         y, int64 class indices.
     t_val : float
-        T_val > 0, the validation temperature (1 in the seeds unless stated).
+        T_val > 0, the validation temperature (1 in Gorpinich et al. unless stated).
     """
     return F.cross_entropy(_up(student_logits) / t_val, targets)
 

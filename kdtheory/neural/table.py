@@ -1,4 +1,4 @@
-r"""The seed's comparison table: test accuracy of each way of choosing λ = (λ₁, T), per data set.
+r"""Gorpinich et al.'s comparison table: accuracy of each way of choosing λ = (λ₁, T), per data set.
 
     python -m kdtheory.neural.table --datasets synthetic,fashion-mnist --runs 5
 
@@ -91,7 +91,7 @@ class Recipe:
 
 
 RECIPES = {
-    # 30 labelled points for the student, 10 000 for the teacher (the seed: "much smaller")
+    # 30 labelled points for the student, 10 000 for the teacher (Gorpinich et al.: "much smaller")
     "synthetic": Recipe(
         dataset="synthetic",
         data_options={"n_teacher": 10_000, "n_student": 30, "n_val": 200, "n_test": 10_000},
@@ -558,7 +558,8 @@ def _csv_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m kdtheory.neural.table",
-        description="The seed's table: test accuracy of each way of choosing the KD metaparameters "
+        description="The table of Gorpinich, Bakhteev & Strijov (2021–2022): test accuracy of each "
+        "way of choosing the KD metaparameters "
         "(λ₁, T), mean (best) over runs, with the cost of each method.",
     )
     p.add_argument(
