@@ -6,7 +6,7 @@ r"""Speed of the replica solver (``replica.solve``) against two named baselines,
 (From a checkout: ``PYTHONPATH=. python benchmarks/replica_speed.py``; the script also puts the
 checkout on ``sys.path`` itself.)
 
-Methods, all solving the student equations of THEORY.md for the same problem:
+Methods, all solving the student equations of docs/theory.md for the same problem:
 
 * **ours** — ``replica.solve``: numba kernels on adaptive composite Gauss–Legendre rules,
   Anderson iteration on a coarse rule, then Newton with the coarse Jacobian on the full rule.
@@ -89,7 +89,7 @@ HEADLINE = Problem(
     LogisticTeacher(lam=0.1),
     Student(lam=0.05, chi=0.8, temperature=1.0, eta=0.5),
 )
-# second point: Bayes teacher, full student, smaller λ (THEORY.md table, row 1: ε_g ≈ 0.1803)
+# second point: Bayes teacher, full student, smaller λ (docs/theory.md table, row 1: ε_g ≈ 0.1803)
 SECOND = Problem(
     GaussianMixture(alpha=2.0, rho=0.3, delta=1.0),
     BayesTeacher(),
@@ -174,8 +174,8 @@ class CountMaps:
 
 
 def plain_teacher(problem: Problem, rule, tol=TOL, damping=DAMPING, max_iter=5000):
-    """Plain damped iteration of the logistic-teacher map of THEORY.md with the vectorised numpy
-    channel ``replica.reference.teacher_channel``; start: the large-λ̃ limit (as ``replica``).
+    """Plain damped iteration of the logistic-teacher map of docs/theory.md with the vectorised
+    numpy channel ``replica.reference.teacher_channel``; start: the large-λ̃ limit (as ``replica``).
     Returns ((m̃, q̃, Ṽ, b̃), residual, iterations)."""
     d, lam = problem.data, problem.teacher.lam
     a, de = d.alpha, d.delta
@@ -224,7 +224,8 @@ class GCMCounter:
 
 
 def gcm_teacher_map(problem: Problem, x, eps: float, counter: GCMCounter):
-    """Logistic-teacher map x = (m̃, q̃, Ṽ, b̃) ↦ G(x) of THEORY.md, each expectation by ``quad``."""
+    """Logistic-teacher map x = (m̃, q̃, Ṽ, b̃) ↦ G(x) of docs/theory.md, each expectation by
+    ``quad``."""
     d, lam = problem.data, problem.teacher.lam
     m, q, v, b = x
     var, s = d.delta * v, math.sqrt(d.delta * q)
@@ -258,7 +259,7 @@ def gcm_teacher_map(problem: Problem, x, eps: float, counter: GCMCounter):
 
 
 def gcm_student_map(problem: Problem, teacher, x, eps: float, counter: GCMCounter):
-    """Student map x = (m, q, r, V, V_c, b) ↦ G(x) of THEORY.md: five ``dblquad`` per label
+    """Student map x = (m, q, r, V, V_c, b) ↦ G(x) of docs/theory.md: five ``dblquad`` per label
     (E_y[f], E_y[f²], E_y[∂_ω f], E_y[f f̃], E_y[df/dω̃]; E[y f] from E_y[f]), prox by Brent.
 
     The teacher's (h̃, f̃, f̃', h̃') at the current outer node ξ̃ is kept between the inner calls
@@ -314,7 +315,7 @@ def gcm_student_map(problem: Problem, teacher, x, eps: float, counter: GCMCounte
             counter.integrals += 1
             # dblquad(func(inner, outer), outer limits, inner limits)
             e[y, k] = p_y * integrate.dblquad(fn, -L, L, -L, L, epsabs=eps, epsrel=eps)[0]
-    # overlap update of THEORY.md
+    # overlap update of docs/theory.md
     al = d.alpha
     ef, eyf = e[1.0, "f"] + e[-1.0, "f"], e[1.0, "f"] - e[-1.0, "f"]
     tot = {k: e[1.0, k] + e[-1.0, k] for k in ("ff", "df", "fft", "dft")}

@@ -1,4 +1,4 @@
-r"""The KD loss of THEORY.md, its derivatives and its proximal operator (numba, float64).
+r"""The KD loss of docs/theory.md, its derivatives and its proximal operator (numba, float64).
 
     ℓ_KD(y, h̃, h) = (1 − χ) ℓ(y, h) + χ H(sig(h̃/T), sig(h/T)),
     ℓ(y, h) = log(1 + e^{−yh}),   H(p, s) = −p log s − (1 − p) log(1 − s).

@@ -1,6 +1,7 @@
 r"""``python -m kdtheory.phase_diagram``: phase diagrams and curves of knowledge distillation.
 
-With no grid options it draws the seeds' headline result (about a minute on 2 cores):
+With no grid options it draws the headline result of Saglietti & Zdeborová (2022) (about a
+minute on 2 cores):
 
 1. *Inheritance*: the error of a KD student (χ = 1, T = 1, sparse η = 0.5, its λ optimised) as a
    function of its logistic teacher's ridge λ̃, with the teacher's own error, the student of the
@@ -12,16 +13,31 @@ Any other grid: ``--x name:start:stop:num[:log]`` (and ``--y`` for a map) over �
 λ (lam), χ (chi), T (temperature), η (eta); ``--set`` the others; ``--optimise lam`` to minimise the
 student's error over λ at every point.  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
+
+Everything is checked before any work: parameters, output folder and name, the grid size (at most
+``kdtheory.sweep.MAX_POINTS`` points) and the simulation size (``simulations.runner``'s caps).  A
+point whose solve fails is stored with its status and reason, and the summary lists them.  A second
+run into the same journal stops with exit code 2 (or waits, with ``--wait``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+import textwrap
 import time
 from pathlib import Path
 
+from kdtheory.journal import (
+    Journal,
+    JournalLockedError,
+    JournalMismatchError,
+    check_name,
+    check_output_dir,
+    one_line_warnings,
+)
 from kdtheory.problem import (
     PARAMETERS,
     BayesTeacher,
@@ -30,7 +46,7 @@ from kdtheory.problem import (
     Problem,
     Student,
 )
-from kdtheory.sweep import QUANTITIES, Axis, Optimise, Sweep
+from kdtheory.sweep import MAX_POINTS, QUANTITIES, Axis, Optimise, Sweep, failure_summary
 
 DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "lam_t": 0.1, "lam": 0.05, "chi": 1.0,
             "temperature": 1.0, "eta": 0.5}  # fmt: skip
@@ -52,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
             "parameters: alpha (M/N > 0), rho (0 < ρ < 1), delta (noise Δ > 0), lam_t (teacher ridge "
             "λ̃ ≥ 0), lam (student ridge λ ≥ 0), chi (KD weight 0 ≤ χ ≤ 1), temperature (T > 0), "
             "eta (trained fraction 0 < η ≤ 1)\n"
+            f"limits: ranges start < stop, at most {MAX_POINTS} points per grid (journal and Dataset "
+            "memory); --simulate N with 8·α·N² bytes of data ≤ 2 GiB, --seeds ≤ 1000\n"
             "examples:\n"
             "  python -m kdtheory.phase_diagram --x lam_t:0.01:10:20:log --optimise lam\n"
             "  python -m kdtheory.phase_diagram --teacher bayes --x alpha:0.5:5:30 "
@@ -85,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("results"), help="output folder (default: results/)"
     )
     r.add_argument("--name", help="file stem of the outputs (default: derived from the grid)")
+    r.add_argument("--wait", action="store_true",
+                   help="if another run is writing the same journal, wait for it (default: exit 2)")  # fmt: skip
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -128,6 +148,21 @@ def custom_sweep(args) -> Sweep:
     return Sweep(base_problem(args.teacher, fixed), tuple(axes), variants, opt, args.tol)
 
 
+def max_alpha(sweep: Sweep) -> float:
+    """The largest α of a sweep (base, axes, variants): what the simulation-size cap depends on."""
+    alphas = [sweep.base.data.alpha, *[v.get("alpha", 0.0) for v in sweep.variants.values()]]
+    alphas += [max(a.values) for a in sweep.axes if a.name == "alpha"]
+    return max(alphas)
+
+
+def check_simulation_args(n: int, seeds: int, sweep: Sweep, *, seed: int = 0, jobs: int = 1,
+                          flags: dict[str, str] | None = None) -> None:  # fmt: skip
+    """The caps of ``simulations.runner.check_run_arguments`` at the sweep's largest α."""
+    from simulations.runner import check_run_arguments
+
+    check_run_arguments(n, seeds, seed=seed, n_jobs=jobs, alpha=max_alpha(sweep), names=flags)
+
+
 def check_run_args(args) -> None:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be ≥ 1, got {args.jobs}")
@@ -149,25 +184,66 @@ def check_run_args(args) -> None:
 # ----------------------------------------------------------------------------- custom grids
 
 
-def run_custom(args) -> list[Path]:
+def explain_failures(ax, ds, quantity: str) -> bool:
+    """If ``quantity`` has no finite value, write why on the axes (the failure summary) instead of
+    leaving them empty; returns True if it did."""
+    import numpy as np
+
+    if np.isfinite(np.asarray(ds[quantity].values, dtype=float)).any():
+        return False
+    lines = failure_summary(ds) or ["no point computed"]
+    text = "\n".join(textwrap.fill(line, 60) for line in lines[:4])
+    ax.text(0.5, 0.5, f"no value of {quantity}:\n{text}", ha="center", va="center", fontsize=7,
+            transform=ax.transAxes)  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return True
+
+
+def custom_stem(args, sweep: Sweep) -> str:
+    """The file stem: ``--name``, or the swept names and the sweep's fingerprint."""
+    if args.name is not None:
+        return check_name(args.name)
+    return "_".join(a.name for a in sweep.axes) + f"_{sweep.fingerprint()[:8]}"
+
+
+def open_journals(args, sweep: Sweep, stem: str) -> tuple[Journal, Journal | None]:
+    """The theory (and simulation) journals in ``args.out``, locked and checked before any work."""
+    from kdtheory.sweep import simulation_journal
+
+    fix = "choose another --name or --out, or delete that file"
+    theory = sweep.journal(args.out / f"{stem}.journal.jsonl", wait=args.wait, fix=fix)
+    if not args.simulate:
+        return theory, None
+    try:
+        sim = simulation_journal(sweep, args.out / f"{stem}.sim.journal.jsonl", n=args.simulate,
+                                 seeds=args.seeds, wait=args.wait, fix=fix)  # fmt: skip
+    except BaseException:
+        theory.close()
+        raise
+    return theory, sim
+
+
+def run_custom(
+    args, sweep: Sweep, stem: str, journals: tuple[Journal, Journal | None]
+) -> list[Path]:
     from kdtheory import plotting
     from kdtheory.sweep import run_sweep, simulate_points, write_atomic
 
-    sweep = custom_sweep(args)
-    stem = args.name or "_".join(a.name for a in sweep.axes) + f"_{sweep.fingerprint()[:8]}"
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    ds = run_sweep(sweep, out / f"{stem}.journal.jsonl", jobs=args.jobs, scheduler=args.scheduler,
+    ds = run_sweep(sweep, journals[0], jobs=args.jobs, scheduler=args.scheduler,
                    progress=not args.quiet, description=stem)  # fmt: skip
     if args.simulate:
         ds = simulate_points(sweep, ds, n=args.simulate, seeds=args.seeds, jobs=args.jobs,
-                             journal_path=out / f"{stem}.sim.journal.jsonl", progress=not args.quiet)  # fmt: skip
+                             journal_path=journals[1], progress=not args.quiet)  # fmt: skip
     nc = out / f"{stem}.nc"
     write_atomic(nc, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
     png = out / f"{stem}.png"
     fig, ax = plotting.plt.subplots(figsize=(6.4, 4.4))
     q = args.quantity
-    if len(sweep.axes) == 1:
+    if explain_failures(ax, ds, q):  # nothing to draw: the axes say why
+        ax.set_xlabel(plotting.label(sweep.axes[0].name))
+    elif len(sweep.axes) == 1:
         x = sweep.axes[0]
         conv = ds["converged"].values
         plotting.curve(
@@ -189,6 +265,8 @@ def run_custom(args) -> list[Path]:
     plotting.save(fig, png)
     n_bad = int((ds["converged"].values != 1).sum())
     print(f"wrote {nc} and {png} ({ds['converged'].size} points, {n_bad} not converged)")
+    for line in failure_summary(ds):
+        print(f"  {line}")
     return [nc, png]
 
 
@@ -337,31 +415,56 @@ def run_headline(args) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        check_run_args(args)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(one_line_warnings(parser.prog))
+        try:  # every check before any work or any file
+            check_run_args(args)
+            if args.x is None:
+                if (
+                    args.y
+                    or args.set
+                    or args.optimise
+                    or args.quantity != "eg"
+                    or args.teacher != "logistic"
+                    or args.name
+                ):
+                    raise ValueError(
+                        "--y, --set, --optimise, --quantity, --teacher and --name need --x "
+                        "(a custom grid)"
+                    )
+                sweeps = headline_sweeps(args)
+                if args.simulate:
+                    check_simulation_args(args.simulate, args.seeds, sweeps["inheritance"],
+                                          jobs=args.jobs, flags=_SIM_FLAGS)  # fmt: skip
+                check_output_dir(args.out)
+            else:
+                sweep = custom_sweep(args)
+                if args.simulate:
+                    check_simulation_args(args.simulate, args.seeds, sweep, jobs=args.jobs,
+                                          flags=_SIM_FLAGS)  # fmt: skip
+                stem = custom_stem(args, sweep)
+                check_output_dir(args.out)
+                journals = open_journals(args, sweep, stem)
+                for j in journals:
+                    if j is not None:
+                        stack.callback(j.close)
+        except JournalLockedError as exc:
+            parser.error(f"{exc}, or rerun with --wait to queue behind it")
+        except ValueError as exc:
+            parser.error(str(exc))
+        start = time.perf_counter()
         if args.x is None:
-            if (
-                args.y
-                or args.set
-                or args.optimise
-                or args.quantity != "eg"
-                or args.teacher != "logistic"
-            ):
-                raise ValueError(
-                    "--y, --set, --optimise, --quantity and --teacher need --x (a custom grid)"
-                )
-            headline_sweeps(args)  # validate before writing anything
+            try:
+                run_headline(args)
+            except (JournalLockedError, JournalMismatchError) as exc:
+                parser.error(f"{exc} (the headline writes headline_*.journal.jsonl in --out)")
         else:
-            custom_sweep(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    start = time.perf_counter()
-    if args.x is None:
-        run_headline(args)
-    else:
-        run_custom(args)
+            run_custom(args, sweep, stem, journals)
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+_SIM_FLAGS = {"n": "--simulate N", "seeds": "--seeds", "n_jobs": "--jobs"}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The one vocabulary of kdtheory: data model, teachers, student, problem.
 
 Every field is validated on construction; a bad value raises ``ValueError`` naming the field and its
-allowed range.  Notation follows THEORY.md: α = M/N, ρ = P(y = +1), Δ the noise variance, λ̃ the
+allowed range.  Notation of docs/theory.md: α = M/N, ρ = P(y = +1), Δ the noise variance, λ̃ the
 teacher's ridge, λ the student's ridge, χ the KD mixing weight, T the temperature, η the trained
 fraction of the student's weights.
 

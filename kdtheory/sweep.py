@@ -15,16 +15,24 @@ over an ``Axis`` each, solves every grid point with ``replica.solve`` and collec
   scheduler address, on a Dask cluster through joblib's dask backend.
 * The driver appends every finished chunk to a journal (JSON lines, flushed and fsync'd); a rerun
   of the same sweep skips what the journal holds, so an interrupted run loses at most the chunks in
-  flight.  A point that did not converge is stored with ``converged = 0`` and NaN values.
+  flight.  Every journal line is validated before use (see :class:`kdtheory.journal.Journal`).
+* A point that did not converge is stored with ``converged = 0``, NaN values, its ``status`` code
+  and the solver's ``message``; an exception while solving one point is caught and stored the same
+  way with status ``error``, so one bad point never stops a grid.  :func:`failure_summary` lists
+  the failures by status with one example reason each.
+* At most ``MAX_POINTS`` points per grid (checked before anything is built).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,17 +42,29 @@ from kdtheory.journal import Journal, write_atomic
 from kdtheory.problem import PARAMETERS, BayesTeacher, Problem
 
 __all__ = [
+    "MAX_POINTS",
     "QUANTITIES",
     "STATUS_CODES",
     "Axis",
     "Optimise",
     "Sweep",
+    "failure_summary",
     "run_sweep",
+    "simulate_points",
+    "simulation_journal",
     "write_atomic",
 ]
 
-#: status strings of ``replica.Solution`` and their integer codes in the data files
-STATUS_CODES = {"converged": 0, "max_iter": 1, "diverged": 2, "unbounded": 3, "singular": 4}
+#: status strings of ``replica.Solution`` and their integer codes in the data files; "error": the
+#: solver raised an exception at that point (its message is stored)
+STATUS_CODES = {"converged": 0, "max_iter": 1, "diverged": 2, "unbounded": 3, "singular": 4,
+                "error": 5}  # fmt: skip
+
+#: most points per grid: the driver keeps every point's record in memory (measured: ~1.7 KB of
+#: Python objects and ~0.5 KB of journal per point and per variant, so ~0.9 GB and ~0.3 GB for
+#: 250 000 points with a variant), and at tens of ms per solve that is hours of work on 2 cores;
+#: split larger grids into several runs
+MAX_POINTS = 250_000
 
 #: per-point quantities: name → (description, function of a converged Solution)
 QUANTITIES: dict[str, tuple[str, Callable]] = {
@@ -71,6 +91,8 @@ class Axis:
 
     ``Axis.parse("lam_t:0.01:10:16:log")`` gives 16 log-spaced values from 0.01 to 10;
     ``Axis.parse("alpha:0.5:5:10")`` 10 linear ones; ``Axis.parse("chi=0,0.5,1")`` a list.
+    A range needs finite start < stop (a reversed range is refused: give it in increasing order);
+    a list is taken in the order given.
     """
 
     name: str
@@ -82,6 +104,11 @@ class Axis:
             raise ValueError(f"unknown parameter {self.name!r}; allowed: {', '.join(PARAMETERS)}")
         if len(self.values) == 0:
             raise ValueError(f"axis {self.name!r} has no values")
+        if len(self.values) > MAX_POINTS:
+            raise ValueError(
+                f"axis {self.name!r} has {len(self.values)} values; at most {MAX_POINTS} points per "
+                "grid (memory and time of the journal and the Dataset)"
+            )
         if not all(math.isfinite(v) for v in self.values):
             raise ValueError(f"axis {self.name!r} has non-finite values")
 
@@ -110,8 +137,20 @@ class Axis:
             raise ValueError(
                 f"bad numbers in {spec!r}: start and stop are reals, num an integer"
             ) from None
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise ValueError(f"axis {name!r}: start and stop must be finite, got {spec!r}")
         if num < 1:
             raise ValueError(f"axis {name!r}: num must be ≥ 1, got {num}")
+        if num > MAX_POINTS:
+            raise ValueError(
+                f"axis {name!r}: num must be ≤ {MAX_POINTS} (points per grid; memory and time of "
+                f"the journal and the Dataset), got {num}"
+            )
+        if num > 1 and not start < stop:
+            raise ValueError(
+                f"axis {name!r}: start must be < stop, got {start:g} ≥ {stop:g} "
+                "(give a range in increasing order)"
+            )
         if scale == "log":
             if start <= 0 or stop <= 0:
                 raise ValueError(f"axis {name!r}: a log range needs start, stop > 0")
@@ -135,9 +174,11 @@ class Optimise:
         if self.name not in allowed:
             raise ValueError(f"can optimise over {', '.join(allowed)}, not {self.name!r}")
         a, b = allowed[self.name]
-        if not (a <= self.lo < self.hi <= b) or (self.log and self.lo <= 0):
-            raise ValueError(f"optimisation range for {self.name} must satisfy {a:g} ≤ lo < hi ≤ {b:g}"
-                             f"{' and lo > 0' if self.log else ''}, got [{self.lo:g}, {self.hi:g}]")  # fmt: skip
+        lo_ok = self.lo > 0 if self.log else self.lo >= a
+        if not (lo_ok and self.lo < self.hi <= b and math.isfinite(self.hi)):
+            need = "0 < lo < hi < ∞ (log scale)" if self.log else f"{a:g} ≤ lo < hi ≤ {b:g}"
+            raise ValueError(f"optimisation range {self.name}:lo:hi needs {need}, got "
+                             f"lo={self.lo:g}, hi={self.hi:g}")  # fmt: skip
 
     @property
     def log(self) -> bool:
@@ -156,9 +197,10 @@ class Optimise:
         if len(parts) != 3:
             raise ValueError(f"bad optimisation {spec!r}: expected name or name:lo:hi")
         try:
-            return cls(name, float(parts[1]), float(parts[2]))
+            lo, hi = float(parts[1]), float(parts[2])
         except ValueError:
-            raise ValueError(f"bad numbers in {spec!r}") from None
+            raise ValueError(f"bad numbers in {spec!r}: lo and hi are reals") from None
+        return cls(name, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -179,8 +221,19 @@ class Sweep:
             raise ValueError(f"the same parameter appears twice: {names}")
         if self.optimise is not None and self.optimise.name in names:
             raise ValueError(f"cannot both sweep and optimise {self.optimise.name!r}")
-        for _ in self.problems():  # every grid point and variant is a valid Problem (or raises)
-            continue
+        n_points = math.prod(self.shape)
+        if n_points > MAX_POINTS:
+            raise ValueError(
+                f"the grid has {n_points} points; at most {MAX_POINTS} per grid (memory and time "
+                "of the journal and the Dataset): split it into several runs"
+            )
+        # the fields are checked independently, so each axis value and each variant is checked once
+        # (not every grid point): every grid point is then a valid Problem
+        for a in self.axes:
+            for v in sorted(set(a.values)):
+                self.base.replace(**{a.name: v})
+        for changes in self.variants.values():
+            self.base.replace(**changes)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -224,6 +277,17 @@ class Sweep:
             names.append("gain")
         return names
 
+    def message_names(self) -> list[str]:
+        """Per-point string fields: the solver's message ("" where converged), per variant."""
+        return ["message", *[f"message_{v}" for v in self.variants]]
+
+    def journal(
+        self, path: str | os.PathLike, *, wait: bool = False, fix: str = "choose another --out"
+    ) -> Journal:
+        """The journal of this sweep at ``path`` (locked; records validated, see :func:`_validator`)."""
+        return Journal(path, self.fingerprint(), {"sweep": self.describe()},
+                       validate=_validator(self), lock=True, wait=wait, fix=fix)  # fmt: skip
+
     def snake(self) -> list[tuple[int, ...]]:
         """Grid indices in snake order: neighbours in the list are neighbours on the grid."""
         if len(self.shape) == 1:
@@ -255,12 +319,27 @@ def _record(sol, prefix: str = "") -> dict[str, float]:
     out["status" + prefix] = STATUS_CODES.get(sol.status, 1)
     out["residual" + prefix] = float(sol.residual)
     out["iterations" + prefix] = int(sol.iterations)
+    out["message" + prefix] = "" if sol.converged else (sol.message or sol.status)
     return out
+
+
+def _error_record(exc: Exception, prefix: str = "") -> dict:
+    """The record of a point whose solve raised ``exc``: NaN values, status "error", its message."""
+    out: dict = {name + prefix: math.nan for name in QUANTITIES}
+    out |= {"converged" + prefix: 0, "status" + prefix: STATUS_CODES["error"],
+            "residual" + prefix: math.nan, "iterations" + prefix: 0,
+            "message" + prefix: _describe(exc)}  # fmt: skip
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
     """min over the optimised parameter of the student's ε_g: a coarse scan (9 points, warm-started),
-    then a bounded Brent search around the best point.  Returns (solution, argmin)."""
+    then a bounded Brent search around the best point.  Returns (solution, argmin).  A value whose
+    solve raises counts as +∞; if none converges, the last attempt is returned (or raises)."""
     from scipy.optimize import minimize_scalar
 
     import replica
@@ -275,7 +354,13 @@ def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
     def eg(x):
         if x in cache:
             return cache[x]
-        sol = replica.solve(problem.replace(**{opt.name: from_x(x)}), init=state["init"], tol=tol)
+        try:
+            sol = replica.solve(
+                problem.replace(**{opt.name: from_x(x)}), init=state["init"], tol=tol
+            )
+        except Exception:  # one bad value of the parameter: not a minimum (the scan goes on)
+            cache[x] = math.inf
+            return math.inf
         value = sol.student.eg if sol.converged else math.inf
         if sol.converged:
             state["init"] = sol
@@ -305,22 +390,34 @@ def at_bound(value: float, opt: Optimise) -> bool:
 
 
 def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
-    """All quantities at one grid point (with variants); ``inits`` carries the warm starts."""
+    """All quantities at one grid point (with variants); ``inits`` carries the warm starts.
+
+    An exception from the solver is caught and recorded (status "error" and its message)."""
     import replica
 
-    record: dict[str, float] = {}
+    record: dict = {}
     for variant in [None, *sweep.variants]:
         p = sweep.problem(index, variant)
         suffix = "" if variant is None else f"_{variant}"
         init = inits.get(variant)
         if init is not None and not init.converged:
             init = None
-        if sweep.optimise is None:
-            sol = replica.solve(p, init=init, tol=sweep.tol)
-        else:
-            sol, arg = _solve_optimised(p, sweep.optimise, init, sweep.tol)
-            record[f"{sweep.optimise.name}_opt{suffix}"] = arg
-            record[f"{sweep.optimise.name}_at_bound{suffix}"] = int(at_bound(arg, sweep.optimise))
+        try:
+            if sweep.optimise is None:
+                sol = replica.solve(p, init=init, tol=sweep.tol)
+            else:
+                sol, arg = _solve_optimised(p, sweep.optimise, init, sweep.tol)
+                record[f"{sweep.optimise.name}_opt{suffix}"] = arg
+                record[f"{sweep.optimise.name}_at_bound{suffix}"] = int(
+                    at_bound(arg, sweep.optimise)
+                )
+        except Exception as exc:  # one point must not stop the grid
+            record.update(_error_record(exc, suffix))
+            if sweep.optimise is not None:
+                record[f"{sweep.optimise.name}_opt{suffix}"] = math.nan
+                record[f"{sweep.optimise.name}_at_bound{suffix}"] = 0
+            inits.pop(variant, None)
+            continue
         if sol.converged:
             inits[variant] = sol
         record.update(_record(sol, suffix))
@@ -329,11 +426,70 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
     return record
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_index(index: list, shape: tuple[int, ...]) -> None:
+    if len(index) != len(shape) or not all(0 <= i < n for i, n in zip(index, shape, strict=True)):
+        raise ValueError(f"index {index} outside the grid of shape {shape}")
+
+
+def _validator(sweep: Sweep) -> Callable[[dict], None]:
+    """``validate(record)`` for the sweep's journal: the index lies on the grid, the values are
+    exactly the sweep's quantities (messages optional), numbers where numbers belong, and the
+    integer fields (converged, status, iterations, at_bound) are ints in their ranges."""
+    numbers = set(sweep.quantity_names())
+    strings = set(sweep.message_names())
+    allowed = {"converged": {0, 1}, "status": set(STATUS_CODES.values()), "_at_bound": {0, 1}}
+
+    def validate(record: dict) -> None:
+        _check_index(record["index"], sweep.shape)
+        values = record["values"]
+        if not numbers <= set(values) <= numbers | strings:
+            raise ValueError("not the fields of this sweep")
+        for k, v in values.items():
+            if k in strings:
+                if not isinstance(v, str):
+                    raise ValueError(f"{k} must be a string")
+                continue
+            if not _is_number(v):
+                raise ValueError(f"{k} must be a number")
+            kind = "_at_bound" if "_at_bound" in k else k.split("_")[0]
+            if kind in allowed and v not in allowed[kind]:
+                raise ValueError(f"{k} = {v} out of range")
+            if kind == "iterations" and not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"{k} must be an int ≥ 0")
+
+    return validate
+
+
 def _run_chunk(sweep: Sweep, indices: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], dict]]:
     """Solve a chunk of neighbouring points in order, each warm-started from the previous one."""
     _single_thread()
     inits: dict = {}
     return [(tuple(int(i) for i in index), _evaluate(sweep, index, inits)) for index in indices]
+
+
+def _exit_with_driver(driver: int, period: float = 0.5) -> None:
+    """Worker initializer: a daemon thread ends this worker once its driver (process ``driver``)
+    is gone, e.g. after ``kill -9`` (otherwise loky's idle workers linger for minutes)."""
+
+    def watch():
+        while os.getppid() == driver:
+            time.sleep(period)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-driver").start()
+
+
+@contextlib.contextmanager
+def _local_workers() -> Iterator[None]:
+    """Local joblib (loky) workers that exit when the driver dies."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="loky", initializer=_exit_with_driver, initargs=(os.getpid(),)):
+        yield
 
 
 def _single_thread():
@@ -351,13 +507,17 @@ def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
     """The journal's records as a Dataset over the swept parameters."""
     names = sweep.quantity_names()
     data = {n: np.full(sweep.shape, np.nan) for n in names}
+    data |= {n: np.full(sweep.shape, "", dtype=object) for n in sweep.message_names()}
     for index, values in done.items():
-        for n in names:
+        for n in data:
             v = values.get(n)
-            data[n][index] = np.nan if v is None else v
+            if v is not None:
+                data[n][index] = v
     coords = {a.name: list(a.values) for a in sweep.axes}
     dims = [a.name for a in sweep.axes]
     ds = xr.Dataset({n: (dims, arr) for n, arr in data.items()}, coords=coords)
+    for n in sweep.message_names():
+        ds[n].attrs["long_name"] = "why the point did not converge (empty where it did)"
     for n in list(ds):
         if n.split("_")[0] in ("converged", "status", "iterations") or "_at_bound" in n:
             ds[n] = ds[n].fillna(-1).astype(np.int32)  # −1: not computed
@@ -390,7 +550,7 @@ def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
 
 def run_sweep(
     sweep: Sweep,
-    journal_path: str | os.PathLike | None = None,
+    journal_path: str | os.PathLike | Journal | None = None,
     *,
     jobs: int = 1,
     scheduler: str | None = None,
@@ -400,18 +560,25 @@ def run_sweep(
 ) -> xr.Dataset:
     """Solve every point of ``sweep`` and return the Dataset.
 
-    With ``journal_path`` finished chunks are journalled and a rerun resumes.  ``jobs`` local joblib
-    workers (loky), or the Dask cluster at ``scheduler`` (``tcp://host:port``) through joblib's dask
-    backend.  ``chunk`` points per task, warm-started in sequence.
+    With ``journal_path`` (a path, or a journal from :meth:`Sweep.journal`, which the caller then
+    closes) finished chunks are journalled and a rerun resumes.  ``jobs`` local joblib workers
+    (loky; they exit if the driver dies), or the Dask cluster at ``scheduler`` (``tcp://host:port``)
+    through joblib's dask backend.  ``chunk`` points per task, warm-started in sequence.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    if isinstance(journal_path, Journal) and journal_path.fingerprint != sweep.fingerprint():
+        raise ValueError(f"{journal_path.path} is not the journal of this sweep")
+    if journal_path is None or isinstance(journal_path, Journal):
+        return _run_sweep(sweep, journal_path, jobs, scheduler, chunk, progress, description)
+    with sweep.journal(journal_path) as journal:
+        return _run_sweep(sweep, journal, jobs, scheduler, chunk, progress, description)
+
+
+def _run_sweep(sweep, journal, jobs, scheduler, chunk, progress, description) -> xr.Dataset:
     from joblib import Parallel, delayed, parallel_backend
     from tqdm.auto import tqdm
 
-    if jobs < 1:
-        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
-    journal = None
-    if journal_path is not None:
-        journal = Journal(journal_path, sweep.fingerprint(), {"sweep": sweep.describe()})
     done = dict(journal.done) if journal else {}
     order = sweep.snake()
     todo = [i for i in order if i not in done]
@@ -442,8 +609,9 @@ def run_sweep(
                 collect(_run_chunk(sweep, c))
         else:
             tasks = (delayed(_run_chunk)(sweep, c) for c in chunks)
-            for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                collect(results)
+            with _local_workers():
+                for results in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+                    collect(results)
     finally:
         bar.close()
     return to_dataset(sweep, done)
@@ -460,6 +628,46 @@ SIM_FIELDS = (
 )
 
 
+SIM_KEYS = (*[f"{q}_sim{s}" for q, _ in SIM_FIELDS for s in ("", "_sem")], "sim_failed")
+
+
+def _sim_fingerprint(sweep: Sweep, n: int, seeds: int, seed: int) -> str:
+    return f"{sweep.fingerprint()}-sim-n{n}-s{seeds}-seed{seed}"
+
+
+def simulation_journal(
+    sweep: Sweep,
+    path: str | os.PathLike,
+    *,
+    n: int,
+    seeds: int,
+    seed: int = 0,
+    wait: bool = False,
+    fix: str = "choose another --out",
+) -> Journal:
+    """The journal of :func:`simulate_points` for ``sweep`` at (n, seeds, seed); records validated:
+    index on the grid, exactly the simulated fields, numbers, ``sim_status`` ∈ {0, 5}."""
+    fingerprint = _sim_fingerprint(sweep, n, seeds, seed)
+    header = {"sweep": sweep.describe(), "simulate": {"n": n, "seeds": seeds, "seed": seed}}
+
+    def validate(record: dict) -> None:
+        _check_index(record["index"], sweep.shape)
+        values = record["values"]
+        if not set(SIM_KEYS) <= set(values) <= {*SIM_KEYS, "sim_status", "sim_message"}:
+            raise ValueError("not the fields of a simulated point")
+        if not all(_is_number(values[k]) for k in SIM_KEYS):
+            raise ValueError("simulated values must be numbers")
+        ok = {STATUS_CODES["converged"], STATUS_CODES["error"]}
+        if values.get("sim_status", 0) not in ok or not isinstance(
+            values.get("sim_message", ""), str
+        ):
+            raise ValueError("sim_status must be 0 or 5, sim_message a string")
+        if not (isinstance(values["sim_failed"], int) and 0 <= values["sim_failed"] <= seeds):
+            raise ValueError(f"sim_failed must be an int in [0, {seeds}]")
+
+    return Journal(path, fingerprint, header, validate=validate, lock=True, wait=wait, fix=fix)
+
+
 def simulate_points(
     sweep: Sweep,
     theory: xr.Dataset,
@@ -468,26 +676,50 @@ def simulate_points(
     seeds: int,
     seed: int = 0,
     jobs: int = 1,
-    journal_path: str | os.PathLike | None = None,
+    journal_path: str | os.PathLike | Journal | None = None,
     progress: bool = True,
 ) -> xr.Dataset:
     """Finite-N simulations (``simulations.run``) at every point of a 1-D sweep.
 
     Each point is simulated at the theory's parameters (with the optimised parameter at its
     optimum, if the sweep optimises).  Adds ``<q>_sim`` and ``<q>_sim_sem`` for the quantities in
-    ``SIM_FIELDS`` and ``sim_failed`` (seeds whose fits failed).  Journalled like ``run_sweep``.
+    ``SIM_FIELDS``, ``sim_failed`` (seeds whose fits failed), ``sim_status`` (0, 5 = "error": the
+    simulation raised; −1: not simulated because the theory has no optimum there) and
+    ``sim_message``.  Journalled like ``run_sweep`` (a path, or a :func:`simulation_journal`).
     """
-    from tqdm.auto import tqdm
-
-    import simulations
-
     if len(sweep.axes) != 1:
         raise ValueError("simulation overlays are drawn on 1-D sweeps only")
-    journal = None
-    if journal_path is not None:
-        fingerprint = f"{sweep.fingerprint()}-sim-n{n}-s{seeds}-seed{seed}"
-        header = {"sweep": sweep.describe(), "simulate": {"n": n, "seeds": seeds, "seed": seed}}
-        journal = Journal(journal_path, fingerprint, header)
+    if isinstance(journal_path, Journal) and journal_path.fingerprint != _sim_fingerprint(
+        sweep, n, seeds, seed
+    ):
+        raise ValueError(f"{journal_path.path} is not the journal of these simulations")
+    if journal_path is None or isinstance(journal_path, Journal):
+        return _simulate_points(sweep, theory, n, seeds, seed, jobs, journal_path, progress)
+    with simulation_journal(sweep, journal_path, n=n, seeds=seeds, seed=seed) as journal:
+        return _simulate_points(sweep, theory, n, seeds, seed, jobs, journal, progress)
+
+
+def _simulate_point(problem: Problem, n: int, seeds: int, seed: int, jobs: int) -> dict:
+    """One simulated point's record; an exception is recorded (status "error"), not raised."""
+    import simulations
+
+    try:
+        with _local_workers():
+            res = simulations.run(problem, n=n, seeds=seeds, seed=seed, n_jobs=jobs)
+    except Exception as exc:  # one point must not stop the overlay
+        values: dict = {k: math.nan for k in SIM_KEYS}
+        return values | {"sim_failed": seeds, "sim_status": STATUS_CODES["error"],
+                         "sim_message": _describe(exc)}  # fmt: skip
+    values = {"sim_failed": int(res.n_failed), "sim_status": 0, "sim_message": ""}
+    for name, who in SIM_FIELDS:
+        est = getattr(getattr(res, who), name.removesuffix("_teacher"))
+        values[f"{name}_sim"], values[f"{name}_sim_sem"] = est.mean, est.sem
+    return values
+
+
+def _simulate_points(sweep, theory, n, seeds, seed, jobs, journal, progress) -> xr.Dataset:
+    from tqdm.auto import tqdm
+
     done = dict(journal.done) if journal else {}
     order = sweep.snake()
     bar = tqdm(total=len(order), initial=len(done), desc=f"simulate N={n}", unit="pt",
@@ -502,11 +734,7 @@ def simulate_points(
                 if not math.isfinite(opt):
                     continue
                 p = p.replace(**{sweep.optimise.name: opt})
-            res = simulations.run(p, n=n, seeds=seeds, seed=seed, n_jobs=jobs)
-            values = {"sim_failed": int(res.n_failed)}
-            for name, who in SIM_FIELDS:
-                est = getattr(getattr(res, who), name.removesuffix("_teacher"))
-                values[f"{name}_sim"], values[f"{name}_sim_sem"] = est.mean, est.sem
+            values = _simulate_point(p, n, seeds, seed, jobs)
             if journal:
                 journal.append([(index, values)])
             done[index] = values
@@ -515,10 +743,53 @@ def simulate_points(
         bar.close()
     out = theory.copy()
     dim = sweep.axes[0].name
-    for key in [f"{q}_sim{s}" for q, _ in SIM_FIELDS for s in ("", "_sem")] + ["sim_failed"]:
+    for key in SIM_KEYS:
         arr = np.full(sweep.shape, np.nan)
         for index, values in done.items():
             arr[index] = values.get(key, np.nan)
         out[key] = (dim, arr)
+    status = np.full(sweep.shape, -1, dtype=np.int32)
+    message = np.full(sweep.shape, "", dtype=object)
+    for index, values in done.items():
+        status[index], message[index] = values.get("sim_status", 0), values.get("sim_message", "")
+    out["sim_status"], out["sim_message"] = (dim, status), (dim, message)
+    out["sim_status"].attrs.update(flag_values=[-1, 0, STATUS_CODES["error"]],
+                                   flag_meanings="not_simulated converged error")  # fmt: skip
     out.attrs.update(sim_n=n, sim_seeds=seeds, sim_seed=seed)
     return out
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+_FAILURE_LABELS = {"error": "raised an exception", "max_iter": "reached max_iter"}
+
+
+def failure_summary(ds: xr.Dataset) -> list[str]:
+    """One line per (status variable, failing status) of a sweep's Dataset, with a count and one
+    example reason, e.g. ``"3 points unbounded: logistic teacher at λ̃ = 0 …"``.
+
+    Reads ``status``/``message``, ``status_<variant>``/``message_<variant>`` and
+    ``sim_status``/``sim_message``; an empty list when every point converged.
+    """
+    names = {code: name for name, code in STATUS_CODES.items()} | {-1: "not computed"}
+    lines = []
+    for var in ds.data_vars:
+        var = str(var)
+        if not (var == "status" or var.startswith("status_") or var == "sim_status"):
+            continue
+        kind = "simulated point" if var == "sim_status" else "point"
+        variant = var.removeprefix("status_") if var.startswith("status_") else ""
+        codes = np.asarray(ds[var].values).ravel()
+        msg_var = var.replace("status", "message")
+        messages = np.asarray(ds[msg_var].values).ravel() if msg_var in ds else None
+        for code in sorted(set(codes.tolist()) - {STATUS_CODES["converged"]}):
+            where = np.flatnonzero(codes == code)
+            reason = next(
+                (str(messages[i]) for i in where if messages is not None and messages[i]), ""
+            )
+            count = f"{where.size} {kind}{'s' if where.size != 1 else ''}"
+            label = names.get(code, f"status {code}")
+            label = _FAILURE_LABELS.get(label, label) + (f" ({variant})" if variant else "")
+            lines.append(f"{count} {label}" + (f": {reason}" if reason else ""))
+    return lines

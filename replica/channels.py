@@ -1,4 +1,4 @@
-r"""Channel integrals of the replica fixed point (numba kernels, float64), in THEORY.md notation.
+r"""Channel integrals of the replica fixed point (numba, float64), notation of docs/theory.md.
 
 E[·] averages over y (P(+1) = ρ) and standard Gaussians ξ̃, ξ, with the composite rules of
 ``replica.quadrature`` (rebuilt inside the kernels because their breakpoints move with the state).

@@ -4,7 +4,7 @@ It evaluates the same channel expectations as ``replica.channels`` on a fixed te
 Gauss–Legendre panels with Gaussian weight over [−L, L], no feature points) with a vectorised
 safeguarded-Newton prox, and iterates the fixed point with plain damping (no acceleration).  Used
 by the tests (kernels against their twin) and by ``benchmarks/replica_speed.py`` as the "plain
-numpy loop" baseline.  Notation of THEORY.md.
+numpy loop" baseline.  Notation of docs/theory.md.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def student_channel(problem: Problem, teacher, x_state, rule_t, rule_s):
 
 
 def student_update(problem: Problem, teacher, x_state, mom):
-    """The overlap update of THEORY.md from the student moments (same as replica.student)."""
+    """The overlap update of docs/theory.md from the student moments (same as replica.student)."""
     d, st = problem.data, problem.student
     al, de = d.alpha, d.delta
     m_hat, q_hat, v_hat = al * mom[1], al * de * mom[2], -al * de * mom[3]

@@ -98,7 +98,7 @@ def solve(
     strict: bool = False,
     quad: Quadrature = DEFAULT_QUADRATURE,
 ) -> Solution:
-    """Solve the replica-symmetric fixed point of THEORY.md for the teacher and the KD student.
+    """Solve the replica-symmetric fixed point of docs/theory.md for the teacher and the KD student.
 
     Parameters
     ----------

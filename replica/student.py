@@ -1,4 +1,4 @@
-r"""The KD student's fixed point (THEORY.md), given a solved teacher.
+r"""The KD student's fixed point (docs/theory.md), given a solved teacher.
 
 Channel moments (``replica.channels``) give the conjugates
     m̂ = α E[y f],  q̂ = αΔ E[f²],  V̂ = −αΔ E[∂_ω f],  r̂ = αΔ E[f f̃],  V̂_c = αΔ E[df/dω̃],

@@ -1,6 +1,6 @@
 r"""Teacher fixed points: the logistic (L2) teacher and the Bayes-optimal teacher (closed form).
 
-Logistic teacher (THEORY.md), with E over y and ξ̃:
+Logistic teacher (docs/theory.md), with E over y and ξ̃:
     m̂_t = α E[y f̃],  q̂_t = αΔ E[f̃²],  V̂_t = −αΔ E[f̃'],  E[f̃] = 0 fixes b̃,
     Ã = λ̃ + V̂_t,  Ṽ = 1/Ã,  m̃ = m̂_t/Ã,  q̃ = (m̂_t² + q̂_t)/Ã².
 Bayes-optimal teacher: the ERM with constant output function f̃ = c y, c = 2/(Δ(Δ + α)), λ̃ = 1,
@@ -66,7 +66,7 @@ def bayes_constant(data: GaussianMixture) -> float:
 
 
 def bayes_teacher_state(data: GaussianMixture) -> TeacherState:
-    """Closed form of the Bayes-optimal teacher (THEORY.md)."""
+    """Closed form of the Bayes-optimal teacher (docs/theory.md)."""
     a, d, rho = data.alpha, data.delta, data.rho
     c = bayes_constant(data)
     m, q, b = c * a, c * c * a * (a + d), math.log(rho / (1.0 - rho))

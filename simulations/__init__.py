@@ -1,4 +1,4 @@
-r"""Finite-N simulations of the KD model of THEORY.md: real fits, many seeds, error bars.
+r"""Finite-N simulations of the KD model of docs/theory.md: real fits, many seeds, error bars.
 
 >>> from kdtheory import GaussianMixture, LogisticTeacher, Problem, Student
 >>> import simulations

@@ -1,4 +1,4 @@
-r"""Finite-N samples of the binary Gaussian mixture of THEORY.md.
+r"""Finite-N samples of the binary Gaussian mixture of docs/theory.md.
 
 N features, M = round(αN) samples, y_μ = +1 with probability ρ (else −1),
 

@@ -1,4 +1,4 @@
-r"""Exact fits of the teachers and the KD student of THEORY.md at finite N.
+r"""Exact fits of the teachers and the KD student of docs/theory.md at finite N.
 
 Every fit minimises a strictly convex (for λ > 0) empirical risk of the form
 
@@ -267,7 +267,7 @@ def _line_search(y, ht, h, hstep, w, step_w, lam, chi, temperature) -> float:
 
 
 def bayes_teacher(data: GaussianMixture, train: TrainingSet) -> Fit:
-    r"""The Bayes-optimal teacher of THEORY.md on ``train``, in closed form.
+    r"""The Bayes-optimal teacher of docs/theory.md on ``train``, in closed form.
 
     With α = M/N: posterior mean v̂ = Σ_μ y_μ x_μ /(√N (Δ + α)), posterior variance s² = Δ/(Δ + α) per
     component, and the posterior log-odds h̃(x) = log(ρ/(1−ρ)) + 2 x·v̂/(√N (Δ + s²/N)), i.e.

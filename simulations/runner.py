@@ -22,17 +22,28 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from kdtheory.problem import BayesTeacher, Problem
-from simulations.data import check_n, draw_subset, n_samples, sample, subset_size
+from simulations.data import draw_subset, n_samples, sample, subset_size
 from simulations.fit import Fit, fit_student, fit_teacher
 
 __all__ = [
+    "MAX_DATA_BYTES",
+    "MAX_SEEDS",
     "Estimate",
     "SimulationResult",
     "StudentEstimates",
     "TeacherEstimates",
+    "check_run_arguments",
     "run",
     "simulate_seed",
 ]
+
+#: largest float64 training matrix (M×N, M = round(αN): 8·αN² bytes) one seed may draw.  Every
+#: worker holds one and the fits work on arrays of the same size, so 2 GiB keeps two workers
+#: within a few GB of memory (N = 10 000 at α = 2 needs 1.5 GiB)
+MAX_DATA_BYTES = 2**31
+#: most seeds per point: the standard error falls as 1/√seeds (1000 seeds: 3 % of one seed's
+#: spread), and the time grows linearly; a larger N is the better use of more time
+MAX_SEEDS = 1000
 
 _METRICS = ("eg", "m", "q", "b", "train_loss", "train_error")
 _DIAGNOSTICS = ("status", "converged", "iterations", "cg_iterations", "grad_norm")
@@ -150,17 +161,8 @@ def run(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
-    n = check_n(n)
-    if isinstance(seeds, bool) or not isinstance(seeds, Integral) or seeds < 1:
-        raise ValueError(f"seeds must be an int ≥ 1, got {seeds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
-    if (
-        isinstance(n_jobs, bool)
-        or not isinstance(n_jobs, Integral)
-        or not (n_jobs >= 1 or n_jobs == -1)
-    ):
-        raise ValueError(f"n_jobs must be an int ≥ 1, or -1 for all cores, got {n_jobs!r}")
+    check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
+    n = int(n)
     n_samples(problem.data, n)  # validates α·n
     subset_size(n, problem.student.eta)  # validates η·n
 
@@ -191,6 +193,41 @@ def run(
         table=table,
         n_failed=int((~both).sum()),
     )
+
+
+def check_run_arguments(
+    n, seeds, *, seed=0, n_jobs=1, alpha: float = 1.0, names: dict[str, str] | None = None
+) -> None:
+    """Validate the arguments of :func:`run` (cheap: call it before any work), with caps.
+
+    N is an int ≥ 10 whose data matrix fits ``MAX_DATA_BYTES`` (8·round(αN)·N bytes at the largest
+    α of the run), 1 ≤ seeds ≤ ``MAX_SEEDS``, seed ≥ 0, n_jobs ≥ 1 or −1.  ``names`` maps the
+    argument names to the caller's flags for the messages, e.g. ``{"n": "--n"}``.  Raises
+    ``ValueError`` naming the argument and its allowed range.
+    """
+    name = {"n": "n", "seeds": "seeds", "seed": "seed", "n_jobs": "n_jobs", **(names or {})}
+
+    def is_int(x) -> bool:
+        return isinstance(x, Integral) and not isinstance(x, bool)
+
+    if not is_int(n) or n < 10:
+        raise ValueError(f"{name['n']} must be an int ≥ 10, got {n!r}")
+    m = max(round(alpha * n), 1)
+    size = 8 * m * int(n)
+    if size > MAX_DATA_BYTES:
+        raise ValueError(
+            f"{name['n']} = {n} needs an M×N = {m}×{n} float64 data matrix of "
+            f"{size / 2**30:.5g} GiB at alpha = {alpha:g}; at most {MAX_DATA_BYTES / 2**30:g} GiB "
+            "(8·αN² bytes, held by every worker): choose a smaller N"
+        )
+    if not is_int(seeds) or not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"{name['seeds']} must be an int ≥ 1 and ≤ {MAX_SEEDS}, got {seeds!r}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"{name['seed']} must be an int ≥ 0, got {seed!r}")
+    if not is_int(n_jobs) or not (n_jobs >= 1 or n_jobs == -1):
+        raise ValueError(
+            f"{name['n_jobs']} must be an int ≥ 1, or -1 for all cores, got {n_jobs!r}"
+        )
 
 
 def simulate_seed(

@@ -14,7 +14,8 @@ YS = (1.0, -1.0)
 
 
 def kd_loss_numpy(y, ht, h, chi, t):
-    """Literal THEORY.md form (1−χ) log(1+e^{−yh}) + χ H(sig(h̃/T), sig(h/T)), moderate |h| only."""
+    """Literal form of docs/theory.md, (1−χ) log(1+e^{−yh}) + χ H(sig(h̃/T), sig(h/T)), moderate
+    |h| only."""
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     p, s = sig(ht / t), sig(h / t)
     return (1 - chi) * np.log1p(np.exp(-y * h)) + chi * (-p * np.log(s) - (1 - p) * np.log(1 - s))

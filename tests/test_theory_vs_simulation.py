@@ -1,8 +1,8 @@
 """The replica theory against real finite-N training (replica ← kdtheory → simulations).
 
 At N = 1000 with 16 seeds every student and teacher quantity must agree within 4 standard errors
-plus an O(1/N) allowance of 5/N·max(1, |value|): THEORY.md reports finite-size offsets of about
-0.0025 on ε_g at N = 2000, i.e. a constant of ≈ 5 in c/N.  Without the teacher-reaction shift
+plus an O(1/N) allowance of 5/N·max(1, |value|): docs/simulations.md gives finite-size offsets
+of about 0.0025 on ε_g at N = 2000, i.e. a constant of ≈ 5 in c/N.  Without the teacher-reaction shift
 ΔV_c f̃ the errors are off by ~10 %, far outside this band.
 """
 

@@ -3,7 +3,8 @@ r"""Neural knowledge distillation: data, models, KD losses, training and the λ-
 Everything here needs PyTorch (the ``neural`` extra: ``pip install 'kdtheory[neural]'``); the
 top-level ``kdtheory`` package never imports this subpackage, so ``import kdtheory`` stays light.
 
-Notation (as in the seeds): f the teacher's logits, g the student's, σ the softmax over the K
+Notation (as in Gorpinich et al., 2021–2022): f the teacher's logits, g the student's, σ the
+softmax over the K
 classes, λ₁ = 1 − χ the weight of the hard-label term, T the distillation temperature and T_val
 the validation temperature:
 
@@ -13,7 +14,7 @@ Modules (one idea per file): :mod:`~kdtheory.neural.data` (readers, splits),
 :mod:`~kdtheory.neural.models`, :mod:`~kdtheory.neural.losses`, :mod:`~kdtheory.neural.train`
 (training loop and the ``train`` CLI), :mod:`~kdtheory.neural.hypergrad` (one-step unrolled
 hypergradient), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, Algorithm 1),
-:mod:`~kdtheory.neural.methods` (the seed's comparison methods) and :mod:`~kdtheory.neural.table`
+:mod:`~kdtheory.neural.methods` (the comparison methods) and :mod:`~kdtheory.neural.table`
 (the table CLI).
 """
 

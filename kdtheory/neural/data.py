@@ -1,4 +1,5 @@
-r"""Data sets as whole tensors: readers, fixed seeded splits, and the seed's synthetic set.
+r"""Data sets as whole tensors: readers, fixed seeded splits, and the synthetic set of
+Gorpinich, Bakhteev & Strijov (2021–2022).
 
 Every loader returns a :class:`DataSplits` holding train / validation / test tensors (and, for the
 synthetic set, a separate larger teacher training set). Images are float32 scaled to [0, 1] and
@@ -11,7 +12,8 @@ Data sets (``DATASETS``):
 ``digits``
     scikit-learn's bundled 8×8 digits (1797 images, K = 10); the embedded default, no files.
 ``synthetic``
-    the seed's set: x₁, x₂ ~ N(0, 1), x₃ = [sign x₁ + sign x₂ > 0], y = [x₁x₂ + δ > 0] with
+    the set of Gorpinich et al.: x₁, x₂ ~ N(0, 1), x₃ = [sign x₁ + sign x₂ > 0],
+    y = [x₁x₂ + δ > 0] with
     label noise δ ~ N(0, s²); the teacher's training set is much larger than the student's.
 ``fashion-mnist``
     the standard IDX files (``train-images-idx3-ubyte[.gz]`` …) from ``data_root``, by default
@@ -132,8 +134,8 @@ class DataSplits:
 
     def student_subset(self, size: int, seed: int = 0) -> DataSplits:
         """The student keeps a class-balanced random ``size`` of the training split; the teacher
-        keeps all of it (``teacher_train``), as in the seed's "the student's data set is much
-        smaller than the teacher's". ``size`` must be a multiple of K in [K, len(train)]."""
+        keeps all of it (``teacher_train``), as in Gorpinich et al. ("the student's data set is much
+        smaller than the teacher's"). ``size`` must be a multiple of K in [K, len(train)]."""
         n, k = len(self.train), self.num_classes
         size = _check_size("student_size", size, k, n)
         if size % k:
@@ -664,10 +666,11 @@ def load_cifar10(
     val_size : int
         Images taken from the 50 000 training images for validation (class-balanced).
     reduced : bool
-        Keep ``reduced_size`` class-balanced training images (the seed's reduced CIFAR-10); the
+        Keep ``reduced_size`` class-balanced training images (Gorpinich et al.'s reduced
+        CIFAR-10); the
         test split is the full official test batch either way.
     reduced_size : int
-        Training images of the reduced set, a multiple of 10 (default 12 800, as in the seed).
+        Training images of the reduced set, a multiple of 10 (default 12 800, as there).
     """
     if root is None:
         raise DatasetNotFoundError("CIFAR-10 needs --data-root (a folder with cifar-10-batches-py)")
@@ -724,7 +727,7 @@ def make_synthetic(
     n_test: int = 10_000,
     noise: float = 0.5,
 ) -> DataSplits:
-    r"""The seed's synthetic set, with a large teacher set and a small student set.
+    r"""Gorpinich et al.'s synthetic set, with a large teacher set and a small student set.
 
     x₁, x₂ ~ N(0, 1) independent, x₃ = [sign x₁ + sign x₂ > 0] (= 1 iff both are positive), and
     the class y = [x₁x₂ + δ > 0] with label noise δ ~ N(0, s²), s = ``noise``; inputs are the

@@ -1,6 +1,6 @@
 r"""One-step unrolled hypergradient of the validation loss wrt the KD metaparameters.
 
-The seed's greedy rule (2) updates λ = (λ₁, T) along
+The greedy rule (2) of Gorpinich et al. (2021–2022) updates λ = (λ₁, T) along
 
     ∇_λ L_val(U(w, λ)),    U(w, λ) = w − γ ∇_w L_train(w, λ),
 

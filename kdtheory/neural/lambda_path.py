@@ -1,4 +1,5 @@
-r"""The λ-path optimiser: gradient-based KD metaparameters and the seed's Algorithm 1.
+r"""The λ-path optimiser: gradient-based KD metaparameters and Algorithm 1 of
+Gorpinich, Bakhteev & Strijov (2021–2022).
 
 The student's weights w follow plain SGD on L_train(w, λ) = λ₁ CE(y, σ(g)) +
 (1 − λ₁) CE(σ(f/T), σ(g/T)); the metaparameters λ = (λ₁, T), kept in unconstrained coordinates
@@ -7,7 +8,7 @@ The student's weights w follow plain SGD on L_train(w, λ) = λ₁ CE(y, σ(g)) 
 ``fixed``
     λ never changes (the baselines: without distillation λ₁ = 1, naive, random, Hyperopt trials).
 ``gradient``
-    every step is a hypergradient step, the seed's greedy rule (2):
+    every step is a hypergradient step, the greedy rule (2) of Gorpinich et al.:
     θ ← θ − γ_λ ∇_θ L_val(w − γ ∇_w L_train(w, λ)), then w ← w − γ ∇_w L_train(w, λ)
     (the same one step that was unrolled, so it is not recomputed).
 ``proposed``
@@ -170,7 +171,7 @@ class _Minibatches:
 
 
 class LambdaPathOptimizer:
-    """Train a student with KD while optimising λ = (λ₁, T) along the seed's λ-path.
+    """Train a student with KD while optimising λ = (λ₁, T) along the λ-path of Gorpinich et al.
 
     Parameters
     ----------

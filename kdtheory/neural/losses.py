@@ -1,7 +1,7 @@
 r"""KD losses as small composable functions (and one module), torchdistill-style.
 
 With g the student's logits, f the teacher's, y the class index, σ the softmax over the K classes,
-λ₁ = 1 − χ and T > 0 (all losses are means over the batch; the seeds write sums, which only
+λ₁ = 1 − χ and T > 0 (all losses are means over the batch; Gorpinich et al. write sums, which only
 rescales the learning rate):
 
     hard_cross_entropy  CE(y, σ(g))                    = −log σ(g)_y
@@ -14,10 +14,10 @@ with the soft term D one of ``SOFT_TARGETS``: the cross-entropy (default), the f
 reverse KL. Khetarpaul et al. (2024) write "KL_div(s, t)" without saying which.
 
 The T² factor (``t2_scaling=True``) is Hinton et al.'s: it keeps the soft-term gradient wrt g of
-order one as T grows (that gradient scales as 1/T). The soft term is the cross-entropy of the
-seeds, not the KL divergence; forward KL = CE − H(σ(f/T)) differs by the teacher's entropy,
-which does not depend on the student, so gradients wrt the student's weights agree (gradients wrt
-T do not). The reverse KL(σ(g/T) ‖ σ(f/T)) is mode-seeking: its gradient wrt g_j is
+order one as T grows (that gradient scales as 1/T). The default soft term is Gorpinich et al.'s
+cross-entropy, not the KL divergence; forward KL = CE − H(σ(f/T)) differs by the teacher's
+entropy, which does not depend on the student, so gradients wrt the student's weights agree
+(gradients wrt T do not). The reverse KL(σ(g/T) ‖ σ(f/T)) is mode-seeking: its gradient wrt g_j is
 (1/T) s_j [(log s_j − log t_j) − Σ_k s_k (log s_k − log t_k)] with s = σ(g/T), t = σ(f/T).
 λ₁ and T may be Python floats or 0-d tensors (differentiable, for the hypergradient). Logits are
 cast to float32 (float64 stays float64), so the losses are safe under autocast.
@@ -142,10 +142,10 @@ def kd_loss(
     temperature : float or Tensor
         T > 0.
     t2_scaling : bool
-        Multiply the soft term by T² (Hinton et al.); default False (the seeds' loss).
+        Multiply the soft term by T² (Hinton et al.); default False (Gorpinich et al.'s loss).
     soft : str
-        The soft term D, one of ``SOFT_TARGETS``: ``"cross-entropy"`` (default, the seeds' loss),
-        ``"forward-kl"`` KL(σ(f/T) ‖ σ(g/T)) or ``"reverse-kl"`` KL(σ(g/T) ‖ σ(f/T)).
+        The soft term D, one of ``SOFT_TARGETS``: ``"cross-entropy"`` (default, Gorpinich et
+        al.'s loss), ``"forward-kl"`` KL(σ(f/T) ‖ σ(g/T)) or ``"reverse-kl"`` KL(σ(g/T) ‖ σ(f/T)).
 
     Returns
     -------
@@ -175,7 +175,7 @@ def validation_loss(
     targets : Tensor
         y, int64 class indices.
     t_val : float
-        T_val > 0, the validation temperature (1 in the seeds unless stated).
+        T_val > 0, the validation temperature (1 in Gorpinich et al. unless stated).
     """
     return F.cross_entropy(_up(student_logits) / t_val, targets)
 

@@ -1,4 +1,4 @@
-r"""The seed's comparison of ways to choose the KD metaparameters λ = (λ₁, T).
+r"""Gorpinich et al.'s comparison of ways to choose the KD metaparameters λ = (λ₁, T).
 
 Every method trains the same student, from the same initial weights and minibatch order, for the
 same number of SGD steps on L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)); they differ

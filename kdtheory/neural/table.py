@@ -1,4 +1,4 @@
-r"""The seed's comparison table: test accuracy of each way of choosing λ = (λ₁, T), per data set.
+r"""Gorpinich et al.'s comparison table: accuracy of each way of choosing λ = (λ₁, T), per data set.
 
     python -m kdtheory.neural.table --datasets synthetic,fashion-mnist --runs 5
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir
+from kdtheory.journal import Journal, check_output_dir, one_line_warnings
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
@@ -91,7 +91,7 @@ class Recipe:
 
 
 RECIPES = {
-    # 30 labelled points for the student, 10 000 for the teacher (the seed: "much smaller")
+    # 30 labelled points for the student, 10 000 for the teacher (Gorpinich et al.: "much smaller")
     "synthetic": Recipe(
         dataset="synthetic",
         data_options={"n_teacher": 10_000, "n_student": 30, "n_val": 200, "n_test": 10_000},
@@ -226,24 +226,19 @@ def _check_record(index: tuple, values: dict) -> None:
 
 
 def _open_journal(path: Path, fingerprint: str, header: dict) -> Journal:
-    """The journal at ``path``, its records checked by :func:`_check_record`; invalid ones are
-    dropped (their cells computed again) with a warning that counts them."""
-    journal = Journal(path, fingerprint, header)
-    bad = []
-    for index, values in journal.done.items():
-        try:
-            _check_record(index, values)
-        except ValueError as exc:
-            bad.append((index, exc))
-    for index, _ in bad:
-        del journal.done[index]
-    if bad:
-        print(
-            f"warning: {path}: ignored {len(bad)} invalid records (first: {bad[0][1]}); "
-            "their cells are computed again",
-            file=sys.stderr,
-        )
-    return journal
+    """The journal at ``path``, locked, its records checked by :func:`_check_record` (invalid
+    ones are skipped with a warning that counts them and their cells computed again); a failed
+    cell's record is superseded by a later result of the same cell."""
+    return Journal(
+        path,
+        fingerprint,
+        header,
+        validate=lambda record: _check_record(tuple(record["index"]), record["values"]),
+        superseded=lambda values: values.get("status") == "error",
+        lock=True,
+        fix="choose another --out, or rerun with --retrain-teacher if the teacher changed, or "
+        "delete it",
+    )
 
 
 def _failure(method: str, run: int, exc: BaseException, where: str = "") -> dict:
@@ -298,63 +293,71 @@ def run_table(
             **({"trials": trials} if trials else {}),
         )
         recipe = replace(recipe, budget=budget)
-        journal = _open_journal(
+        with _open_journal(
             out / f"journal-{name}.jsonl", _fingerprint(recipe, dev), {"recipe": recipe.describe()}
-        )
-        fixed = None  # (data, teacher logits, teacher accuracy) when they are the same every run
-        for run in range(runs):
-            todo = [m for m in methods if _status(journal, m, run) != "ok"]
-            retried = [m for m in todo if _status(journal, m, run) == "error"]
-            if retried:
-                print(f"{name} run {run}: computing the failed {', '.join(retried)} again",
-                      file=sys.stderr)  # fmt: skip
-            bar.update(len(methods) - len(todo))
-            if todo:
-                data_seed = run if recipe.per_run_data else 0
-                if fixed is not None:
-                    data, f, t_acc = fixed
-                else:
-                    try:
-                        data = _load(recipe, data_seed, roots)
-                    except (DatasetNotFoundError, DataError) as exc:
-                        flag = "cifar10" if name.startswith("cifar10") else name
-                        skipped[name] = f"{type(exc).__name__}: {exc} [table: --root {flag}=PATH]"
-                        bar.update(len(todo) + (runs - run - 1) * len(methods))
-                        break
-                    bar.set_description(f"{name} teacher")
-                    try:
-                        f, t_acc = _teacher_logits(
-                            recipe, data, data_seed, cache, dev, retrain_teacher
-                        )
-                    except DataError:  # an unusable cached teacher: the fix is --retrain-teacher
-                        raise
-                    except Exception as exc:  # fails this run's cells, not the table
-                        failures = [_failure(m, run, exc, "teacher: ") for m in todo]
-                        journal.append([((METHODS.index(r["method"]), run), r) for r in failures])
-                        bar.update(len(todo))
-                        continue
-                    if not recipe.per_run_data:
-                        fixed = data, f, t_acc
-                student = recipe.student
-                shape, k, opts = data.input_shape, data.num_classes, recipe.student_options
+        ) as journal:
+            fixed = (
+                None  # (data, teacher logits, teacher accuracy) when they are the same every run
+            )
+            for run in range(runs):
+                todo = [m for m in methods if _status(journal, m, run) != "ok"]
+                retried = [m for m in todo if _status(journal, m, run) == "error"]
+                if retried:
+                    print(f"{name} run {run}: computing the failed {', '.join(retried)} again",
+                          file=sys.stderr)  # fmt: skip
+                bar.update(len(methods) - len(todo))
+                if todo:
+                    data_seed = run if recipe.per_run_data else 0
+                    if fixed is not None:
+                        data, f, t_acc = fixed
+                    else:
+                        try:
+                            data = _load(recipe, data_seed, roots)
+                        except (DatasetNotFoundError, DataError) as exc:
+                            flag = "cifar10" if name.startswith("cifar10") else name
+                            skipped[name] = (
+                                f"{type(exc).__name__}: {exc} [table: --root {flag}=PATH]"
+                            )
+                            bar.update(len(todo) + (runs - run - 1) * len(methods))
+                            break
+                        bar.set_description(f"{name} teacher")
+                        try:
+                            f, t_acc = _teacher_logits(
+                                recipe, data, data_seed, cache, dev, retrain_teacher
+                            )
+                        except (
+                            DataError
+                        ):  # an unusable cached teacher: the fix is --retrain-teacher
+                            raise
+                        except Exception as exc:  # fails this run's cells, not the table
+                            failures = [_failure(m, run, exc, "teacher: ") for m in todo]
+                            journal.append(
+                                [((METHODS.index(r["method"]), run), r) for r in failures]
+                            )
+                            bar.update(len(todo))
+                            continue
+                        if not recipe.per_run_data:
+                            fixed = data, f, t_acc
+                    student = recipe.student
+                    shape, k, opts = data.input_shape, data.num_classes, recipe.student_options
 
-                def make_student(seed, student=student, shape=shape, k=k, opts=opts):
-                    return build_model(student, shape, k, seed=seed, **opts)
+                    def make_student(seed, student=student, shape=shape, k=k, opts=opts):
+                        return build_model(student, shape, k, seed=seed, **opts)
 
-                exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
-                for m in todo:
-                    bar.set_description(f"{name} {m} run {run}")
-                    try:
-                        values = exp.run(m, seed=run).as_dict()
-                        values["trajectory"] = _thin(values["trajectory"])
-                        values["teacher_test_acc"] = t_acc
-                        _check_record((METHODS.index(m), run), values)  # e.g. NaN accuracy
-                    except Exception as exc:  # fails this cell only
-                        values = _failure(m, run, exc)
-                    journal.append([((METHODS.index(m), run), values)])
-                    bar.update(1)
-        cells = [(METHODS.index(m), run) for run in range(runs) for m in methods]
-        results[name] = [journal.done[c] for c in cells if c in journal.done]
+                    exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
+                    for m in todo:
+                        bar.set_description(f"{name} {m} run {run}")
+                        try:
+                            values = exp.run(m, seed=run).as_dict()
+                            values["trajectory"] = _thin(values["trajectory"])
+                            values["teacher_test_acc"] = t_acc
+                            _check_record((METHODS.index(m), run), values)  # e.g. NaN accuracy
+                        except Exception as exc:  # fails this cell only
+                            values = _failure(m, run, exc)
+                        journal.append([((METHODS.index(m), run), values)])
+                        bar.update(1)
+            cells = [(METHODS.index(m), run) for run in range(runs) for m in methods]
+            results[name] = [journal.done[c] for c in cells if c in journal.done]
     bar.close()
     written = _write_outputs(out, datasets, methods, results, skipped)
     return {"results": results, "skipped": skipped, "failed": _failed(results), "written": written}
@@ -555,7 +558,8 @@ def _csv_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m kdtheory.neural.table",
-        description="The seed's table: test accuracy of each way of choosing the KD metaparameters "
+        description="The table of Gorpinich, Bakhteev & Strijov (2021–2022): test accuracy of each "
+        "way of choosing the KD metaparameters "
         "(λ₁, T), mean (best) over runs, with the cost of each method.",
     )
     p.add_argument(
@@ -627,11 +631,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        res = run_table(
-            args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
-            steps=args.steps, trials=args.trials, cache_dir=args.cache_dir,
-            retrain_teacher=args.retrain_teacher, device=args.device, quiet=args.quiet,
-        )  # fmt: skip
+        with one_line_warnings(p.prog):  # a journal's skipped lines: one counted warning
+            res = run_table(
+                args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
+                steps=args.steps, trials=args.trials, cache_dir=args.cache_dir,
+                retrain_teacher=args.retrain_teacher, device=args.device, quiet=args.quiet,
+            )  # fmt: skip
     except ValueError as exc:  # unwritable folders, another computation's journal, a bad cache
         p.error(str(exc))
     out = Path(args.out)

@@ -82,7 +82,7 @@ def test_lambda1_one_is_plain_cross_entropy():
 
 
 def test_lambda1_zero_is_kl_plus_teacher_entropy():
-    # Lemma 1 of the seed: at λ₁ = 0 the loss is D_KL(σ(f/T) ‖ σ(g/T)) + H(σ(f/T))
+    # Lemma 1 of Gorpinich et al.: at λ₁ = 0 the loss is D_KL(σ(f/T) ‖ σ(g/T)) + H(σ(f/T))
     gen = torch.Generator().manual_seed(1)
     g = torch.randn(6, 4, generator=gen, dtype=torch.float64)
     f = 3 * torch.randn(6, 4, generator=gen, dtype=torch.float64)

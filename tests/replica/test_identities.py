@@ -1,4 +1,4 @@
-"""THEORY.md's exact identities and closed forms, checked on the replica solver."""
+"""The exact identities and closed forms of docs/theory.md, checked on the replica solver."""
 
 import math
 
@@ -108,7 +108,7 @@ def test_label_flip_symmetry():
 
 
 def test_theory_md_reference_figures():
-    """The independent solver's figures quoted in THEORY.md (4 digits)."""
+    """The independent solver's figures quoted in docs/theory.md, Known phenomena (4 digits)."""
     g = GaussianMixture
     cases = [
         (Problem(g(2, 0.3, 1), BayesTeacher(), Student(0.03, 1.0, 1.0, 1.0)), 0.1803),

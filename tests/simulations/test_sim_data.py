@@ -1,4 +1,4 @@
-"""simulations.data: the sampled mixture follows THEORY.md's conventions."""
+"""simulations.data: the sampled mixture follows the conventions of docs/theory.md."""
 
 import numpy as np
 import pytest

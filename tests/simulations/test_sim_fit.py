@@ -1,4 +1,4 @@
-"""simulations.fit: the fits are the exact minimisers of THEORY.md's objectives."""
+"""simulations.fit: the fits are the exact minimisers of the objectives of docs/theory.md."""
 
 import math
 import warnings
@@ -58,7 +58,7 @@ def test_student_without_kd_equals_the_teacher_fit(train):
 @pytest.mark.parametrize(("chi", "t"), [(1.0, 1.0), (1.0, 3.0)])
 def test_pure_distillation_without_ridge_reproduces_a_linear_teacher(train, mixture, chi, t):
     # χ = 1, λ = 0, η = 1: H(sig(h̃/T), sig(h/T)) is minimal at h = h̃ on every sample, which the
-    # teacher's own (w̃, b̃) achieves; M > N + 1 makes that minimiser unique (THEORY.md's identity)
+    # teacher's own (w̃, b̃) achieves; M > N + 1 makes that minimiser unique (docs/theory.md)
     teacher = fit_teacher(BayesTeacher(), train, mixture)
     student = fit_student(Student(lam=0.0, chi=chi, temperature=t), train, teacher.h)
     assert student.status == "converged"

@@ -58,7 +58,7 @@ def test_per_seed_values_are_the_fits_of_that_draw(result):
     assert float(row["teacher_m"]) == pytest.approx(m_t, rel=1e-7)
     assert float(row["teacher_q"]) == pytest.approx(q_t, rel=1e-7)
     assert float(row["teacher_b"]) == pytest.approx(b_t, rel=1e-7)
-    # ε_g: THEORY.md's formula, written here with erfc
+    # ε_g: the formula of docs/theory.md, written here with erfc
     d = PROBLEM.data
     s = math.sqrt(2 * d.delta * q_t)
     eg = 0.5 * d.rho * math.erfc((m_t + b_t) / s) + 0.5 * (1 - d.rho) * math.erfc((m_t - b_t) / s)
@@ -81,7 +81,7 @@ def test_reproducible_from_seed_alone_and_independent_of_n_jobs(result):
 
 
 def test_without_kd_the_student_is_the_teacher():
-    # THEORY.md's exact identity: χ = 0, η = 1, λ = λ̃ gives m = m̃, q = q̃, b = b̃, r = q̃
+    # an exact identity of docs/theory.md: χ = 0, η = 1, λ = λ̃ gives m = m̃, q = q̃, b = b̃, r = q̃
     p = PROBLEM.replace(chi=0.0, eta=1.0, lam=0.2)
     t = run(p, n=120, seeds=2).table
     for a, b in (("m", "m"), ("q", "q"), ("b", "b"), ("r", "q"), ("eg", "eg")):
@@ -92,7 +92,7 @@ def test_without_kd_the_student_is_the_teacher():
 
 def test_bayes_teacher_overlaps_have_their_finite_n_means():
     # w̃ = 2v̂/(Δ + s²/N), v̂ = Σ y x/(√N(Δ+α)): E m̃ = 2α/((Δ+α)(Δ+s²/N)) and
-    # E q̃ = 4α/((Δ+α)(Δ+s²/N)²) exactly at finite N (THEORY.md's c α and c²α(α+Δ) as N → ∞)
+    # E q̃ = 4α/((Δ+α)(Δ+s²/N)²) exactly at finite N (docs/theory.md's c α and c²α(α+Δ) as N → ∞)
     data = GaussianMixture(alpha=1.5, rho=0.2, delta=0.5)
     n = 60
     res = run(Problem(data, BayesTeacher(), Student(lam=0.1)), n=n, seeds=40, seed=3)
