@@ -247,6 +247,7 @@ def fit(
     device: torch.device | str = "cpu",
     desc: str = "train",
     quiet: bool = False,
+    soft: str = "cross-entropy",
 ) -> History:
     """Train ``model`` in place on whole-data tensors with the KD loss.
 
@@ -280,6 +281,9 @@ def fit(
         Progress-bar label.
     quiet : bool
         Disable the progress bar.
+    soft : str
+        The soft term D of :func:`~kdtheory.neural.losses.kd_loss` (``SOFT_TARGETS``): the
+        cross-entropy (default) or the forward or reverse KL divergence.
 
     Returns
     -------
@@ -323,6 +327,7 @@ def fit(
                     lambda1,
                     temperature,
                     t2_scaling=t2_scaling,
+                    soft=soft,
                 )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
