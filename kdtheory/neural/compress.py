@@ -687,8 +687,9 @@ def _plot(path: Path, rows: list[dict], title: str) -> bool:
                             yerr=[100 * np.nan_to_num(r["acc_se"]) for r in sel], fmt=marker,
                             color=colour, mfc=colour if precision == "float32" else "none",
                             label=f"{label} ({precision})", capsize=2)  # fmt: skip
+        # the staircase: the best accuracy reachable at a speed-up of at least x
         front = frontier([(r["speedup_batch"], 100 * r["acc_mean"]) for r in pts])
-        ax.step(*zip(*front, strict=True), where="post", color=colour, alpha=0.6,
+        ax.step(*zip(*front, strict=True), where="pre", color=colour, alpha=0.6,
                 label=f"{label} frontier")  # fmt: skip
     ax.set(xscale="log", xlabel="inference speed-up, teacher / student (batched, CPU)",
            ylabel="test accuracy %", title=title)  # fmt: skip
