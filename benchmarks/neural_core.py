@@ -19,6 +19,10 @@ machine) of each, their ratios (goal ≤ 1.1), and checks that both end at the s
 ``kdtheory.neural.train.inference_time`` (batched and one input at a time, medians), the two runs
 separated by the training rounds; it reports the teacher/student ratio of each run and their
 relative difference (goal ≤ 20 %). Writes ``benchmarks/results/neural_core.json``.
+
+``--cifar`` adds the CIFAR-10 preset's models of ``neural.compress`` (ResNet-50 teacher, the five
+ResNet students) timed on generated 32×32 inputs: parameters and the teacher/student inference
+ratio on this machine (timings only: no CIFAR-10 data here, so no accuracies).
 """
 
 from __future__ import annotations
@@ -82,11 +86,40 @@ def timing_ratio(teacher, student, x) -> dict:
     }
 
 
+def cifar_ratios(n: int = 64, single: int = 4) -> dict:
+    """Teacher/student inference ratios of the cifar10 preset's models on generated inputs."""
+    from kdtheory.neural.compress import PRESETS, parse_student
+    from kdtheory.neural.models import count_parameters
+
+    preset = PRESETS["cifar10"]
+    x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    teacher = build_model("resnet4", (3, 32, 32), 10, seed=0, **preset.teacher_options).eval()
+    out = {}
+    for spec in preset.grid.students:
+        name, opts = parse_student(spec)
+        student = build_model(name, (3, 32, 32), 10, seed=0, **opts).eval()
+        t = inference_time(teacher, x, batch_size=n, repeats=3, single=single, device="cpu")
+        s = inference_time(student, x, batch_size=n, repeats=3, single=single, device="cpu")
+        out[spec] = {
+            "params": count_parameters(student),
+            "ratio_batch": t["batch_s"] / s["batch_s"],
+            "ratio_per_sample": t["per_sample_s"] / s["per_sample_s"],
+            "teacher_batch_s": t["batch_s"],
+        }
+        print(
+            f"  {spec:22s} {out[spec]['params']:>10,} parameters  ratio batched "
+            f"{out[spec]['ratio_batch']:.1f}, one at a time {out[spec]['ratio_per_sample']:.1f}"
+        )
+    out["teacher_params"] = count_parameters(teacher)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--n", type=int, default=8192, help="training inputs (default 8192)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--cifar", action="store_true", help="also time the CIFAR-10 preset's models")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     train, f = _data(args.n)
@@ -133,6 +166,10 @@ def main() -> None:
         print(f"inference {key}: run 1 {a:.1f}, run 2 {b:.1f}, relative difference "
               f"{100 * rel[key]:.1f} %   (goal ≤ 20 %)")  # fmt: skip
     print("load average (1, 5, 15 min) at start / after training / end:", load)
+    cifar = None
+    if args.cifar:
+        print("cifar10 preset, ResNet-50 teacher over each student, generated 32×32 inputs:")
+        cifar = cifar_ratios()
     out = Path(__file__).parent / "results" / "neural_core.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
@@ -140,7 +177,7 @@ def main() -> None:
         "median": med, "ratio_core_over_plain": med["core"] / med["plain"], "cpu_times": cpu,
         "ratio_core_over_plain_cpu": med_cpu["core"] / med_cpu["plain"],
         "max_weight_difference": same, "inference_run1": first, "inference_run2": second,
-        "inference_relative_difference": rel, "loadavg": load,
+        "inference_relative_difference": rel, "loadavg": load, "cifar": cifar,
     }, indent=2))  # fmt: skip
     print(f"wrote {out}")
 
