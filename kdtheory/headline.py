@@ -558,7 +558,8 @@ def summary_lines(f: dict) -> list[str]:
     half = lim.get((0.5, 1.0))
     b, dd, m = f["bayes"], f["dd"], f["map"]
     gains = "; ".join(
-        f"η = {eta:g}: " + ", ".join(f"{lim[(r, eta)]['gain']:+.4f}" for r in rhos) for eta in etas
+        f"η = {eta:g}: " + ", ".join(f"{lim[(r, eta)]['gain']:+.4f}" for r in rhos)
+        for eta in sorted({k[1] for k in lim}, reverse=True)
     )
     return [
         f"1. Inheritance: the logistic teacher is best at λ̃* = {f['lam_t_star']:.3g} "
