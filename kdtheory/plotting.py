@@ -4,17 +4,19 @@ Unconverged points carry NaN in the data; here they are drawn as red crosses on 
 or crossed-out cells (maps), never interpolated over.  Labels are mathtext (ε_g as
 ``$\\varepsilon_g$``); log axes get plain tick labels (0.01, 0.1, 1); a diverging map's colour
 limits are symmetric percentiles, so one extreme cell cannot wash it out.  Matplotlib runs headless
-(Agg).
+(Agg), except inside a Jupyter kernel, whose inline backend is kept.
 """
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # headless for the CLIs; a notebook keeps its inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -111,9 +113,12 @@ def heatmap(ax, ds: xr.Dataset, quantity: str, *, x: str, y: str, diverging: boo
 
 
 def log_ticks(ax, which: str = "x") -> None:
-    """Log-scale ticks labelled as plain numbers (0.001, 0.1, 10) at each decade, minor unlabelled."""
+    """Log-scale ticks labelled as plain numbers (0.001, 0.1, 10): at each decade, or at 1-2-5 steps
+    when the axis spans less than 2.5 decades (call after plotting); minor ticks unlabelled."""
     axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_locator(LogLocator(base=10.0, numticks=12))
+    lo, hi = sorted(axis.get_view_interval())
+    subs = (1.0, 2.0, 5.0) if 0 < lo and hi / lo < 10**2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10.0, subs=subs, numticks=12))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
