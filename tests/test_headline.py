@@ -1,7 +1,7 @@
 """The main job's story (kdtheory.headline): each finding's direction on the computed data.
 
-One run of the headline on coarse grids (module fixture, ~20 s) writes the five data files and
-figures; the tests read the files back.  Solver tolerance 1e-10 (relative change per step) puts
+One run of the headline on coarse grids (module fixture, ~20 s; with ``-m slow`` also on the main
+job's own grids) writes the five data files and figures; the tests read the files back.  Solver tolerance 1e-10 (relative change per step) puts
 ε_g to ~1e-9; the optimisers stop at 1e-7 in ε_g, so thresholds of 1e-4 and above are far from
 both.
 """
@@ -28,14 +28,27 @@ def _args(out):
                               simulate=60, seeds=2)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def story(tmp_path_factory):
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(COARSE, id="coarse"),
+        pytest.param(Grids(), id="full", marks=pytest.mark.slow),
+    ],
+)
+def story(request, tmp_path_factory):
+    """The job on coarse grids (default suite) or on the main job's own grids (slow, ~2 min)."""
     out = tmp_path_factory.mktemp("headline")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        files = run_headline(_args(out), COARSE)
+        files = run_headline(_args(out), request.param)
     data = {stem: xr.load_dataset(out / f"{stem}.nc", engine="scipy") for stem in STEMS}
-    return {"out": out, "files": files, "printed": printed.getvalue(), **data}
+    return {
+        "out": out,
+        "grids": request.param,
+        "files": files,
+        "printed": printed.getvalue(),
+        **data,
+    }
 
 
 def test_five_data_files_and_figures_named_by_their_finding(story):
@@ -151,7 +164,7 @@ def test_rerun_resumes_from_the_journals(story):
     journals = {p: p.read_bytes() for p in out.glob("*.journal.jsonl")}
     assert len(journals) == 8  # 6 sweeps, the limit, the simulation overlay
     with contextlib.redirect_stdout(io.StringIO()):
-        run_headline(_args(out), COARSE)
+        run_headline(_args(out), story["grids"])
     assert {p: p.read_bytes() for p in out.glob("*.journal.jsonl")} == journals
 
 
