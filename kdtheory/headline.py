@@ -857,7 +857,8 @@ def _figure_gain_map(ds, f: dict, path: Path) -> None:
         "KD gain ε$_g$(χ = 0) − ε$_g$(χ = 1) of the Bayes-optimal teacher's sparse student (η = 0.5) over "
         f"(α, λ), ρ = 0.3, Δ = 1: KD helps on {100 * m['positive']:.0f}% of the map, most "
         f"({m['max']:.4f}) at α = {m['alpha']:.2f}, λ = {m['lam']:.3g}: with little data and little "
-        f"ridge, where the student alone overfits. Lowest {m['min']:.4f}; colours saturate at the "
-        "98th percentile of |gain|.",
+        f"ridge, where the student alone overfits. KD hurts above the contour (large λ) and near "
+        f"α = η at the smallest λ, the KD student's interpolation peak (figure 4); lowest "
+        f"{m['min']:.4f}. Colours saturate at the 98th percentile of |gain|.",
     )
     plotting.save(fig, path)
