@@ -73,7 +73,7 @@ class Grids:
     n_lam: int = 26  #: λ ∈ [1e-4, 10], log-spaced (Bayes teacher's student; 26 holds λ = 1e-3)
     alpha_step: float = 0.1  #: α ∈ [0.1, 3] (double descent), halved on [0.3, 0.8] around α = η
     n_map: int = 20  #: (α, λ) map, n_map × n_map
-    rhos: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)  #: the limit's mixtures
+    rhos: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.45, 0.48, 0.5)  #: the limit's mixtures
     limit_etas: tuple[float, ...] = ETAS  #: the limit's students (η = 1 must be among them)
 
     def __post_init__(self):
@@ -707,6 +707,8 @@ def _figure_limit(limit, f: dict, path: Path) -> None:
     lim = f["limit"]
     r0 = 0.3 if (0.3, 1.0) in lim else float(rho[0])
     p, half = lim[(r0, 1.0)], lim.get((0.5, 1.0))
+    r1 = max(r for r, e in lim if e == 1.0 and r < 0.5)
+    near = lim[(r1, 1.0)]
     sparse = (
         max(v["gain"] for (r, e), v in lim.items() if e < 1) if any(e < 1 for _, e in lim) else 0
     )
@@ -716,7 +718,8 @@ def _figure_limit(limit, f: dict, path: Path) -> None:
         "ridge (L2 logistic) student (min over λ), α = 2, Δ = 1, T = 1. For unbalanced clusters KD wins: "
         f"at ρ = {r0:g}, η = 1, ε$_g$ = {p['eg_kd']:.4f} (λ̃ = {p['lam_t_kd']:.2g}, χ = {p['chi_kd']:.2g}, "
         f"λ = {p['lam_kd']:.2g}) against {p['eg_ridge']:.4f} (λ = {p['lam_ridge']:.2g}), a gain of "
-        f"{p['gain']:.4f}; a sparse student (η = 0.5) gains at most {sparse:.1e}."
+        f"{p['gain']:.4f}, falling continuously to 0 as ρ → ½ ({near['gain']:.4f} at ρ = {r1:g}); a "
+        f"sparse student (η = 0.5) gains at most {sparse:.1e}."
         + (
             f" At ρ = ½ both reach the Bayes error ({half['eg_bayes']:.4f}; ridge as λ → ∞), so the "
             "slides' 'a KD student cannot beat an explicit regularization of the same type' holds for "
