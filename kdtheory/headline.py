@@ -314,6 +314,8 @@ def run_limit(
             bar.update(1)
     finally:
         bar.close()
+        if hasattr(journal, "close"):  # a journal that holds a lock releases it here
+            journal.close()
     names = list(next(iter(done.values())))
     data = {n: (("rho", "eta"), np.full((len(rhos), len(etas)), np.nan)) for n in names}
     for (i, j), values in done.items():
