@@ -60,7 +60,7 @@ def teacher_moments(
             om = centre + s * xs[k]
             h, d2 = _prox_curv_p(y, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
             h_buf[iy, k] = h
-            f = (h - om) / var
+            f = -_d1_p(y, 0.5, h, 0.0, 1.0)  # = (h − ω̃)/(ΔṼ) at the prox, without cancellation
             w = p_y * ws[k]
             mom[T_F] += w * f
             mom[T_YF] += w * y * f
@@ -81,7 +81,7 @@ def teacher_nodes(y, xt, m_t, q_t, b_t, v_t, delta, ht, ft, dft, dht):
         h = _prox_p(y[o], 0.5, om, var, 0.0, 1.0, om)
         d2 = _d2_p(h, 0.0, 1.0)
         ht[o] = h
-        ft[o] = (h - om) / var
+        ft[o] = -_d1_p(y[o], 0.5, h, 0.0, 1.0)
         dft[o] = -d2 / (1.0 + var * d2)
         dht[o] = 1.0 / (1.0 + var * d2)
 
@@ -123,7 +123,7 @@ def student_moments(
             om = centre + spread * xs[o, j]
             h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
             h_buf[o, j] = h
-            f = (h - om) / var
+            f = -_d1_p(yo, pt, h, chi, temperature)
             den = 1.0 + var * d2
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
             wj = ws[o, j]

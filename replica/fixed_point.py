@@ -97,6 +97,19 @@ def iterate(
     return FixedPointResult(x, res, max_iter, "max_iter")
 
 
+def bias_step(g: float, v_hat: float, spread2: float) -> float:
+    """Newton step g/V̂ on the bias equation αΔE[f](b) = g = 0 (dg/db = −V̂), capped at
+    1 + 3√(Δq), the spread of the preactivations (``spread2`` = Δq): where ℓ'' ≈ 0 (saturated
+    labels, h far from 0) V̂ is tiny or 0 and the raw step would throw b far away.  At the fixed
+    point the step vanishes, so the cap changes no solution."""
+    cap = 1.0 + 3.0 * math.sqrt(max(spread2, 0.0))
+    if v_hat > 0.0 and abs(g) < cap * v_hat:
+        return g / v_hat
+    if g == 0.0 or math.isnan(g):  # NaN passes through: the iteration reports it as diverged
+        return g
+    return math.copysign(cap, g)
+
+
 def continuation(
     solve_at: Callable[[float, np.ndarray | None], FixedPointResult],
     lam: float,

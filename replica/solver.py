@@ -16,7 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kdtheory.problem import GaussianMixture, Problem
+from kdtheory.problem import (
+    GaussianMixture,
+    Problem,
+    check_instance,
+    check_integer,
+    check_real,
+)
 from replica.fixed_point import FixedPointResult, continuation, iterate, polish
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
@@ -80,10 +86,15 @@ def solve_teacher(
     strict: bool = False,
 ) -> TeacherSolution:
     """Solve the teacher of ``problem`` alone (closed form for ``BayesTeacher``)."""
+    _check_arguments(problem, init, (Solution, TeacherSolution), tol, max_iter, quad, strict)
     start = None if init is None else init.teacher
-    out = solve_teacher_state(
-        problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
-    )
+    try:
+        out = solve_teacher_state(
+            problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
+        )
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        failed = _numerical_failure(problem, exc, quad)
+        out = TeacherSolution(failed.teacher, False, math.inf, 0, failed.status, failed.message)
     if strict and not out.converged:
         raise ConvergenceError(out.message, out)
     return out
@@ -116,15 +127,28 @@ def solve(
     quad : Quadrature
         Composite quadrature settings (``replica.quadrature``); ``quad.refined()`` doubles the order.
     """
-    if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be a kdtheory.Problem, got {type(problem).__name__}")
-    if tol <= 0 or not math.isfinite(tol):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be ≥ 1, got {max_iter!r}")
-    if not isinstance(quad, Quadrature):
-        raise TypeError(f"quad must be a replica.quadrature.Quadrature, got {type(quad).__name__}")
+    _check_arguments(problem, init, (Solution,), tol, max_iter, quad, strict)
+    try:
+        out = _solve(problem, init, tol, max_iter, quad)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # no legal problem raises
+        out = _numerical_failure(problem, exc, quad)
+    if strict and not out.converged:
+        raise ConvergenceError(out.message, out)
+    return out
 
+
+def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
+    """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
+    check_instance("problem", problem, Problem)
+    if init is not None:
+        check_instance("init", init, init_types)
+    check_real("tol", tol, 0.0, math.inf, True, True)
+    check_integer("max_iter", max_iter, 1)
+    check_instance("quad", quad, Quadrature)
+    check_instance("strict", strict, bool)
+
+
+def _solve(problem, init, tol, max_iter, quad) -> Solution:
     same_teacher = (
         init is not None
         and init.problem.data == problem.data
@@ -135,14 +159,15 @@ def solve(
     if same_teacher:
         t_sol = TeacherSolution(init.teacher, True, 0.0, 0, "converged")
     else:
-        t_sol = solve_teacher(problem, init=init, tol=0.1 * tol, max_iter=max_iter, quad=quad)
+        start = None if init is None else init.teacher
+        t_sol = solve_teacher_state(
+            problem.data, problem.teacher, init=start, tol=0.1 * tol, max_iter=max_iter, quad=quad
+        )
     if not t_sol.converged:
         out = _failed(problem, t_sol.teacher, t_sol.status, t_sol.message, t_sol.residual, quad)
         out = _with_iterations(out, t_sol.iterations)
     else:
         out = _solve_student(problem, t_sol, init, tol, max_iter, quad)
-    if strict and not out.converged:
-        raise ConvergenceError(out.message, out)
     return out
 
 
@@ -196,20 +221,39 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         total += extra
     conv = res.status == "converged"
     if not conv:
-        msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
+        status, msg = (
+            res.status,
+            f"student did not converge ({res.status}, residual {res.residual:.2e})",
+        )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
             v_hat = maps[st.lam].hats(maps[st.lam].moments(res.x))[2]
             if v_hat < 1e-10 * (1.0 + st.lam):
-                msg += (
-                    f"; the student's loss is numerically flat there (V̂ = {v_hat:.1e}): the soft "
-                    "labels sig(h̃/T) saturate at 0 or 1, so T is too small for this teacher's outputs"
-                )
-        return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
+                status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
+        return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
     state = maps[st.lam].state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
     )  # fmt: skip
+
+
+def _flat_reason(problem: Problem, v_hat: float) -> str:
+    """Why the student's loss has no curvature left (V̂ ≈ 0): the bias equation is singular."""
+    st = problem.student
+    head = f"the student's loss is numerically flat there (V̂ = {v_hat:.1e}), so its bias is undetermined: "
+    labels = (
+        "the training margins y·h of the label term are so large that the logistic's curvature "
+        "underflows (the training set is nearly separable at this ridge)"
+    )
+    soft = (
+        f"the soft labels sig(h̃/T) saturate at 0 or 1 (T = {st.temperature:g} is too small for "
+        "this teacher's outputs)"
+    )
+    if st.chi == 0.0:
+        return head + "χ = 0 is plain logistic regression on the labels, and " + labels
+    if st.chi == 1.0:
+        return head + soft
+    return head + soft + ", and " + labels
 
 
 def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
@@ -218,7 +262,7 @@ def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
         a_c = separability_threshold(d.rho, d.delta, st.eta)
         if d.alpha <= a_c:
             return "unbounded", (
-                f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.4f} (η = "
+                f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.6g} (η = "
                 f"{st.eta:g}): the training set is linearly separable and the norm diverges; use lam > 0"
             )
     elif d.alpha <= st.eta:
@@ -227,6 +271,14 @@ def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
             "interpolates its targets and V diverges; use lam > 0 (the λ → 0⁺ limit by continuation)"
         )
     return None
+
+
+def _numerical_failure(problem: Problem, exc: Exception, quad: Quadrature) -> Solution:
+    """A Solution for a numerical exception inside the solver (status "diverged")."""
+    nan = math.nan
+    teacher = TeacherState(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    message = f"numerical failure inside the solver: {type(exc).__name__}: {exc}"
+    return _failed(problem, teacher, "diverged", message, math.inf, quad)
 
 
 def _nan_student() -> StudentState:
@@ -252,15 +304,17 @@ def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     for a sparse student).  Those features form the same mixture with α/η samples per feature and
     noise Δ/η (rescale x_S by 1/√η so the signal has unit norm per feature).
     """
-    if not 0.0 < eta <= 1.0:
-        raise ValueError(f"eta must be in (0, 1], got {eta!r}")
+    check_instance("data", data, GaussianMixture)
+    eta = check_real("eta", eta, 0.0, 1.0, True, False)
     if eta < 1.0:
         data = GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)
     return bayes_teacher_state(data).eg
 
 
 def agreement(solution: Solution) -> float:
-    """Test-time probability that student and teacher predict the same label."""
+    """Test-time probability that student and teacher predict the same label (NaN if the
+    solution did not converge)."""
+    check_instance("solution", solution, Solution)
     t, s = solution.teacher, solution.student
     if not solution.converged:
         return math.nan

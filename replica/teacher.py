@@ -18,7 +18,7 @@ from scipy.special import expit, ndtr
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
 from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
-from replica.fixed_point import continuation, iterate
+from replica.fixed_point import bias_step, continuation, iterate
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 
@@ -115,8 +115,7 @@ class _LogisticTeacherMap:
         mom = self.mom = self.moments(x)
         m_hat, q_hat, v_hat = a * mom[T_YF], a * d * mom[T_FF], -a * d * mom[T_DF]
         big_a = self.lam + v_hat
-        cap = 1.0 + 3.0 * math.sqrt(d * max(x[1], 0.0))  # as in the student: a trust region for b̃
-        b_new = x[3] + max(-cap, min(cap, a * d * mom[T_F] / v_hat))
+        b_new = x[3] + bias_step(a * d * mom[T_F], v_hat, d * x[1])
         return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
 
     def state(self, x: np.ndarray) -> TeacherState:
@@ -158,7 +157,7 @@ def solve_logistic_teacher(
         a_c = separability_threshold(data.rho, data.delta)
         if data.alpha <= a_c:
             return _unbounded(
-                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.4f}: the "
+                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.6g}: the "
                 "training set is linearly separable and the teacher's norm diverges; use lam > 0"
             )
 
