@@ -117,20 +117,28 @@ def continuation(
     start: float | None = None,
     steps: int = 8,
     floor: float = 1e-6,
+    retries: int = 2,
 ) -> tuple[FixedPointResult, int]:
     """Reach the fixed point at ridge ``lam`` by geometric continuation from ``start`` (default
-    max(1, 10 λ)), warm-starting each solve from the last; a failed step is halved (in log λ).
+    max(1, 10 λ); if that fails, up to ``retries`` times 100× larger), warm-starting each solve from
+    the last; a failed step is halved (in log λ).
 
     ``solve_at(λ, x0)`` solves at λ from x0 (None: its own cold start).  λ = 0 is reached through
     λ = ``floor``.  Returns the last result and the total number of map evaluations.
     """
     start = max(1.0, 10.0 * lam) if start is None else start
     target = math.log(max(lam, floor))
-    log_lam = math.log(start)
     res = solve_at(start, None)
     total = res.iterations
+    for _ in range(retries):  # a larger ridge is easier (w → 0): start further up
+        if res.status == "converged":
+            break
+        start *= 100.0
+        res = solve_at(start, None)
+        total += res.iterations
     if res.status != "converged":
         return res, total
+    log_lam = math.log(start)
     x, step = res.x, (target - log_lam) / steps
     while log_lam > target:
         trial = max(log_lam + step, target)

@@ -136,6 +136,8 @@ class StudentMap:
         t, st = self.teacher, self.problem.student
         eta, a_t = st.eta, t.A
         big_a = st.lam + v_hat
+        if not big_a > 0.0:  # λ = 0 and a flat loss (V̂ = 0): V = η/A is infinite
+            return np.full(6, np.inf)
         nu = vc_hat / a_t
         u = m_hat + vc_hat * t.m
         d = self.problem.data

@@ -115,6 +115,8 @@ class _LogisticTeacherMap:
         mom = self.mom = self.moments(x)
         m_hat, q_hat, v_hat = a * mom[T_YF], a * d * mom[T_FF], -a * d * mom[T_DF]
         big_a = self.lam + v_hat
+        if not big_a > 0.0:  # λ̃ = 0 and a flat loss (V̂_t = 0): Ṽ = 1/Ã is infinite
+            return np.full(4, np.inf)
         b_new = x[3] + bias_step(a * d * mom[T_F], v_hat, d * x[1])
         return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
 
