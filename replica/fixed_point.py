@@ -26,6 +26,7 @@ class FixedPointResult:
     iterations: int
     status: str  # "converged", "max_iter", "diverged"
     jacobian: np.ndarray | None = None  # J = DG − I used by ``polish``, for reuse at a neighbour
+    note: str = ""  # why a continuation stopped short
 
 
 def residual(x: np.ndarray, gx: np.ndarray) -> float:
@@ -97,6 +98,20 @@ def iterate(
     return FixedPointResult(x, res, max_iter, "max_iter")
 
 
+def describe(res: FixedPointResult, tol: float) -> str:
+    """Why ``res`` is not converged: status, residual, the continuation's note, and a hint when the
+    residual stalled just above ``tol`` (rounding noise in the map exceeds the tolerance there)."""
+    out = f"{res.status}, residual {res.residual:.2e}"
+    if res.note:
+        out += f"; {res.note}"
+    if res.status == "max_iter" and res.residual < 1e3 * tol:
+        out += (
+            f"; the residual stalls within 1000·tol = {1e3 * tol:.0e}: at this corner the map's "
+            "own rounding noise exceeds tol, so a larger tol would accept the point"
+        )
+    return out
+
+
 def bias_step(g: float, v_hat: float, spread2: float) -> float:
     """Newton step g/V̂ on the bias equation αΔE[f](b) = g = 0 (dg/db = −V̂), capped at
     1 + 3√(Δq), the spread of the preactivations (``spread2`` = Δq): where ℓ'' ≈ 0 (saturated
@@ -111,48 +126,67 @@ def bias_step(g: float, v_hat: float, spread2: float) -> float:
 
 
 def continuation(
-    solve_at: Callable[[float, np.ndarray | None], FixedPointResult],
+    solve_at: Callable[[float, np.ndarray | None, np.ndarray | None], FixedPointResult],
     lam: float,
     *,
     start: float | None = None,
     steps: int = 8,
     floor: float = 1e-6,
     retries: int = 2,
+    valid: Callable[[np.ndarray], bool] = lambda x: True,
+    budget: float = math.inf,
 ) -> tuple[FixedPointResult, int]:
     """Reach the fixed point at ridge ``lam`` by geometric continuation from ``start`` (default
-    max(1, 10 λ); if that fails, up to ``retries`` times 100× larger), warm-starting each solve from
-    the last; a failed step is halved (in log λ).
+    max(1, 10 λ); if that fails, up to ``retries`` times 100× larger).
 
-    ``solve_at(λ, x0)`` solves at λ from x0 (None: its own cold start).  λ = 0 is reached through
-    λ = ``floor``.  Returns the last result and the total number of map evaluations.
+    ``solve_at(λ, x0, J)`` solves at λ from x0 (None: its own cold start), given the Jacobian
+    J = DG − I of the last solution if it has one.  Each solve starts from the secant prediction through the last two solutions (in log λ) when that is ``valid``, else from the
+    last; a failed step is halved, a successful one grows 1.5× (up to 1/``steps`` of the way).  λ = 0
+    is reached through λ = ``floor``.  The walk gives up when the step falls below 1e-4 of the way
+    or after ``budget`` map evaluations; the last result then has status "max_iter" (or its own) and
+    a ``note`` saying how far it got.  Returns the last result and the number of map evaluations.
     """
     start = max(1.0, 10.0 * lam) if start is None else start
     target = math.log(max(lam, floor))
-    res = solve_at(start, None)
+    res = solve_at(start, None, None)
     total = res.iterations
     for _ in range(retries):  # a larger ridge is easier (w → 0): start further up
         if res.status == "converged":
             break
         start *= 100.0
-        res = solve_at(start, None)
+        res = solve_at(start, None, None)
         total += res.iterations
     if res.status != "converged":
+        res.note = f"no fixed point even at the starting ridge {start:g} of the continuation"
         return res, total
-    log_lam = math.log(start)
-    x, step = res.x, (target - log_lam) / steps
+    log_lam, span = math.log(start), target - math.log(start)
+    x, jac, prev = res.x, res.jacobian, None  # prev: (log λ, x) of the solution before x
+    step = span / steps
     while log_lam > target:
         trial = max(log_lam + step, target)
-        res = solve_at(max(lam, floor) if trial <= target else math.exp(trial), x)
+        x0 = x
+        if prev is not None:  # secant predictor
+            pred = x + (x - prev[1]) * (trial - log_lam) / (log_lam - prev[0])
+            if np.all(np.isfinite(pred)) and valid(pred):
+                x0 = pred
+        res = solve_at(max(lam, floor) if trial <= target else math.exp(trial), x0, jac)
         total += res.iterations
         if res.status == "converged":
-            x, log_lam = res.x, trial
+            prev, x, jac, log_lam = (log_lam, x), res.x, res.jacobian, trial
+            step = max(1.5 * step, span / steps)  # (negative steps: max is the shorter one)
         else:
             step *= 0.5
-            if abs(step) < 1e-4 * max(1.0, abs(target - math.log(start))):
+            if abs(step) < 1e-4 * max(1.0, abs(span)) or total > budget:
+                res.note = (
+                    f"the continuation in the ridge stalled at {math.exp(log_lam):.3g} "
+                    f"on its way from {start:g} to {lam:g}"
+                )
                 return res, total
     if lam < floor:  # the last hop from the floor to λ (= 0)
-        res = solve_at(lam, x)
+        res = solve_at(lam, x, jac)
         total += res.iterations
+        if res.status != "converged":
+            res.note = f"the last step of the continuation, from the ridge {floor:g} to 0, failed"
     return res, total
 
 

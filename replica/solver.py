@@ -23,7 +23,7 @@ from kdtheory.problem import (
     check_integer,
     check_real,
 )
-from replica.fixed_point import FixedPointResult, continuation, iterate, polish
+from replica.fixed_point import FixedPointResult, continuation, describe, iterate, polish
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 from replica.student import StudentMap, StudentState, initial, valid
@@ -179,21 +179,25 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    maps: dict[float, StudentMap] = {}
+    maps: dict[Problem, StudentMap] = {}
 
-    def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
+    def solve_at(
+        lam: float, x0: np.ndarray | None, jacobian=None, temperature: float | None = None
+    ) -> FixedPointResult:
         """Reach the coarse rule's fixed point (quasi-Newton from a neighbour's state and Jacobian
         if given, else Anderson), then quasi-Newton on the full rule with the coarse map's
-        Jacobian at that point; Anderson on the full rule if that fails."""
-        p = problem if lam == st.lam else problem.replace(lam=lam)
-        fine = maps[lam] = StudentMap(p, teacher, quad)
+        Jacobian at that point; Anderson on the full rule if that fails.  ``temperature``: solve
+        the student at that T instead of its own (a continuation path)."""
+        temperature = st.temperature if temperature is None else temperature
+        p = problem
+        if (lam, temperature) != (st.lam, st.temperature):
+            p = problem.replace(lam=lam, temperature=temperature)
+        fine = maps[p] = StudentMap(p, teacher, quad)
         coarse = StudentMap(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
         evals = 0
         near = None
-        if (
-            jacobian is not None
-        ):  # a neighbour's state and Jacobian: quasi-Newton on the coarse rule
+        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse rule
             near = polish(
                 coarse, x0, tol=max(tol, 1e-6), jacobian=jacobian, max_iter=8, valid=valid
             )
@@ -216,25 +220,56 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         x0, jac0 = init.student.vector(), init.jacobian
     res = solve_at(st.lam, x0, jac0)
     total = t_sol.iterations + res.iterations
-    if res.status != "converged":
-        res, extra = continuation(solve_at, st.lam)
+    budget = _CONTINUATION_BUDGET * max_iter
+    if res.status != "converged":  # continuation in the ridge
+        res, extra = continuation(solve_at, st.lam, floor=_FLOOR, valid=valid, budget=budget)
         total += extra
+    t_easy = min(max(st.temperature, 0.5), 2.0)
+    if res.status != "converged" and st.temperature != t_easy:
+        # continuation in the ridge and the temperature together: T moves log-linearly from
+        # t_easy ∈ [0.5, 2] (smooth soft labels) to T while λ goes from max(1, 10λ) to λ
+        lam0, lam1 = max(1.0, 10.0 * st.lam), max(st.lam, _FLOOR)
+
+        def along(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
+            s = math.log(lam0 / lam) / math.log(lam0 / lam1) if lam > lam1 else 1.0
+            temp = st.temperature if s >= 1.0 else t_easy * (st.temperature / t_easy) ** max(s, 0)
+            return solve_at(lam, x0, jacobian, temperature=temp)
+
+        res_t, extra = continuation(
+            along, st.lam, start=lam0, floor=_FLOOR, valid=valid, budget=budget
+        )
+        total += extra
+        if res_t.status == "converged":
+            res = res_t
+        elif res_t.note:
+            res.note += f"; with T from {t_easy:g} as well: {res_t.note}"
     conv = res.status == "converged"
     if not conv:
-        status, msg = (
-            res.status,
-            f"student did not converge ({res.status}, residual {res.residual:.2e})",
-        )
+        status = res.status
+        msg = f"student did not converge ({describe(res, tol)})"
+        d = problem.data
+        if st.chi == 0.0 and d.alpha <= (a_c := separability_threshold(d.rho, d.delta, st.eta)):
+            msg += (
+                f"; χ = 0 is plain logistic regression on a linearly separable training set "
+                f"(alpha = {d.alpha:g} ≤ α_c = {a_c:.6g}), so q grows without bound as λ → 0 "
+                f"and λ = {st.lam:g} is out of reach"
+            )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
-            v_hat = maps[st.lam].hats(maps[st.lam].moments(res.x))[2]
+            v_hat = maps[problem].hats(maps[problem].moments(res.x))[2]
             if v_hat < 1e-10 * (1.0 + st.lam):
                 status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
         return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
-    state = maps[st.lam].state(res.x)
+    state = maps[problem].state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
     )  # fmt: skip
+
+
+#: map evaluations one continuation may spend, in units of ``max_iter``
+_CONTINUATION_BUDGET = 10
+#: the smallest ridge of a continuation towards λ = 0
+_FLOOR = 1e-6
 
 
 def _flat_reason(problem: Problem, v_hat: float) -> str:
