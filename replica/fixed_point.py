@@ -45,11 +45,14 @@ def iterate(
     mixing: float = 1.0,
     max_step: float = 4.0,
     blowup: float = 1e12,
+    stall: int = 25,
 ) -> FixedPointResult:
     """Solve x = G(x) by Anderson-accelerated damped iteration.
 
     A step is shortened so that no component moves by more than ``max_step``·max(1, |x_i|)
-    (a trust region that keeps a poor start from being thrown far away).
+    (a trust region that keeps a poor start from being thrown far away).  The history is also
+    restarted with half the mixing weight when the best residual has not improved for ``stall``
+    steps (the plain map can cycle between two states where the loss is stiff, e.g. T ≪ 1).
     Stops when the residual of the step is ≤ ``tol`` (status ``converged``; ``x`` is then G(x)),
     when ``max_iter`` maps have been evaluated (``max_iter``), or when the iterate is not finite or
     exceeds ``blowup`` in absolute value (``diverged``).
@@ -59,6 +62,7 @@ def iterate(
     fs: list[np.ndarray] = []
     beta = mixing
     best = np.inf
+    best_it = 0
     res = np.inf
     for it in range(1, max_iter + 1):
         gx = g(x)
@@ -67,12 +71,15 @@ def iterate(
         res = residual(x, gx)
         if res <= tol:
             return FixedPointResult(gx, res, it, "converged")
-        if res > 10.0 * best:  # the acceleration went astray: restart the history, mix less
+        stalled = it - best_it >= stall  # no progress for ``stall`` steps (e.g. a 2-cycle)
+        if res > 10.0 * best or stalled:  # the acceleration went astray: restart, mix less
             xs.clear()
             fs.clear()
             beta = max(0.5 * beta, 0.05)
-            best = res
-        best = min(best, res)
+            best = res if not stalled else best
+            best_it = it
+        if res < best:
+            best, best_it = res, it
         xs.append(x)
         fs.append(gx - x)
         if len(xs) > memory + 1:

@@ -248,11 +248,13 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         status = res.status
         msg = f"student did not converge ({describe(res, tol)})"
         d = problem.data
-        if st.chi == 0.0 and d.alpha <= (a_c := separability_threshold(d.rho, d.delta, st.eta)):
+        if st.chi < 1.0 and d.alpha <= (a_c := separability_threshold(d.rho, d.delta, st.eta)):
+            what = (
+                "χ = 0 is plain logistic regression on" if st.chi == 0.0 else "the label term sees"
+            )
             msg += (
-                f"; χ = 0 is plain logistic regression on a linearly separable training set "
-                f"(alpha = {d.alpha:g} ≤ α_c = {a_c:.6g}), so q grows without bound as λ → 0 "
-                f"and λ = {st.lam:g} is out of reach"
+                f"; {what} a linearly separable training set (alpha = {d.alpha:g} ≤ α_c = "
+                f"{a_c:.6g}), which drives q up as λ → 0: λ = {st.lam:g} may be out of reach"
             )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
             v_hat = maps[problem].hats(maps[problem].moments(res.x))[2]
