@@ -2,11 +2,15 @@ r"""``replica.solve``: teacher and KD student at N → ∞, with convergence rep
 
 The teacher is solved first (it does not see the student), then the student's fixed point given the
 teacher.  Each is an Anderson-accelerated iteration (``replica.fixed_point``) that falls back to a
-continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails.  λ = 0 is refused
-with a clear status where no finite solution exists:
+continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
+that fails too, to a second path on which T moves from the nearest value in [0.5, 2] to its own
+together with λ.  λ = 0 is refused with a clear status where no finite solution exists:
 * a logistic fit without KD (teacher, or student with χ = 0) whose training set is linearly
   separable, α ≤ α_c (``replica.separability``): the norm diverges;
 * a student with χ > 0 at α ≤ η: it interpolates its targets and V diverges.
+A legal problem never raises: a point the solver cannot reach gets ``converged=False``, a status
+and a message with the reason (where the continuation stalled, a separable training set, a loss
+made flat by saturated labels, a residual stalled at rounding noise, or a numerical exception).
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ class Solution:
     ``converged`` is True only if both fixed points were reached to ``tol``; ``residual`` is the
     largest relative change of any order parameter in the last step (teacher or student);
     ``iterations`` counts map evaluations (teacher + student, continuation included); ``status`` is
-    "converged", "max_iter", "diverged", "unbounded" (no finite solution at λ = 0) or "singular";
-    ``message`` explains any status but "converged".
+    "converged", "max_iter", "diverged" (the iterate left the finite domain, or a numerical
+    exception), "unbounded" (no finite solution at λ = 0) or "singular" (V diverges at λ = 0, or
+    the loss is numerically flat, V̂ ≈ 0, so the bias is undetermined); ``message`` explains any
+    status but "converged".
     """
 
     problem: Problem

@@ -69,6 +69,18 @@ def test_corner_problems_solve_or_say_why(problem, status, reason):
         assert 0.0 <= sol.student.eg <= 1.0 and math.isfinite(replica.agreement(sol))
 
 
+def test_near_separable_teacher_converges_or_names_rounding_noise():
+    # λ̃ = 1.5e-6 at α = 3.26 < α_c = 36.5: the plain teacher iteration cycles until its mixing is
+    # damped, and its residual floor is close to tol (the fuzz's corner problem 60, exact values)
+    p = Problem(
+        G(3.256888483103029, 0.004338209836379525, 1000.0),
+        L(1.4865405769224569e-06),
+        S(0.1397180599219395, 0.1631013572054839, 889.9631665907915, 0.0043349964900019815),
+    )
+    sol = replica.solve(p)
+    assert sol.converged or ("rounding noise" in sol.message and "separable" in sol.message)
+
+
 def test_q_zero_corner_is_the_constant_classifier():
     # every training output of the teacher is ≈ −9.4 while T = 1e-3: the soft labels are exactly 0,
     # the student keeps w = 0 and predicts −1 everywhere, wrong exactly on the positive class (ρ)
@@ -125,3 +137,27 @@ def test_bad_arguments_name_the_argument():
     ]:
         with pytest.raises(ValueError, match=msg):
             replica.separability_threshold(*args)
+
+
+def test_bias_step_is_capped_and_never_warns():
+    from replica.fixed_point import bias_step
+
+    # the Newton step g/V̂ inside the trust region 1 + 3√(Δq); its sign when V̂ is 0 or tiny
+    assert bias_step(0.5, 2.0, 0.0) == 0.25
+    assert bias_step(-5.0, 0.0, 4.0) == -7.0 and bias_step(5.0, 1e-300, 0.0) == 1.0
+    assert bias_step(0.0, 0.0, 1.0) == 0.0 and math.isnan(bias_step(math.nan, 1.0, 1.0))
+
+
+def test_continuation_says_where_it_stalled():
+    from replica.fixed_point import FixedPointResult, continuation, describe
+
+    def solve_at(lam, x0, jacobian):  # a toy that has no fixed point below λ = 0.01
+        status = "converged" if lam >= 0.01 else "max_iter"
+        return FixedPointResult(np.array([lam]), 0.0 if lam >= 0.01 else 0.5, 3, status)
+
+    res, total = continuation(solve_at, 1e-4, budget=100)
+    assert res.status == "max_iter" and total > 3
+    assert "stalled at 0.01" in res.note and "from 1 to 0.0001" in res.note
+    assert describe(res, 1e-10).startswith("max_iter, residual 5.00e-01; the continuation")
+    # a residual stuck just above tol is named as rounding noise
+    assert "rounding noise" in describe(FixedPointResult(res.x, 3e-10, 9, "max_iter"), 1e-10)
