@@ -3,6 +3,7 @@ r"""Robustness fuzz of ``replica.solve`` over the whole legal parameter box.
     python benchmarks/robustness.py                     # both fuzzes, 300 problems each
     python benchmarks/robustness.py --set corner --n 50 # a quick look
     python benchmarks/robustness.py --repo /tmp/base    # the same problems against another checkout
+    python benchmarks/robustness.py --before a9783ac    # before/after: that commit, then this one
 
 Two fixed-seed sets of random problems:
 
@@ -27,7 +28,9 @@ import collections
 import math
 import multiprocessing as mp
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -220,7 +223,7 @@ def report(kind: str, params: list[dict], results: list[dict]) -> None:
     counts = collections.Counter(r["status"] for r in results)
     print(f"\n== {kind}: {n} problems ==")
     for status in (*STATUSES, "exception", "hang", "crash"):
-        if counts[status]:
+        if counts[status] or status in ("max_iter", "exception", "hang"):
             print(f"  {status:10s} {counts[status]:4d}  ({100 * counts[status] / n:.1f} %)")
     secs = np.array([r["seconds"] for r in results if math.isfinite(r["seconds"])])
     if secs.size:
@@ -237,14 +240,48 @@ def report(kind: str, params: list[dict], results: list[dict]) -> None:
         for p, r in shown:
             print(f"     {_fmt(p)}\n       {r['message'][:300]}")
     warned = collections.Counter(w for r in results for w in r.get("warnings", ()))
+    print(f"  -- RuntimeWarnings in {sum(bool(r.get('warnings')) for r in results)} solves")
     if warned:
-        print(f"  -- RuntimeWarnings in {sum(bool(r.get('warnings')) for r in results)} solves")
         for w, c in warned.most_common(10):
             print(f"     {c:4d}× {w[:200]}")
 
 
 def _fmt(p: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in p.items())
+
+
+def fuzz(repo: str, kinds: tuple[str, ...], args) -> dict[str, list[dict]]:
+    """Run the fuzzes ``kinds`` against the checkout ``repo``; print each report."""
+    pool = Pool(args.workers, str(Path(repo).resolve()))
+    out = {}
+    try:
+        for kind in kinds:
+            params = random_params(args.n, kind)
+
+            def progress(i, r, params=params):
+                if args.verbose:
+                    print(f"{i:4d} {r['status']:10s} {r['seconds']:8.3f} s  {_fmt(params[i])}",
+                          flush=True)  # fmt: skip
+
+            t0 = time.perf_counter()
+            out[kind] = pool.map(params, args.timeout, progress)
+            report(f"{kind} ({repo})", params, out[kind])
+            print(f"  wall time {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        pool.close()
+    return out
+
+
+def _summary(results: list[dict]) -> dict[str, str]:
+    counts = collections.Counter(r["status"] for r in results)
+    secs = np.array([r["seconds"] for r in results if math.isfinite(r["seconds"])])
+    row = {s: str(counts[s]) for s in (*STATUSES, "exception", "hang", "crash")}
+    row["max_iter %"] = f"{100 * counts['max_iter'] / len(results):.1f}"
+    row["warned"] = str(sum(bool(r.get("warnings")) for r in results))
+    for q in (50, 90, 99, 100):
+        value = np.percentile(secs, q) if secs.size else math.nan
+        row[f"p{q} s" if q < 100 else "max s"] = f"{value:.3f}"
+    return row
 
 
 def main(argv=None) -> None:
@@ -254,27 +291,33 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="solver processes (default 2)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per solve (default 60)")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose replica is fuzzed")
+    ap.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also fuzz COMMIT (in a temporary git worktree of --repo) and print before/after",
+    )
     ap.add_argument("--verbose", action="store_true", help="a line per problem")
     args = ap.parse_args(argv)
+    kinds = tuple(SETS) if args.set == "both" else (args.set,)
     load = os.getloadavg()
-    print(f"robustness fuzz of {args.repo}; {args.workers} workers, limit {args.timeout:g} s, "
+    print(f"robustness fuzz; {args.workers} workers, limit {args.timeout:g} s, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
-    pool = Pool(args.workers, str(Path(args.repo).resolve()))
-    try:
-        for kind in SETS if args.set == "both" else (args.set,):
-            params = random_params(args.n, kind)
-
-            def progress(i, r, params=params):
-                if args.verbose:
-                    print(f"{i:4d} {r['status']:10s} {r['seconds']:8.3f} s  {_fmt(params[i])}",
-                          flush=True)  # fmt: skip
-
-            t0 = time.perf_counter()
-            results = pool.map(params, args.timeout, progress)
-            report(kind, params, results)
-            print(f"  wall time {time.perf_counter() - t0:.1f} s")
-    finally:
-        pool.close()
+    before = None
+    if args.before:
+        tmp = tempfile.mkdtemp(prefix="robustness-")
+        git = ["git", "-C", args.repo, "worktree"]
+        subprocess.run([*git, "add", "--detach", tmp, args.before], check=True, capture_output=True)
+        try:
+            before = fuzz(tmp, kinds, args)
+        finally:
+            subprocess.run([*git, "remove", "--force", tmp], check=False, capture_output=True)
+    after = fuzz(args.repo, kinds, args)
+    if before is not None:
+        for kind in kinds:
+            rows = {"before": _summary(before[kind]), "after": _summary(after[kind])}
+            print(f"\n== {kind}: {args.before} → {args.repo} ==")
+            for key in rows["after"]:
+                print(f"  {key:11s} {rows['before'][key]:>8s} → {rows['after'][key]:>8s}")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
