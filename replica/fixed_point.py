@@ -4,8 +4,9 @@ The residual of a step is the largest change of any component relative to max(1,
     res(x) = max_i |G(x)_i − x_i| / max(1, |G(x)_i|).
 Anderson mixing (type II, memory m) works in coordinates scaled by max(1, |x_i|) so the least-squares
 problem is well conditioned whatever the size of q.  A proposal that leaves the domain (``valid``
-false) or a residual that grows tenfold over the best one so far resets the history and halves the
-mixing weight.
+false) resets the history; a residual that grows tenfold over the best one so far, or that has not
+improved on it for ``stall`` steps, resets it and halves the mixing weight.  ``continuation``
+follows the fixed point along a path of ridges (with a secant predictor) when a direct solve fails.
 """
 
 from __future__ import annotations
