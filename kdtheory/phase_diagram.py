@@ -1,13 +1,10 @@
 r"""``python -m kdtheory.phase_diagram``: phase diagrams and curves of knowledge distillation.
 
-With no grid options it draws the headline result of Saglietti & Zdeborová (2022) (about a
-minute on 2 cores):
-
-1. *Inheritance*: the error of a KD student (χ = 1, T = 1, sparse η = 0.5, its λ optimised) as a
-   function of its logistic teacher's ridge λ̃, with the teacher's own error, the student of the
-   Bayes-optimal teacher, the best student without KD (χ = 0) and the Bayes error, for an
-   unbalanced mixture (α = 2, ρ = 0.3, Δ = 1).
-2. *KD gain*: ε_g(χ = 0) − ε_g(χ = 1) of a student of the Bayes-optimal teacher over (α, λ).
+With no grid options it tells the four findings of Saglietti & Zdeborová, *Solvable model for
+inheriting the regularization through knowledge distillation* (MSML 2022), plus the KD gain map, in
+five figures with captions (``kdtheory.headline``; about a minute on 2 cores): 1. inheritance of the
+teacher's regularisation, 2. the limit (best KD student against the best ridge student),
+3. the Bayes-optimal teacher's student, 4. double descent at α = η, 5. the KD gain map.
 
 Any other grid: ``--x name:start:stop:num[:log]`` (and ``--y`` for a map) over α, ρ, Δ, λ̃ (lam_t),
 λ (lam), χ (chi), T (temperature), η (eta); ``--set`` the others; ``--optimise lam`` to minimise the
@@ -30,6 +27,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from kdtheory.headline import headline_sweeps, run_headline
 from kdtheory.journal import (
     Journal,
     JournalLockedError,
@@ -201,10 +199,12 @@ def explain_failures(ax, ds, quantity: str) -> bool:
 
 
 def custom_stem(args, sweep: Sweep) -> str:
-    """The file stem: ``--name``, or the swept names and the sweep's fingerprint."""
+    """The file stem: ``--name``, or what the files hold, e.g. ``eg_vs_lam_t_<hash>`` (a curve) or
+    ``gain_vs_alpha_and_temperature_<hash>`` (a map), with 8 hex digits of the sweep's fingerprint."""
     if args.name is not None:
         return check_name(args.name)
-    return "_".join(a.name for a in sweep.axes) + f"_{sweep.fingerprint()[:8]}"
+    swept = "_and_".join(a.name for a in sweep.axes)
+    return f"{args.quantity}_vs_{swept}_{sweep.fingerprint()[:8]}"
 
 
 def open_journals(args, sweep: Sweep, stem: str) -> tuple[Journal, Journal | None]:
@@ -280,136 +280,6 @@ def _title(sweep: Sweep) -> str:
     )
     opt = f", {sweep.optimise.name} optimised" if sweep.optimise else ""
     return f"{teacher}{opt}: " + ", ".join(f"{k}={v:g}" for k, v in fixed.items())
-
-
-# ----------------------------------------------------------------------------- headline
-
-
-def headline_sweeps(args) -> dict[str, Sweep]:
-    """The three computations behind the default figures."""
-    opt = Optimise("lam", 1e-4, 10.0)
-    data = GaussianMixture(2.0, 0.3, 1.0)
-    kd = Student(0.05, 1.0, 1.0, 0.5)
-    return {
-        # student of a logistic teacher, λ optimised, along the teacher's ridge
-        "inheritance": Sweep(
-            Problem(data, LogisticTeacher(0.1), kd),
-            (Axis.parse("lam_t:0.01:10:16:log"),),
-            optimise=opt,
-            tol=args.tol,
-        ),
-        # the references at the same point: Bayes-teacher student and the no-KD student, best λ
-        "references": Sweep(
-            Problem(data, BayesTeacher(), kd),
-            (Axis("eta", (0.5,)),),
-            variants={"nokd": {"chi": 0.0}},
-            optimise=opt,
-            tol=args.tol,
-        ),
-        # KD gain of the Bayes teacher's student over (λ, α)
-        "gain_map": Sweep(
-            Problem(data, BayesTeacher(), kd),
-            (Axis.parse("lam:0.001:10:24:log"), Axis.parse("alpha:0.25:5:24")),
-            variants={"nokd": {"chi": 0.0}},
-            tol=args.tol,
-        ),
-    }
-
-
-def run_headline(args) -> list[Path]:
-    import numpy as np
-
-    import replica
-    from kdtheory import plotting
-    from kdtheory.sweep import run_sweep, simulate_points, write_atomic
-
-    sweeps = headline_sweeps(args)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name, sweep in sweeps.items():
-        results[name] = run_sweep(sweep, out / f"headline_{name}.journal.jsonl", jobs=args.jobs,
-                                  scheduler=args.scheduler, progress=not args.quiet,
-                                  description=name)  # fmt: skip
-    inh, ref, gain = results["inheritance"], results["references"], results["gain_map"]
-    if args.simulate:
-        inh = simulate_points(sweeps["inheritance"], inh, n=args.simulate, seeds=args.seeds, jobs=args.jobs,
-                              journal_path=out / "headline_inheritance.sim.journal.jsonl",
-                              progress=not args.quiet)  # fmt: skip
-    data, eta = sweeps["inheritance"].base.data, sweeps["inheritance"].base.student.eta
-    bayes, bayes_eta = replica.bayes_error(data), replica.bayes_error(data, eta)
-    files = []
-    for name, ds in (("inheritance", inh), ("references", ref), ("gain_map", gain)):
-        path = out / f"headline_{name}.nc"
-        write_atomic(path, lambda tmp, ds=ds: ds.to_netcdf(tmp, engine="scipy"))
-        files.append(path)
-
-    # figure 1: inheritance, full view and a zoom on the students
-    fig, axes = plotting.plt.subplots(1, 2, figsize=(11.5, 4.6))
-    lt = inh["lam_t"].values
-    kd_bayes, no_kd = float(ref["eg"].values[0]), float(ref["eg_nokd"].values[0])
-    for ax in axes:
-        plotting.curve(ax, lt, inh["eg_teacher"].values, inh["converged"].values, style="--", color="0.5",
-                       label="logistic teacher ε̃_g(λ̃)")  # fmt: skip
-        plotting.curve(ax, lt, inh["eg"].values, inh["converged"].values, style="o-", ms=3, color="C0",
-                       label="its KD student (χ=1, T=1, best λ)")  # fmt: skip
-        if "eg_sim" in inh:
-            plotting.curve(ax, lt, inh["eg_sim"].values, sem=inh["eg_sim_sem"].values, style="s",
-                           color="C0", ms=4, label=f"simulation N={args.simulate}")  # fmt: skip
-        ax.axhline(kd_bayes, color="C2", label="KD student of the Bayes teacher (best λ)")
-        ax.axhline(no_kd, color="C3", ls=":", label="student without KD (χ=0, best λ)")
-        ax.axhline(
-            bayes_eta, color="k", lw=0.8, ls="--", label="Bayes error on the student's ηN features"
-        )
-        ax.axhline(bayes, color="k", lw=0.8, label="Bayes-optimal error (all features)")
-        ax.set_xscale("log")
-        ax.set_xlabel(plotting.label("lam_t"))
-    axes[0].set_ylabel("test error")
-    axes[0].set_title("α=2, ρ=0.3, Δ=1; sparse student η=0.5", fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].set_ylim(bayes_eta - 0.003, no_kd + 0.008)
-    axes[1].set_title("zoom on the students", fontsize=9)
-    png1 = out / "headline_inheritance.png"
-    plotting.save(fig, png1)
-
-    # figure 2: KD gain map
-    fig, ax = plotting.plt.subplots(figsize=(6.4, 4.6))
-    plotting.heatmap(ax, gain, "gain", x="alpha", y="lam", diverging=True)
-    ax.set_title("KD gain of the Bayes teacher's student (χ=1, T=1, η=0.5, ρ=0.3, Δ=1)", fontsize=9)
-    png2 = out / "headline_gain_map.png"
-    plotting.save(fig, png2)
-    files += [png1, png2]
-
-    # three-line summary
-    eg = np.where(inh["converged"].values == 1, inh["eg"].values, np.nan)
-    k = int(np.nanargmin(eg))
-    g = np.where(
-        gain["converged"].values * gain["converged_nokd"].values == 1, gain["gain"].values, np.nan
-    )
-    i, j = np.unravel_index(np.nanargmax(g), g.shape)
-    n_edge = int((inh["lam_at_bound"].values == 1).sum())
-    n_bad = sum(
-        int((ds[c].values != 1).sum())
-        for ds in results.values()
-        for c in ds
-        if c.startswith("converged")
-    )
-    print("\n".join(
-        [
-            f"wrote {', '.join(str(f) for f in files)}",
-            f"1. The student inherits its teacher's regularisation: best KD student ε_g = {eg[k]:.4f} at "
-            f"λ̃ = {lt[k]:.3g} (teacher {inh['eg_teacher'].values[k]:.4f}); with λ̃ = {lt[-1]:.3g} it is "
-            f"{eg[-1]:.4f} (teacher {inh['eg_teacher'].values[-1]:.4f})"
-            + (f"; the best λ is the smallest tried (1e-4) at {n_edge} of {len(lt)} points." if n_edge else "."),
-            f"2. The Bayes-optimal teacher's student reaches {kd_bayes:.4f}, vs {no_kd:.4f} for the best "
-            f"student without KD; a Bayes-optimal estimator on the same ηN features gets {bayes_eta:.4f} "
-            f"(all features: {bayes:.4f}), so KD closes {100 * (no_kd - kd_bayes) / (no_kd - bayes_eta):.0f}% "
-            "of the sparse student's gap.",
-            f"3. KD helps (gain > 0) on {100 * np.nanmean(g > 0):.0f}% of the (α, λ) map, most ({g[i, j]:.4f}) "
-            f"at α = {gain['alpha'].values[j]:.2f}, λ = {gain['lam'].values[i]:.3g}; {n_bad} solves did not converge.",
-        ]
-    ))  # fmt: skip
-    return files
 
 
 def main(argv: list[str] | None = None) -> int:

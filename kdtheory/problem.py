@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from scipy.special import ndtr, owens_t
 
 __all__ = [
@@ -28,34 +30,85 @@ __all__ = [
 ]
 
 
-def _check(owner: str, name: str, value: Any, lo: float, hi: float, lo_open: bool, hi_open: bool):
-    """Coerce ``value`` to float and check lo <(=) value <(=) hi; raise ValueError otherwise."""
+def _allowed(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
-    allowed = f"{left}{lo:g}, {hi:g}{right}".replace("inf", "∞")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{owner}.{name} must be a real number in {allowed}, got {value!r}"
-        ) from None
-    ok = math.isfinite(x) or (x == hi and not hi_open and math.isinf(hi))
+    return f"{left}{lo:g}, {hi:g}{right}".replace("inf", "∞")
+
+
+def _is_real(value: Any) -> bool:
+    """int, float or a numpy real scalar; not bool (nor np.bool_), str, complex or None."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_real(
+    name: str,
+    value: Any,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is a real number with lo <(=) value <(=) hi.
+
+    Otherwise raise ``ValueError`` naming ``name`` and the allowed range.  NaN is refused, and so
+    is ±∞ unless it is a closed end of the range; bools and strings are refused, not coerced.
+    """
+    allowed = _allowed(lo, hi, lo_open, hi_open)
+    if not _is_real(value):
+        raise ValueError(f"{name} must be a real number in {allowed}, got {value!r}")
+    x = float(value)
+    ok = math.isfinite(x) or (x == hi and not hi_open) or (x == lo and not lo_open)
     ok = ok and (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
     if not ok:
-        raise ValueError(f"{owner}.{name} must be in {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
     return x
 
 
+def check_integer(name: str, value: Any, lo: int, hi: float = math.inf) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) in [lo, hi]; else ValueError."""
+    allowed = _allowed(lo, hi, False, math.isinf(hi))
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer in {allowed}, got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in {allowed}, got {value!r}")
+    return int(value)
+
+
+def check_instance(name: str, value: Any, cls: type | tuple[type, ...]) -> Any:
+    """Return ``value`` if it is an instance of ``cls`` (``bool``: exactly True or False)."""
+    if cls is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    else:
+        ok = isinstance(value, cls)
+    if not ok:
+        raise ValueError(f"{name} must be a {_names(cls)}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of the strings ``choices``; else ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
 class _Validated:
-    """Mixin: a frozen dataclass whose float fields are checked against ``_ranges``."""
+    """Mixin: a frozen dataclass whose float fields are checked against ``_ranges`` and whose
+    string fields against ``_choices``."""
 
     # field -> (lo, hi, lo_open, hi_open)
     _ranges: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {}
+    # field -> allowed values
+    _choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __post_init__(self) -> None:
-        for name, (lo, hi, lo_open, hi_open) in self._ranges.items():
-            x = _check(type(self).__name__, name, getattr(self, name), lo, hi, lo_open, hi_open)
+        owner = type(self).__name__
+        for name, bounds in self._ranges.items():
+            x = check_real(f"{owner}.{name}", getattr(self, name), *bounds)
             object.__setattr__(self, name, x)
+        for name, choices in self._choices.items():
+            check_choice(f"{owner}.{name}", getattr(self, name), choices)
 
 
 _INF = math.inf
@@ -86,24 +139,43 @@ class GaussianMixture(_Validated):
     }
 
     def error(self, m: Any, q: Any, b: Any) -> Any:
-        r"""Test error ε_g = ρ Φ(−(m + b)/√(Δq)) + (1 − ρ) Φ(−(m − b)/√(Δq)) (vectorised)."""
-        s = (self.delta * q) ** 0.5
-        return self.rho * ndtr(-(m + b) / s) + (1.0 - self.rho) * ndtr(-(m - b) / s)
+        r"""Test error ε_g = ρ Φ(−(m + b)/√(Δq)) + (1 − ρ) Φ(−(m − b)/√(Δq)) (vectorised).
+
+        At q = 0 (w = 0, hence m = 0: |m| ≤ √q) the classifier is the constant sign(b) and the
+        limit is ε_g = ρ 1[b < 0] + (1 − ρ) 1[b > 0], with ½ for b = 0 (a tie).
+        """
+        s = np.sqrt(self.delta * np.asarray(q, dtype=float))
+        return self.rho * _phi_over(-(m + b), s) + (1.0 - self.rho) * _phi_over(-(m - b), s)
 
     def agreement(self, m, q, b, m_t, q_t, b_t, r) -> float:
         r"""Test-time sign agreement Σ_y P(y) P(sign h̃ = sign h) of a student and its teacher.
 
         Given y, (h̃, h) is Gaussian with means (y m̃ + b̃, y m + b) and covariance Δ[[q̃, r], [r, q]];
         P(same sign) = Φ₂(a, a'; c) + Φ₂(−a, −a'; c), a = (y m̃ + b̃)/√(Δq̃), a' = (y m + b)/√(Δq),
-        c = r/√(q̃q).
+        c = r/√(q̃q).  If q = 0 (or q̃ = 0) that classifier is the constant sign(b) and
+        P(same sign) = Φ(sign(b)·a) (½ at b = 0).
         """
-        c = max(-1.0, min(1.0, r / math.sqrt(q_t * q)))
         total = 0.0
         for y, p_y in ((1.0, self.rho), (-1.0, 1.0 - self.rho)):
-            a_t = (y * m_t + b_t) / math.sqrt(self.delta * q_t)
-            a = (y * m + b) / math.sqrt(self.delta * q)
-            total += p_y * (bivariate_normal_cdf(a_t, a, c) + bivariate_normal_cdf(-a_t, -a, c))
+            mean_t, mean = y * m_t + b_t, y * m + b
+            if q_t > 0.0 and q > 0.0:
+                c = max(-1.0, min(1.0, r / math.sqrt(q_t * q)))
+                a_t = mean_t / math.sqrt(self.delta * q_t)
+                a = mean / math.sqrt(self.delta * q)
+                same = bivariate_normal_cdf(a_t, a, c) + bivariate_normal_cdf(-a_t, -a, c)
+            else:  # P(sign h̃ = +) P(sign h = +) + P(−)P(−): one of them is a constant
+                up_t = float(_phi_over(mean_t, math.sqrt(self.delta * q_t)))
+                up = float(_phi_over(mean, math.sqrt(self.delta * q)))
+                same = up_t * up + (1.0 - up_t) * (1.0 - up)
+            total += p_y * same
         return total
+
+
+def _phi_over(x: Any, s: Any) -> Any:
+    """Φ(x/s) for s ≥ 0, with its limit at s = 0: 1[x > 0], ½ at x = 0 (vectorised)."""
+    x, s = np.asarray(x, dtype=float), np.asarray(s, dtype=float)
+    safe = np.where(s > 0.0, s, 1.0)
+    return np.where(s > 0.0, ndtr(x / safe), 0.5 * (1.0 + np.sign(x)))[()]
 
 
 def bivariate_normal_cdf(h: float, k: float, c: float) -> float:
@@ -244,7 +316,7 @@ class Problem:
         )
 
 
-def _names(cls) -> str:
+def _names(cls: type | tuple[type, ...]) -> str:
     if isinstance(cls, tuple):
         return " or ".join(c.__name__ for c in cls)
     return cls.__name__

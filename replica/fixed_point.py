@@ -4,8 +4,9 @@ The residual of a step is the largest change of any component relative to max(1,
     res(x) = max_i |G(x)_i − x_i| / max(1, |G(x)_i|).
 Anderson mixing (type II, memory m) works in coordinates scaled by max(1, |x_i|) so the least-squares
 problem is well conditioned whatever the size of q.  A proposal that leaves the domain (``valid``
-false) or a residual that grows tenfold over the best one so far resets the history and halves the
-mixing weight.
+false) resets the history; a residual that grows tenfold over the best one so far, or that has not
+improved on it for ``stall`` steps, resets it and halves the mixing weight.  ``continuation``
+follows the fixed point along a path of ridges (with a secant predictor) when a direct solve fails.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class FixedPointResult:
     iterations: int
     status: str  # "converged", "max_iter", "diverged"
     jacobian: np.ndarray | None = None  # J = DG − I used by ``polish``, for reuse at a neighbour
+    note: str = ""  # why a continuation stopped short
 
 
 def residual(x: np.ndarray, gx: np.ndarray) -> float:
@@ -44,11 +46,14 @@ def iterate(
     mixing: float = 1.0,
     max_step: float = 4.0,
     blowup: float = 1e12,
+    stall: int = 25,
 ) -> FixedPointResult:
     """Solve x = G(x) by Anderson-accelerated damped iteration.
 
     A step is shortened so that no component moves by more than ``max_step``·max(1, |x_i|)
-    (a trust region that keeps a poor start from being thrown far away).
+    (a trust region that keeps a poor start from being thrown far away).  The history is also
+    restarted with half the mixing weight when the best residual has not improved for ``stall``
+    steps (the plain map can cycle between two states where the loss is stiff, e.g. T ≪ 1).
     Stops when the residual of the step is ≤ ``tol`` (status ``converged``; ``x`` is then G(x)),
     when ``max_iter`` maps have been evaluated (``max_iter``), or when the iterate is not finite or
     exceeds ``blowup`` in absolute value (``diverged``).
@@ -58,6 +63,7 @@ def iterate(
     fs: list[np.ndarray] = []
     beta = mixing
     best = np.inf
+    best_it = 0
     res = np.inf
     for it in range(1, max_iter + 1):
         gx = g(x)
@@ -66,12 +72,15 @@ def iterate(
         res = residual(x, gx)
         if res <= tol:
             return FixedPointResult(gx, res, it, "converged")
-        if res > 10.0 * best:  # the acceleration went astray: restart the history, mix less
+        stalled = it - best_it >= stall  # no progress for ``stall`` steps (e.g. a 2-cycle)
+        if res > 10.0 * best or stalled:  # the acceleration went astray: restart, mix less
             xs.clear()
             fs.clear()
             beta = max(0.5 * beta, 0.05)
-            best = res
-        best = min(best, res)
+            best = res if not stalled else best
+            best_it = it
+        if res < best:
+            best, best_it = res, it
         xs.append(x)
         fs.append(gx - x)
         if len(xs) > memory + 1:
@@ -97,41 +106,95 @@ def iterate(
     return FixedPointResult(x, res, max_iter, "max_iter")
 
 
+def describe(res: FixedPointResult, tol: float) -> str:
+    """Why ``res`` is not converged: status, residual, the continuation's note, and a hint when the
+    residual stalled just above ``tol`` (rounding noise in the map exceeds the tolerance there)."""
+    out = f"{res.status}, residual {res.residual:.2e}"
+    if res.note:
+        out += f"; {res.note}"
+    if res.status == "max_iter" and res.residual < 1e3 * tol:
+        out += (
+            f"; the residual stalls within 1000·tol = {1e3 * tol:.0e}: at this corner the map's "
+            "own rounding noise exceeds tol, so a larger tol would accept the point"
+        )
+    return out
+
+
+def bias_step(g: float, v_hat: float, spread2: float) -> float:
+    """Newton step g/V̂ on the bias equation αΔE[f](b) = g = 0 (dg/db = −V̂), capped at
+    1 + 3√(Δq), the spread of the preactivations (``spread2`` = Δq): where ℓ'' ≈ 0 (saturated
+    labels, h far from 0) V̂ is tiny or 0 and the raw step would throw b far away.  At the fixed
+    point the step vanishes, so the cap changes no solution."""
+    cap = 1.0 + 3.0 * math.sqrt(max(spread2, 0.0))
+    if v_hat > 0.0 and abs(g) < cap * v_hat:
+        return g / v_hat
+    if g == 0.0 or math.isnan(g):  # NaN passes through: the iteration reports it as diverged
+        return g
+    return math.copysign(cap, g)
+
+
 def continuation(
-    solve_at: Callable[[float, np.ndarray | None], FixedPointResult],
+    solve_at: Callable[[float, np.ndarray | None, np.ndarray | None], FixedPointResult],
     lam: float,
     *,
     start: float | None = None,
     steps: int = 8,
     floor: float = 1e-6,
+    retries: int = 2,
+    valid: Callable[[np.ndarray], bool] = lambda x: True,
+    budget: float = math.inf,
 ) -> tuple[FixedPointResult, int]:
     """Reach the fixed point at ridge ``lam`` by geometric continuation from ``start`` (default
-    max(1, 10 λ)), warm-starting each solve from the last; a failed step is halved (in log λ).
+    max(1, 10 λ); if that fails, up to ``retries`` times 100× larger).
 
-    ``solve_at(λ, x0)`` solves at λ from x0 (None: its own cold start).  λ = 0 is reached through
-    λ = ``floor``.  Returns the last result and the total number of map evaluations.
+    ``solve_at(λ, x0, J)`` solves at λ from x0 (None: its own cold start), given the Jacobian
+    J = DG − I of the last solution if it has one.  Each solve starts from the secant prediction through the last two solutions (in log λ) when that is ``valid``, else from the
+    last; a failed step is halved, a successful one grows 1.5× (up to 1/``steps`` of the way).  λ = 0
+    is reached through λ = ``floor``.  The walk gives up when the step falls below 1e-4 of the way
+    or after ``budget`` map evaluations; the last result then has status "max_iter" (or its own) and
+    a ``note`` saying how far it got.  Returns the last result and the number of map evaluations.
     """
     start = max(1.0, 10.0 * lam) if start is None else start
     target = math.log(max(lam, floor))
-    log_lam = math.log(start)
-    res = solve_at(start, None)
+    res = solve_at(start, None, None)
     total = res.iterations
+    for _ in range(retries):  # a larger ridge is easier (w → 0): start further up
+        if res.status == "converged":
+            break
+        start *= 100.0
+        res = solve_at(start, None, None)
+        total += res.iterations
     if res.status != "converged":
+        res.note = f"no fixed point even at the starting ridge {start:g} of the continuation"
         return res, total
-    x, step = res.x, (target - log_lam) / steps
+    log_lam, span = math.log(start), target - math.log(start)
+    x, jac, prev = res.x, res.jacobian, None  # prev: (log λ, x) of the solution before x
+    step = span / steps
     while log_lam > target:
         trial = max(log_lam + step, target)
-        res = solve_at(max(lam, floor) if trial <= target else math.exp(trial), x)
+        x0 = x
+        if prev is not None:  # secant predictor
+            pred = x + (x - prev[1]) * (trial - log_lam) / (log_lam - prev[0])
+            if np.all(np.isfinite(pred)) and valid(pred):
+                x0 = pred
+        res = solve_at(max(lam, floor) if trial <= target else math.exp(trial), x0, jac)
         total += res.iterations
         if res.status == "converged":
-            x, log_lam = res.x, trial
+            prev, x, jac, log_lam = (log_lam, x), res.x, res.jacobian, trial
+            step = max(1.5 * step, span / steps)  # (negative steps: max is the shorter one)
         else:
             step *= 0.5
-            if abs(step) < 1e-4 * max(1.0, abs(target - math.log(start))):
+            if abs(step) < 1e-4 * max(1.0, abs(span)) or total > budget:
+                res.note = (
+                    f"the continuation in the ridge stalled at {math.exp(log_lam):.3g} "
+                    f"on its way from {start:g} to {lam:g}"
+                )
                 return res, total
     if lam < floor:  # the last hop from the floor to λ (= 0)
-        res = solve_at(lam, x)
+        res = solve_at(lam, x, jac)
         total += res.iterations
+        if res.status != "converged":
+            res.note = f"the last step of the continuation, from the ridge {floor:g} to 0, failed"
     return res, total
 
 

@@ -18,6 +18,8 @@ from functools import lru_cache
 from scipy.optimize import minimize_scalar
 from scipy.special import ndtr
 
+from kdtheory.problem import check_real
+
 
 def _excess(c: float) -> float:
     """E[(G − c)_+²] = (1 + c²)Φ(−c) − c φ(c)."""
@@ -36,9 +38,20 @@ def _inverse_capacity(mbar: float, rho: float, delta: float) -> float:
     return float(best.fun) / (1.0 - mbar * mbar)
 
 
-@lru_cache(maxsize=256)
 def separability_threshold(rho: float, delta: float, eta: float = 1.0) -> float:
-    """α_c: the training set (ηN trained features) is linearly separable iff α < α_c."""
+    """α_c: the training set (ηN trained features) is linearly separable iff α < α_c.
+
+    ``rho`` ∈ (0, 1), ``delta`` ∈ (0, ∞), ``eta`` ∈ (0, 1]; anything else raises ``ValueError``.
+    """
+    return _threshold(
+        check_real("rho", rho, 0.0, 1.0, True, True),
+        check_real("delta", delta, 0.0, math.inf, True, True),
+        check_real("eta", eta, 0.0, 1.0, True, False),
+    )
+
+
+@lru_cache(maxsize=256)
+def _threshold(rho: float, delta: float, eta: float) -> float:
     d = delta / eta
     best = minimize_scalar(
         lambda t: _inverse_capacity(math.sin(t), rho, d),

@@ -2,11 +2,15 @@ r"""``replica.solve``: teacher and KD student at N → ∞, with convergence rep
 
 The teacher is solved first (it does not see the student), then the student's fixed point given the
 teacher.  Each is an Anderson-accelerated iteration (``replica.fixed_point``) that falls back to a
-continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails.  λ = 0 is refused
-with a clear status where no finite solution exists:
+continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
+that fails too, to a second path on which T moves from the nearest value in [0.5, 2] to its own
+together with λ.  λ = 0 is refused with a clear status where no finite solution exists:
 * a logistic fit without KD (teacher, or student with χ = 0) whose training set is linearly
   separable, α ≤ α_c (``replica.separability``): the norm diverges;
 * a student with χ > 0 at α ≤ η: it interpolates its targets and V diverges.
+A legal problem never raises: a point the solver cannot reach gets ``converged=False``, a status
+and a message with the reason (where the continuation stalled, a separable training set, a loss
+made flat by saturated labels, a residual stalled at rounding noise, or a numerical exception).
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kdtheory.problem import GaussianMixture, Problem
-from replica.fixed_point import FixedPointResult, continuation, iterate, polish
+from kdtheory.problem import (
+    GaussianMixture,
+    Problem,
+    check_instance,
+    check_integer,
+    check_real,
+)
+from replica.fixed_point import FixedPointResult, continuation, describe, iterate, polish
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 from replica.student import StudentMap, StudentState, initial, valid
@@ -53,8 +63,10 @@ class Solution:
     ``converged`` is True only if both fixed points were reached to ``tol``; ``residual`` is the
     largest relative change of any order parameter in the last step (teacher or student);
     ``iterations`` counts map evaluations (teacher + student, continuation included); ``status`` is
-    "converged", "max_iter", "diverged", "unbounded" (no finite solution at λ = 0) or "singular";
-    ``message`` explains any status but "converged".
+    "converged", "max_iter", "diverged" (the iterate left the finite domain, or a numerical
+    exception), "unbounded" (no finite solution at λ = 0) or "singular" (V diverges at λ = 0, or
+    the loss is numerically flat, V̂ ≈ 0, so the bias is undetermined); ``message`` explains any
+    status but "converged".
     """
 
     problem: Problem
@@ -80,10 +92,15 @@ def solve_teacher(
     strict: bool = False,
 ) -> TeacherSolution:
     """Solve the teacher of ``problem`` alone (closed form for ``BayesTeacher``)."""
+    _check_arguments(problem, init, (Solution, TeacherSolution), tol, max_iter, quad, strict)
     start = None if init is None else init.teacher
-    out = solve_teacher_state(
-        problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
-    )
+    try:
+        out = solve_teacher_state(
+            problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
+        )
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        failed = _numerical_failure(problem, exc, quad)
+        out = TeacherSolution(failed.teacher, False, math.inf, 0, failed.status, failed.message)
     if strict and not out.converged:
         raise ConvergenceError(out.message, out)
     return out
@@ -116,15 +133,28 @@ def solve(
     quad : Quadrature
         Composite quadrature settings (``replica.quadrature``); ``quad.refined()`` doubles the order.
     """
-    if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be a kdtheory.Problem, got {type(problem).__name__}")
-    if tol <= 0 or not math.isfinite(tol):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be ≥ 1, got {max_iter!r}")
-    if not isinstance(quad, Quadrature):
-        raise TypeError(f"quad must be a replica.quadrature.Quadrature, got {type(quad).__name__}")
+    _check_arguments(problem, init, (Solution,), tol, max_iter, quad, strict)
+    try:
+        out = _solve(problem, init, tol, max_iter, quad)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # no legal problem raises
+        out = _numerical_failure(problem, exc, quad)
+    if strict and not out.converged:
+        raise ConvergenceError(out.message, out)
+    return out
 
+
+def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
+    """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
+    check_instance("problem", problem, Problem)
+    if init is not None:
+        check_instance("init", init, init_types)
+    check_real("tol", tol, 0.0, math.inf, True, True)
+    check_integer("max_iter", max_iter, 1)
+    check_instance("quad", quad, Quadrature)
+    check_instance("strict", strict, bool)
+
+
+def _solve(problem, init, tol, max_iter, quad) -> Solution:
     same_teacher = (
         init is not None
         and init.problem.data == problem.data
@@ -135,14 +165,15 @@ def solve(
     if same_teacher:
         t_sol = TeacherSolution(init.teacher, True, 0.0, 0, "converged")
     else:
-        t_sol = solve_teacher(problem, init=init, tol=0.1 * tol, max_iter=max_iter, quad=quad)
+        start = None if init is None else init.teacher
+        t_sol = solve_teacher_state(
+            problem.data, problem.teacher, init=start, tol=0.1 * tol, max_iter=max_iter, quad=quad
+        )
     if not t_sol.converged:
         out = _failed(problem, t_sol.teacher, t_sol.status, t_sol.message, t_sol.residual, quad)
         out = _with_iterations(out, t_sol.iterations)
     else:
         out = _solve_student(problem, t_sol, init, tol, max_iter, quad)
-    if strict and not out.converged:
-        raise ConvergenceError(out.message, out)
     return out
 
 
@@ -154,21 +185,25 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    maps: dict[float, StudentMap] = {}
+    maps: dict[Problem, StudentMap] = {}
 
-    def solve_at(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
+    def solve_at(
+        lam: float, x0: np.ndarray | None, jacobian=None, temperature: float | None = None
+    ) -> FixedPointResult:
         """Reach the coarse rule's fixed point (quasi-Newton from a neighbour's state and Jacobian
         if given, else Anderson), then quasi-Newton on the full rule with the coarse map's
-        Jacobian at that point; Anderson on the full rule if that fails."""
-        p = problem if lam == st.lam else problem.replace(lam=lam)
-        fine = maps[lam] = StudentMap(p, teacher, quad)
+        Jacobian at that point; Anderson on the full rule if that fails.  ``temperature``: solve
+        the student at that T instead of its own (a continuation path)."""
+        temperature = st.temperature if temperature is None else temperature
+        p = problem
+        if (lam, temperature) != (st.lam, st.temperature):
+            p = problem.replace(lam=lam, temperature=temperature)
+        fine = maps[p] = StudentMap(p, teacher, quad)
         coarse = StudentMap(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
         evals = 0
         near = None
-        if (
-            jacobian is not None
-        ):  # a neighbour's state and Jacobian: quasi-Newton on the coarse rule
+        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse rule
             near = polish(
                 coarse, x0, tol=max(tol, 1e-6), jacobian=jacobian, max_iter=8, valid=valid
             )
@@ -191,25 +226,77 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         x0, jac0 = init.student.vector(), init.jacobian
     res = solve_at(st.lam, x0, jac0)
     total = t_sol.iterations + res.iterations
-    if res.status != "converged":
-        res, extra = continuation(solve_at, st.lam)
+    budget = _CONTINUATION_BUDGET * max_iter
+    if res.status != "converged":  # continuation in the ridge
+        res, extra = continuation(solve_at, st.lam, floor=_FLOOR, valid=valid, budget=budget)
         total += extra
+    t_easy = min(max(st.temperature, 0.5), 2.0)
+    if res.status != "converged" and st.temperature != t_easy:
+        # continuation in the ridge and the temperature together: T moves log-linearly from
+        # t_easy ∈ [0.5, 2] (smooth soft labels) to T while λ goes from max(1, 10λ) to λ
+        lam0, lam1 = max(1.0, 10.0 * st.lam), max(st.lam, _FLOOR)
+
+        def along(lam: float, x0: np.ndarray | None, jacobian=None) -> FixedPointResult:
+            s = math.log(lam0 / lam) / math.log(lam0 / lam1) if lam > lam1 else 1.0
+            temp = st.temperature if s >= 1.0 else t_easy * (st.temperature / t_easy) ** max(s, 0)
+            return solve_at(lam, x0, jacobian, temperature=temp)
+
+        res_t, extra = continuation(
+            along, st.lam, start=lam0, floor=_FLOOR, valid=valid, budget=budget
+        )
+        total += extra
+        if res_t.status == "converged":
+            res = res_t
+        elif res_t.note:
+            res.note += f"; with T from {t_easy:g} as well: {res_t.note}"
     conv = res.status == "converged"
     if not conv:
-        msg = f"student did not converge ({res.status}, residual {res.residual:.2e})"
+        status = res.status
+        msg = f"student did not converge ({describe(res, tol)})"
+        d = problem.data
+        if st.chi < 1.0 and d.alpha <= (a_c := separability_threshold(d.rho, d.delta, st.eta)):
+            what = (
+                "χ = 0 is plain logistic regression on" if st.chi == 0.0 else "the label term sees"
+            )
+            msg += (
+                f"; {what} a linearly separable training set (alpha = {d.alpha:g} ≤ α_c = "
+                f"{a_c:.6g}), which drives q up as λ → 0: λ = {st.lam:g} may be out of reach"
+            )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
-            v_hat = maps[st.lam].hats(maps[st.lam].moments(res.x))[2]
+            v_hat = maps[problem].hats(maps[problem].moments(res.x))[2]
             if v_hat < 1e-10 * (1.0 + st.lam):
-                msg += (
-                    f"; the student's loss is numerically flat there (V̂ = {v_hat:.1e}): the soft "
-                    "labels sig(h̃/T) saturate at 0 or 1, so T is too small for this teacher's outputs"
-                )
-        return _failed(problem, teacher, res.status, msg, res.residual, quad, total, x=res.x)
-    state = maps[st.lam].state(res.x)
+                status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
+        return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
+    state = maps[problem].state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
     )  # fmt: skip
+
+
+#: map evaluations one continuation may spend, in units of ``max_iter``
+_CONTINUATION_BUDGET = 10
+#: the smallest ridge of a continuation towards λ = 0
+_FLOOR = 1e-6
+
+
+def _flat_reason(problem: Problem, v_hat: float) -> str:
+    """Why the student's loss has no curvature left (V̂ ≈ 0): the bias equation is singular."""
+    st = problem.student
+    head = f"the student's loss is numerically flat there (V̂ = {v_hat:.1e}), so its bias is undetermined: "
+    labels = (
+        "the training margins y·h of the label term are so large that the logistic's curvature "
+        "underflows (the training set is nearly separable at this ridge)"
+    )
+    soft = (
+        f"the soft labels sig(h̃/T) saturate at 0 or 1 (T = {st.temperature:g} is too small for "
+        "this teacher's outputs)"
+    )
+    if st.chi == 0.0:
+        return head + "χ = 0 is plain logistic regression on the labels, and " + labels
+    if st.chi == 1.0:
+        return head + soft
+    return head + soft + ", and " + labels
 
 
 def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
@@ -218,7 +305,7 @@ def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
         a_c = separability_threshold(d.rho, d.delta, st.eta)
         if d.alpha <= a_c:
             return "unbounded", (
-                f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.4f} (η = "
+                f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.6g} (η = "
                 f"{st.eta:g}): the training set is linearly separable and the norm diverges; use lam > 0"
             )
     elif d.alpha <= st.eta:
@@ -227,6 +314,14 @@ def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
             "interpolates its targets and V diverges; use lam > 0 (the λ → 0⁺ limit by continuation)"
         )
     return None
+
+
+def _numerical_failure(problem: Problem, exc: Exception, quad: Quadrature) -> Solution:
+    """A Solution for a numerical exception inside the solver (status "diverged")."""
+    nan = math.nan
+    teacher = TeacherState(nan, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    message = f"numerical failure inside the solver: {type(exc).__name__}: {exc}"
+    return _failed(problem, teacher, "diverged", message, math.inf, quad)
 
 
 def _nan_student() -> StudentState:
@@ -252,15 +347,17 @@ def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     for a sparse student).  Those features form the same mixture with α/η samples per feature and
     noise Δ/η (rescale x_S by 1/√η so the signal has unit norm per feature).
     """
-    if not 0.0 < eta <= 1.0:
-        raise ValueError(f"eta must be in (0, 1], got {eta!r}")
+    check_instance("data", data, GaussianMixture)
+    eta = check_real("eta", eta, 0.0, 1.0, True, False)
     if eta < 1.0:
         data = GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)
     return bayes_teacher_state(data).eg
 
 
 def agreement(solution: Solution) -> float:
-    """Test-time probability that student and teacher predict the same label."""
+    """Test-time probability that student and teacher predict the same label (NaN if the
+    solution did not converge)."""
+    check_instance("solution", solution, Solution)
     t, s = solution.teacher, solution.student
     if not solution.converged:
         return math.nan

@@ -29,6 +29,7 @@ from replica.channels import (
     S_YF,
     student_moments,
 )
+from replica.fixed_point import bias_step
 from replica.quadrature import Quadrature, composite_rule, prune
 from replica.teacher import TeacherState, teacher_at_nodes, teacher_omega_of_h
 
@@ -135,9 +136,12 @@ class StudentMap:
         t, st = self.teacher, self.problem.student
         eta, a_t = st.eta, t.A
         big_a = st.lam + v_hat
+        if not big_a > 0.0:  # λ = 0 and a flat loss (V̂ = 0): V = η/A is infinite
+            return np.full(6, np.inf)
         nu = vc_hat / a_t
         u = m_hat + vc_hat * t.m
-        b_new = x[5] + _bias_step(self.problem.data, mom[S_F], v_hat, x[1])
+        d = self.problem.data
+        b_new = x[5] + bias_step(d.alpha * d.delta * mom[S_F], v_hat, d.delta * x[1])
         return np.array(
             [
                 eta * u / big_a,
@@ -158,15 +162,6 @@ class StudentMap:
             Vc_hat=vc_hat, eg=float(self.problem.data.error(m, q, b)),
             train_loss=float(mom[S_LOSS]), train_error=float(mom[S_ERR]),
         )  # fmt: skip
-
-
-def _bias_step(data, mean_f: float, v_hat: float, q: float) -> float:
-    """Newton step αΔE[f]/V̂ on E[f](b) = 0 (dE[f]/db = −V̂/(αΔ)), capped at 1 + 3√(Δq), the
-    spread of the preactivations: where ℓ'' ≈ 0 (small T, h far from 0) V̂ is tiny and the raw step
-    would throw b far away.  At the fixed point the step vanishes, so the cap changes no solution."""
-    cap = 1.0 + 3.0 * math.sqrt(data.delta * max(q, 0.0))
-    step = data.alpha * data.delta * mean_f / v_hat if v_hat > 0 else math.copysign(cap, mean_f)
-    return max(-cap, min(cap, step))
 
 
 def valid(x: np.ndarray) -> bool:

@@ -18,7 +18,7 @@ from scipy.special import expit, ndtr
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
 from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
-from replica.fixed_point import continuation, iterate
+from replica.fixed_point import bias_step, continuation, describe, iterate
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 
@@ -115,8 +115,9 @@ class _LogisticTeacherMap:
         mom = self.mom = self.moments(x)
         m_hat, q_hat, v_hat = a * mom[T_YF], a * d * mom[T_FF], -a * d * mom[T_DF]
         big_a = self.lam + v_hat
-        cap = 1.0 + 3.0 * math.sqrt(d * max(x[1], 0.0))  # as in the student: a trust region for b̃
-        b_new = x[3] + max(-cap, min(cap, a * d * mom[T_F] / v_hat))
+        if not big_a > 0.0:  # λ̃ = 0 and a flat loss (V̂_t = 0): Ṽ = 1/Ã is infinite
+            return np.full(4, np.inf)
+        b_new = x[3] + bias_step(a * d * mom[T_F], v_hat, d * x[1])
         return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
 
     def state(self, x: np.ndarray) -> TeacherState:
@@ -158,11 +159,11 @@ def solve_logistic_teacher(
         a_c = separability_threshold(data.rho, data.delta)
         if data.alpha <= a_c:
             return _unbounded(
-                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.4f}: the "
+                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.6g}: the "
                 "training set is linearly separable and the teacher's norm diverges; use lam > 0"
             )
 
-    def solve_at(lam_k: float, x0: np.ndarray | None):
+    def solve_at(lam_k: float, x0: np.ndarray | None, jacobian=None):  # (no Jacobian used)
         g = _LogisticTeacherMap(data, lam_k, quad)
         x0 = _initial(data, lam_k) if x0 is None else x0
         return iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
@@ -171,15 +172,19 @@ def solve_logistic_teacher(
     res = solve_at(lam, x0)
     total = res.iterations
     if res.status != "converged":  # continuation from λ̃ = max(1, 10 λ̃) down to λ̃
-        res, extra = continuation(solve_at, lam)
+        res, extra = continuation(solve_at, lam, valid=_valid, budget=50 * max_iter)  # cheap maps
         total += extra
     state = _LogisticTeacherMap(data, lam, quad).state(res.x)
     conv = res.status == "converged"
-    msg = (
-        ""
-        if conv
-        else f"logistic teacher did not converge ({res.status}, residual {res.residual:.2e})"
-    )
+    msg = ""
+    if not conv:
+        msg = f"logistic teacher did not converge ({describe(res, tol)})"
+        a_c = separability_threshold(data.rho, data.delta)
+        if data.alpha <= a_c:
+            msg += (
+                f"; the training set is linearly separable (alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = "
+                f"{a_c:.6g}), so q̃ grows without bound as λ̃ → 0 and λ̃ = {lam:g} is out of reach"
+            )
     return TeacherSolution(state, conv, res.residual, total, res.status, msg)
 
 

@@ -96,3 +96,78 @@ def test_agreement_limits_and_monte_carlo():
     ht, h = y * mt + bt + z[:, 0], y * m + b + z[:, 1]
     mc = np.mean(np.sign(ht) == np.sign(h))
     assert data.agreement(m, q, b, mt, qt, bt, r) == pytest.approx(mc, abs=1.5e-3)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: GaussianMixture(alpha="2.0"), "GaussianMixture.alpha"),
+        (lambda: GaussianMixture(alpha=2.0, rho=np.bool_(True)), "GaussianMixture.rho"),
+        (lambda: Student(lam=0.1, chi=True), "Student.chi"),
+        (lambda: Student(lam=None), "Student.lam"),
+        (lambda: Student(lam=0.1, temperature=1 + 0j), "Student.temperature"),
+        (lambda: LogisticTeacher(lam=True), "LogisticTeacher.lam"),
+    ],
+)
+def test_non_numeric_fields_refused(make, field):
+    with pytest.raises(ValueError, match=rf"{field} must be a real number in"):
+        make()
+
+
+def test_numeric_fields_accept_ints_and_numpy_reals():
+    s = Student(np.float32(0.25), np.int64(1), 2, np.float64(0.5))
+    assert (s.lam, s.chi, s.temperature, s.eta) == (0.25, 1.0, 2.0, 0.5)
+    assert all(type(v) is float for v in (s.lam, s.chi, s.temperature, s.eta))
+
+
+def test_string_fields_checked_against_choices():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from kdtheory.problem import _Validated
+
+    @dataclass(frozen=True)
+    class Mode(_Validated):
+        mode: str = "soft"
+        _choices: ClassVar = {"mode": ("soft", "hard")}
+
+    assert Mode("hard").mode == "hard"
+    for bad in ("x", 1, None):
+        with pytest.raises(ValueError, match=r"Mode\.mode must be one of 'soft', 'hard'"):
+            Mode(bad)
+
+
+def test_argument_checks_name_the_argument():
+    from kdtheory.problem import check_instance, check_integer, check_real
+
+    assert check_real("tol", 3) == 3.0 and check_integer("n", np.int64(2), 1) == 2
+    with pytest.raises(ValueError, match=r"tol must be in \(0, ∞\), got 0"):
+        check_real("tol", 0, 0.0, math.inf, True, True)
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, ∞\), got 1.5"):
+        check_integer("n", 1.5, 1)
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 5\], got True"):
+        check_integer("n", True, 1, 5)
+    with pytest.raises(ValueError, match="flag must be a bool, got 1"):
+        check_instance("flag", 1, bool)
+
+
+def test_error_and_agreement_at_q_zero_are_the_constant_classifier_limits():
+    # w = 0 (q = 0, hence m = 0): h = b, so ε_g = ρ 1[b < 0] + (1 − ρ) 1[b > 0] (½ at the tie b = 0)
+    data = GaussianMixture(alpha=1.0, rho=0.3, delta=0.7)
+    assert data.error(0.0, 0.0, -0.2) == 0.3
+    assert data.error(0.0, 0.0, 0.2) == pytest.approx(0.7, abs=1e-15)  # 1 − ρ in floating point
+    assert data.error(0.0, 0.0, 0.0) == 0.5
+    # the limit is continuous: ε_g(m = 0, q → 0⁺, b) → the constant's error (5e-3: Φ(−b/√(Δq)))
+    assert data.error(0.0, 1e-6, -0.2) == pytest.approx(0.3, abs=5e-3)
+    np.testing.assert_array_equal(
+        data.error(np.zeros(2), np.array([0.0, 0.0]), [-1, 1]), [0.3, 0.7]
+    )
+    # teacher h̃ | y ~ N(y m̃ + b̃, Δq̃), student the constant +1: agreement = Σ_y P(y) P(h̃ > 0 | y)
+    m_t, q_t, b_t = 0.8, 1.2, -0.1
+    s = math.sqrt(data.delta * q_t)
+    expected = 0.3 * ndtr((m_t + b_t) / s) + 0.7 * ndtr((-m_t + b_t) / s)
+    assert data.agreement(0.0, 0.0, 0.5, m_t, q_t, b_t, 0.0) == pytest.approx(expected, rel=1e-14)
+    # a constant −1 agrees exactly where the teacher says −1
+    assert data.agreement(0.0, 0.0, -0.5, m_t, q_t, b_t, 0.0) == pytest.approx(
+        1 - expected, rel=1e-14
+    )

@@ -122,7 +122,7 @@ def test_hard_corners_converge(student, rho):
 
 
 def test_bad_arguments():
-    with pytest.raises(TypeError, match=r"kdtheory\.Problem"):
+    with pytest.raises(ValueError, match="problem must be a Problem"):
         replica.solve("not a problem")
     with pytest.raises(ValueError, match="tol"):
         replica.solve(P, tol=0)

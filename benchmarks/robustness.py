@@ -1,0 +1,326 @@
+r"""Robustness fuzz of ``replica.solve`` over the whole legal parameter box.
+
+    python benchmarks/robustness.py                     # both fuzzes, 300 problems each
+    python benchmarks/robustness.py --set corner --n 50 # a quick look
+    python benchmarks/robustness.py --repo /tmp/base    # the same problems against another checkout
+    python benchmarks/robustness.py --before a9783ac    # before/after: that commit, then this one
+
+Two fixed-seed sets of random problems:
+
+* **uniform** — α, Δ, T log-uniform in [1e-3, 1e4], [1e-3, 1e3], [1e-3, 1e3]; ρ uniform in
+  (1e-4, 1 − 1e-4); λ and λ̃ zero 10 % of the time, else log-uniform in [1e-6, 1e3]; χ uniform
+  with 15 % at 0 or 1; η log-uniform in [1e-3, 1]; 30 % Bayes teachers.
+* **corner** — the same, but each parameter is pinned to an end of its range with probability
+  0.4 (λ, λ̃: 0, 1e-6 or 1e3; the kind of teacher stays 30 % Bayes).
+
+Each problem is solved cold in one of a few long-lived worker processes with a time limit
+(``--timeout``); a worker that overruns is killed, the problem counted as a hang, and a fresh
+worker takes its place.  The script prints the counts by status, every exception, every hang,
+the RuntimeWarnings seen (with where they were raised), the time percentiles of the solves and one
+example message per status.  Timings are wall-clock on a possibly loaded machine: compare runs
+made together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from multiprocessing.connection import wait
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = {"uniform": 20261130, "corner": 20261131}
+STATUSES = ("converged", "max_iter", "diverged", "unbounded", "singular")
+
+
+def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def random_params(n: int, kind: str, seed: int | None = None) -> list[dict]:
+    """``n`` flat parameter dictionaries (``lam_t`` NaN for a Bayes teacher) of fuzz ``kind``."""
+    rng = np.random.default_rng(SETS[kind] if seed is None else seed)
+    pin = 0.4 if kind == "corner" else 0.0
+    out = []
+    for _ in range(n):
+
+        def draw(ends, sample):
+            if rng.random() < pin:
+                return float(ends[rng.integers(len(ends))])
+            return float(sample())
+
+        def ridge():
+            return 0.0 if rng.random() < 0.1 else _logu(rng, 1e-6, 1e3)
+
+        def chi():
+            u = rng.random()
+            return 0.0 if u < 0.075 else 1.0 if u < 0.15 else rng.uniform()
+
+        bayes = rng.random() < 0.3
+        p = {
+            "alpha": draw((1e-3, 1e4), lambda: _logu(rng, 1e-3, 1e4)),
+            "rho": draw((1e-4, 1 - 1e-4), lambda: rng.uniform(1e-4, 1 - 1e-4)),
+            "delta": draw((1e-3, 1e3), lambda: _logu(rng, 1e-3, 1e3)),
+            "lam_t": draw((0.0, 1e-6, 1e3), ridge),
+            "lam": draw((0.0, 1e-6, 1e3), ridge),
+            "chi": draw((0.0, 1.0), chi),
+            "temperature": draw((1e-3, 1e3), lambda: _logu(rng, 1e-3, 1e3)),
+            "eta": draw((1e-3, 1.0), lambda: _logu(rng, 1e-3, 1.0)),
+        }
+        if bayes:
+            p["lam_t"] = math.nan
+        out.append(p)
+    return out
+
+
+def make_problem(p: dict):
+    from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+
+    teacher = BayesTeacher() if math.isnan(p["lam_t"]) else LogisticTeacher(p["lam_t"])
+    return Problem(
+        GaussianMixture(p["alpha"], p["rho"], p["delta"]),
+        teacher,
+        Student(p["lam"], p["chi"], p["temperature"], p["eta"]),
+    )
+
+
+def solve_one(p: dict) -> dict:
+    """Solve one problem in this process: status, message, seconds, exception, warnings."""
+    import replica
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        try:
+            sol = replica.solve(make_problem(p))
+            out = {"status": sol.status, "message": sol.message, "eg": sol.student.eg}
+        except Exception as exc:  # the point of the fuzz: count them
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            out = {"status": "exception", "message": f"{type(exc).__name__}: {exc} ({where})"}
+        out["seconds"] = time.perf_counter() - t0
+    out["warnings"] = sorted(
+        {
+            f"{w.category.__name__} {Path(w.filename).name}:{w.lineno}: {w.message}"
+            for w in caught
+            if issubclass(w.category, RuntimeWarning)
+        }
+    )
+    return out
+
+
+def _worker(conn, repo: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, repo)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    # compile the numba kernels before the first timed problem
+    solve_one({**_WARMUP, "lam_t": 0.1})
+    solve_one(_WARMUP)
+    conn.send("ready")
+    while True:
+        p = conn.recv()
+        if p is None:
+            return
+        conn.send(solve_one(p))
+
+
+_WARMUP = {
+    "alpha": 2.0, "rho": 0.3, "delta": 1.0, "lam_t": math.nan, "lam": 0.1, "chi": 0.5,
+    "temperature": 2.0, "eta": 0.5,
+}  # fmt: skip
+
+
+class Pool:
+    """A few long-lived solver processes; one that overruns its time limit is killed and replaced."""
+
+    def __init__(self, workers: int, repo: str):
+        self.ctx = mp.get_context("spawn")
+        self.repo = repo
+        self.procs = [self._start() for _ in range(workers)]
+
+    def _start(self):
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, self.repo), daemon=True)
+        proc.start()
+        child.close()
+        if parent.recv() != "ready":
+            raise RuntimeError("worker failed to start")
+        return proc, parent
+
+    def map(self, params: list[dict], timeout: float, progress=None) -> list[dict]:
+        results: list[dict | None] = [None] * len(params)
+        todo = collections.deque(range(len(params)))
+        busy: dict[int, tuple[int, float]] = {}  # worker slot -> (problem, start time)
+        while todo or busy:
+            for slot in range(len(self.procs)):
+                if slot not in busy and todo:
+                    i = todo.popleft()
+                    self.procs[slot][1].send(params[i])
+                    busy[slot] = (i, time.monotonic())
+            conns = {self.procs[s][1]: s for s in busy}
+            soonest = min(t for _, t in busy.values()) + timeout
+            for conn in wait(list(conns), timeout=max(0.0, soonest - time.monotonic())):
+                slot = conns[conn]
+                i, _ = busy.pop(slot)
+                try:
+                    results[i] = conn.recv()
+                except EOFError:  # the worker died (segfault, out of memory)
+                    results[i] = {"status": "crash", "message": "worker died", "seconds": math.nan}
+                    self._replace(slot)
+                if progress:
+                    progress(i, results[i])
+            now = time.monotonic()
+            for slot, (i, t0) in list(busy.items()):
+                if now - t0 > timeout:
+                    results[i] = {
+                        "status": "hang",
+                        "message": f"> {timeout:g} s",
+                        "seconds": math.inf,
+                    }
+                    del busy[slot]
+                    self._replace(slot)
+                    if progress:
+                        progress(i, results[i])
+        return results
+
+    def _replace(self, slot: int) -> None:
+        proc, conn = self.procs[slot]
+        proc.kill()
+        proc.join()
+        conn.close()
+        self.procs[slot] = self._start()
+
+    def close(self) -> None:
+        for proc, conn in self.procs:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def report(kind: str, params: list[dict], results: list[dict]) -> None:
+    n = len(results)
+    counts = collections.Counter(r["status"] for r in results)
+    print(f"\n== {kind}: {n} problems ==")
+    for status in (*STATUSES, "exception", "hang", "crash"):
+        if counts[status] or status in ("max_iter", "exception", "hang"):
+            print(f"  {status:10s} {counts[status]:4d}  ({100 * counts[status] / n:.1f} %)")
+    secs = np.array([r["seconds"] for r in results if math.isfinite(r["seconds"])])
+    if secs.size:
+        pct = np.percentile(secs, [50, 90, 99, 100])
+        print(
+            "  time per solve: median {:.3f} s, p90 {:.3f} s, p99 {:.3f} s, max {:.3f} s".format(
+                *pct
+            )
+        )
+    for status in sorted(set(counts) - {"converged"}):
+        examples = [(p, r) for p, r in zip(params, results, strict=True) if r["status"] == status]
+        shown = examples if status in ("exception", "hang", "crash") else examples[:2]
+        print(f"  -- {status}: {len(examples)}")
+        for p, r in shown:
+            print(f"     {_fmt(p)}\n       {r['message'][:300]}")
+    warned = collections.Counter(w for r in results for w in r.get("warnings", ()))
+    print(f"  -- RuntimeWarnings in {sum(bool(r.get('warnings')) for r in results)} solves")
+    if warned:
+        for w, c in warned.most_common(10):
+            print(f"     {c:4d}× {w[:200]}")
+
+
+def _fmt(p: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in p.items())
+
+
+def fuzz(repo: str, kinds: tuple[str, ...], args) -> dict[str, list[dict]]:
+    """Run the fuzzes ``kinds`` against the checkout ``repo``; print each report."""
+    pool = Pool(args.workers, str(Path(repo).resolve()))
+    out = {}
+    try:
+        for kind in kinds:
+            params = random_params(args.n, kind)
+
+            def progress(i, r, params=params):
+                if args.verbose:
+                    print(f"{i:4d} {r['status']:10s} {r['seconds']:8.3f} s  {_fmt(params[i])}",
+                          flush=True)  # fmt: skip
+
+            t0 = time.perf_counter()
+            out[kind] = pool.map(params, args.timeout, progress)
+            report(f"{kind} ({repo})", params, out[kind])
+            print(f"  wall time {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        pool.close()
+    return out
+
+
+def _summary(results: list[dict]) -> dict[str, str]:
+    counts = collections.Counter(r["status"] for r in results)
+    secs = np.array([r["seconds"] for r in results if math.isfinite(r["seconds"])])
+    row = {s: str(counts[s]) for s in (*STATUSES, "exception", "hang", "crash")}
+    row["max_iter %"] = f"{100 * counts['max_iter'] / len(results):.1f}"
+    row["warned"] = str(sum(bool(r.get("warnings")) for r in results))
+    for q in (50, 90, 99, 100):
+        value = np.percentile(secs, q) if secs.size else math.nan
+        row[f"p{q} s" if q < 100 else "max s"] = f"{value:.3f}"
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="robustness", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", choices=[*SETS, "both"], default="both", help="which fuzz")
+    ap.add_argument("--n", type=int, default=300, help="problems per fuzz (default 300)")
+    ap.add_argument("--workers", type=int, default=2, help="solver processes (default 2)")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per solve (default 60)")
+    ap.add_argument("--repo", default=str(ROOT), help="checkout whose replica is fuzzed")
+    ap.add_argument(
+        "--before",
+        metavar="COMMIT",
+        help="also fuzz COMMIT (in a temporary git worktree of --repo) and print before/after",
+    )
+    ap.add_argument("--verbose", action="store_true", help="a line per problem")
+    args = ap.parse_args(argv)
+    kinds = tuple(SETS) if args.set == "both" else (args.set,)
+    load = os.getloadavg()
+    print(f"robustness fuzz; {args.workers} workers, limit {args.timeout:g} s, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    before = None
+    if args.before:
+        tmp = tempfile.mkdtemp(prefix="robustness-")
+        git = ["git", "-C", args.repo, "worktree"]
+        subprocess.run([*git, "add", "--detach", tmp, args.before], check=True, capture_output=True)
+        try:
+            before = fuzz(tmp, kinds, args)
+        finally:
+            subprocess.run([*git, "remove", "--force", tmp], check=False, capture_output=True)
+    after = fuzz(args.repo, kinds, args)
+    if before is not None:
+        for kind in kinds:
+            rows = {"before": _summary(before[kind]), "after": _summary(after[kind])}
+            print(f"\n== {kind}: {args.before} → {args.repo} ==")
+            for key in rows["after"]:
+                print(f"  {key:11s} {rows['before'][key]:>8s} → {rows['after'][key]:>8s}")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
