@@ -40,6 +40,7 @@ from kdtheory.journal import Journal
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
+from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, set_threads
 from kdtheory.neural.train import (
     FitConfig,
     atomic_write_bytes,
@@ -147,7 +148,12 @@ def _load(recipe: Recipe, seed: int, roots: dict[str, str]) -> DataSplits:
 
 
 def _teacher_logits(
-    recipe: Recipe, data: DataSplits, seed: int, cache_dir: str | None, device: torch.device
+    recipe: Recipe,
+    data: DataSplits,
+    seed: int,
+    cache_dir: str | None,
+    device: torch.device,
+    quiet: bool = True,
 ) -> tuple[torch.Tensor, float]:
     """(f on the student's training inputs, the teacher's test accuracy), from the cached (or a
     freshly trained) teacher."""
@@ -159,7 +165,7 @@ def _teacher_logits(
     }
     teacher, _ = load_or_train_teacher(
         data.to(device), recipe.teacher, config=replace(recipe.teacher_fit, seed=seed),
-        cache_dir=cache_dir, data_config=data_cfg, device=device, quiet=True,
+        cache_dir=cache_dir, data_config=data_cfg, device=device, quiet=quiet,
     )  # fmt: skip
     f = predict_logits(teacher, data.train.x.to(device), device=device)
     return f, evaluate(teacher, data.test.to(device), device=device)[1]
@@ -188,7 +194,7 @@ def run_table(
     quiet: bool = False,
 ) -> dict:
     """Run (or resume) the table; returns ``{"results": {dataset: [MethodResult dict]}, "skipped": …}``."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
     dev = resolve_device(device)
     out = Path(out)
@@ -226,7 +232,7 @@ def run_table(
                         bar.update(len(todo) + (runs - run - 1) * len(methods))
                         break
                     bar.set_description(f"{name} teacher")
-                    f, t_acc = _teacher_logits(recipe, data, data_seed, cache_dir, dev)
+                    f, t_acc = _teacher_logits(recipe, data, data_seed, cache_dir, dev, quiet)
                     if not recipe.per_run_data:
                         fixed = data, f, t_acc
                 student = recipe.student
@@ -235,7 +241,7 @@ def run_table(
                 def make_student(seed, student=student, shape=shape, k=k, opts=opts):
                     return build_model(student, shape, k, seed=seed, **opts)
 
-                exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
+                exp = KDExperiment(make_student, f, data, recipe.budget, device=dev, quiet=quiet)
                 for m in todo:
                     bar.set_description(f"{name} {m} run {run}")
                     res = exp.run(m, seed=run)
@@ -432,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache-dir", default="results/neural/teachers", help="teacher checkpoints")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.add_argument(
         "--out", default="results/neural/table", help="output folder (default: %(default)s)"
     )
@@ -448,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("--threads", args.threads)):  # fmt: skip
         if v is not None and v < 1:
             p.error(f"{flag} must be an integer ≥ 1; got {v}")
+    set_threads(args.threads)  # before any torch work
     roots = {}
     for spec in args.root:
         key, sep, path = spec.partition("=")
@@ -459,8 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_device(args.device)
     except ValueError as exc:
         p.error(f"--device: {exc}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         res = run_table(
             args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
