@@ -10,15 +10,16 @@ Part 1, threads. Each recipe is a fixed piece of the real work of a neural CLI:
   :class:`~kdtheory.neural.lambda_path.LambdaPathOptimizer` for the synthetic recipe (MLP(32), 30
   points) and the Fashion-MNIST recipe (MLP(100), batches of 128).
 
-Worker processes (the inter-op pool can be sized only before torch starts it) with 1 or 2
-inter-op threads alternate; inside each, every round times every recipe with 1 and 2 intra-op
-threads back to back (order swapped every round). Printed per recipe: the median time with 1
-thread, the median of the paired ratios t(2 threads) / t(1 thread) and t(2 inter-op) / t(1 inter-op).
+Two worker processes, with 1 and 2 inter-op threads (the pool can be sized only before torch
+starts it), run recipes on request; every round runs each recipe under the four configurations
+(1 or 2 intra-op threads) × (1 or 2 inter-op threads) back to back, in a rotating order, so that
+the machine's load is shared alike. Printed per recipe: the median time with 1 thread, the
+median (and range) of the paired ratios t(2 threads) / t(1 thread) and t(2 inter-op) / t(1).
 
 Part 2, the table (``--table``): ``python -m kdtheory.neural.table --datasets synthetic --runs 1``
-timed as a whole (fresh process, fresh teacher cache), alternating: the default of this checkout,
-``--threads 2`` (torch's own choice on 2 cores, the old default) and, with ``--base DIR``, the code
-of another checkout (e.g. ``git worktree add /tmp/base <commit>``) with its defaults.
+timed as a whole (fresh process, fresh teacher cache), alternating: the default of this checkout
+against, with ``--base DIR``, the code of another checkout (e.g. ``git worktree add /tmp/base
+<commit>``) with its defaults, else against ``--threads 2`` (torch's own choice on 2 cores).
 
     python benchmarks/neural_threads.py                   # part 1, about 2–4 minutes
     python benchmarks/neural_threads.py --table --base /tmp/base --table-rounds 1
@@ -58,8 +59,8 @@ def _recipes() -> dict:
     syn_recipe = RECIPES["synthetic"]
     synthetic = load_dataset("synthetic", seed=0, **syn_recipe.data_options)
     gen = torch.Generator().manual_seed(0)
-    fm_x = torch.rand(1024, 1, 28, 28, generator=gen)
-    fm_y = torch.randint(0, 10, (1024,), generator=gen)
+    fm_x = torch.rand(512, 1, 28, 28, generator=gen)
+    fm_y = torch.randint(0, 10, (512,), generator=gen)
     fm = Split(fm_x, fm_y)
     cfg = FitConfig(epochs=20, batch_size=128, lr=0.05)
 
@@ -109,69 +110,91 @@ def _recipes() -> dict:
     }  # fmt: skip
 
 
-def worker(interop: int, rounds: int, first: int) -> None:
-    """One process: ``interop`` inter-op threads; per round, each recipe with 1 and 2 threads."""
+def worker(interop: int) -> None:
+    """A process with ``interop`` inter-op threads that runs recipes on request.
+
+    Prints the recipe names (one JSON line) once built and warmed up; then reads lines
+    ``<recipe index> <threads>`` from stdin and answers each with the seconds it took.
+    """
     import torch
 
-    torch.set_num_interop_threads(interop)  # before any parallel work
-    recipes = _recipes()
-    for fn in recipes.values():  # warm-up with each thread count
+    torch.set_num_interop_threads(interop)  # only possible before any parallel work
+    recipes = list(_recipes().items())
+    for _, fn in recipes:  # warm-up with each thread count
         for t in (1, 2):
             torch.set_num_threads(t)
             fn()
-    rows = []
-    for r in range(rounds):
-        order = (1, 2) if (r + first) % 2 == 0 else (2, 1)
-        for name, fn in recipes.items():
-            for t in order:
-                torch.set_num_threads(t)
-                t0 = time.perf_counter()
-                fn()
-                rows.append({"recipe": name, "threads": t, "interop": interop, "round": r,
-                             "seconds": time.perf_counter() - t0})  # fmt: skip
-    print(json.dumps(rows))
+    print(json.dumps([name for name, _ in recipes]), flush=True)
+    for line in sys.stdin:
+        index, threads = (int(v) for v in line.split())
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        recipes[index][1]()
+        print(time.perf_counter() - t0, flush=True)
 
 
-def threads_part(workers: int, rounds: int) -> dict:
+CONFIGS = [(1, 1), (1, 2), (2, 1), (2, 2)]  # (intra-op threads, inter-op threads)
+
+
+def threads_part(rounds: int) -> dict:
+    """Every recipe under the four (threads, interop) configurations back to back, per round."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    rows = []
-    for w in range(workers):
-        for interop in (1, 2) if w % 2 == 0 else (2, 1):
-            cmd = [sys.executable, __file__, "--worker", str(interop), "--rounds", str(rounds),
-                   "--first", str(w)]  # fmt: skip
-            out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-            rows += [dict(row, worker=w) for row in json.loads(out.strip().splitlines()[-1])]
+    workers = {
+        i: subprocess.Popen([sys.executable, __file__, "--worker", str(i)], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for i in (1, 2)
+    }  # fmt: skip
+    try:
+        ready = [json.loads(w.stdout.readline()) for w in workers.values()]  # both warmed up
+        names = ready[0]
+        rows = []
+        for r in range(rounds):
+            for index, name in enumerate(names):
+                shift = (r + index) % len(CONFIGS)  # rotate the order: no config always first
+                for threads, interop in CONFIGS[shift:] + CONFIGS[:shift]:
+                    w = workers[interop]
+                    w.stdin.write(f"{index} {threads}\n")
+                    w.stdin.flush()
+                    rows.append({"recipe": name, "threads": threads, "interop": interop,
+                                 "round": r, "seconds": float(w.stdout.readline())})  # fmt: skip
+            print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    finally:
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
     summary = {}
-    print(f"{'recipe':<38} {'1 thread s':>10} {'2 thr / 1':>9} {'2 interop / 1':>13}  fastest")
-    for name in dict.fromkeys(r["recipe"] for r in rows):
-        sec = {(r["worker"], r["interop"], r["round"], r["threads"]): r["seconds"]
-               for r in rows if r["recipe"] == name}  # fmt: skip
-        keys = {k[:3] for k in sec}
-        thr = [sec[(*k, 2)] / sec[(*k, 1)] for k in keys]
-        inter = [
-            sec[(w, 2, r, t)] / sec[(w, 1, r, t)] for (w, i, r) in keys if i == 1 for t in (1, 2)
-        ]
-        one = statistics.median(sec[(*k, 1)] for k in keys if k[1] == 1)
+    print(
+        f"{'recipe':<38} {'1 thread s':>10} {'2 thr / 1':>9} {'(range)':>13} {'2 interop / 1':>13}"
+    )
+    for name in names:
+        sec = {(x["round"], x["threads"], x["interop"]): x["seconds"]
+               for x in rows if x["recipe"] == name}  # fmt: skip
+        thr = [sec[r, 2, i] / sec[r, 1, i] for r in range(rounds) for i in (1, 2)]
+        inter = [sec[r, t, 2] / sec[r, t, 1] for r in range(rounds) for t in (1, 2)]
+        one = statistics.median(sec[r, 1, 1] for r in range(rounds))
         s = {"one_thread_s": one, "two_over_one_threads": statistics.median(thr),
              "two_over_one_threads_range": [min(thr), max(thr)],
-             "two_over_one_interop": statistics.median(inter)}  # fmt: skip
-        s["fastest_threads"] = 1 if s["two_over_one_threads"] >= 1 else 2
+             "two_over_one_interop": statistics.median(inter),
+             "two_over_one_interop_range": [min(inter), max(inter)]}  # fmt: skip
         summary[name] = s
-        print(f"{name:<38} {one:10.3f} {s['two_over_one_threads']:9.2f} "
-              f"{s['two_over_one_interop']:13.2f}  {s['fastest_threads']}")  # fmt: skip
+        rng = "{:.2f}–{:.2f}".format(*s["two_over_one_threads_range"])
+        print(f"{name:<38} {one:10.3f} {s['two_over_one_threads']:9.2f} {rng:>13} "
+              f"{s['two_over_one_interop']:13.2f}")  # fmt: skip
     return {"rows": rows, "summary": summary}
 
 
 def table_part(rounds: int, base: str | None) -> dict:
     """Wall time of the synthetic table (one run) per variant, in alternating fresh processes."""
-    variants = {"this checkout (default threads)": (str(ROOT), []),
-                "this checkout --threads 2": (str(ROOT), ["--threads", "2"])}  # fmt: skip
+    variants = {"this checkout (default threads)": (str(ROOT), [])}
     if base:
         variants["base checkout (its defaults)"] = (str(Path(base).resolve()), [])
+    else:
+        variants["this checkout --threads 2"] = (str(ROOT), ["--threads", "2"])
     env0 = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     walls: dict[str, list[float]] = {k: [] for k in variants}
     tables: dict[str, str] = {}
+    loads: list[dict] = []
     for r in range(rounds):
         names = list(variants) if r % 2 == 0 else list(reversed(variants))
         for name in names:
@@ -185,38 +208,41 @@ def table_part(rounds: int, base: str | None) -> dict:
                 subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)
                 walls[name].append(time.perf_counter() - t0)
                 tables[name] = Path(f"{tmp}/out/table.md").read_text(encoding="utf-8")
-            print(f"round {r}: {name}: {walls[name][-1]:.1f} s", flush=True)
+            load = os.getloadavg()[0]
+            loads.append({"round": r, "variant": name, "wall_s": walls[name][-1], "load1": load})
+            print(
+                f"round {r}: {name}: {walls[name][-1]:.1f} s (load average {load:.1f})", flush=True
+            )
     ref = "this checkout (default threads)"
     for name, w in walls.items():
-        print(f"{name:<34} median {statistics.median(w):7.1f} s  "
-              f"× default {statistics.median(w) / statistics.median(walls[ref]):6.2f}")  # fmt: skip
+        paired = [a / b for a, b in zip(w, walls[ref], strict=True)]  # same round, same load
+        print(f"{name:<34} median {statistics.median(w):7.1f} s; per round × default: "
+              + ", ".join(f"{v:.2f}" for v in paired))  # fmt: skip
     acc = {name: [line for line in t.splitlines() if line.startswith("| ")][:8]
            for name, t in tables.items()}  # fmt: skip
     same = len({tuple(v) for v in acc.values()}) == 1
     print("accuracy tables identical across variants:", same)
-    return {"walls_s": walls, "accuracy_rows": acc, "identical_accuracies": same}
+    return {"walls_s": walls, "runs": loads, "accuracy_rows": acc, "identical_accuracies": same}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--workers", type=int, default=2, help="worker pairs (inter-op 1 and 2)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per worker")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of part 1")
     ap.add_argument("--no-threads", action="store_true", help="skip part 1")
     ap.add_argument("--table", action="store_true", help="run part 2 (the synthetic table)")
     ap.add_argument("--table-rounds", type=int, default=1, help="alternating rounds of part 2")
     ap.add_argument("--base", default=None, help="another checkout timed in part 2")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/neural_threads.json"))
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        worker(args.worker, args.rounds, args.first)
+        worker(args.worker)
         return
     report = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
     if not args.no_threads:
-        report["threads"] = threads_part(args.workers, args.rounds)
+        report["threads"] = threads_part(args.rounds)
     if args.table:
         report["table"] = table_part(args.table_rounds, args.base)
     report["loadavg_end"] = os.getloadavg()

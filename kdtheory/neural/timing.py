@@ -5,7 +5,11 @@ Thread count
     applies it before any torch work. One intra-op thread was the fastest for every recipe measured
     on a shared 2-core CPU (``benchmarks/neural_threads.py``): the models are small, so an op is
     split into pieces of microseconds, and when another process holds the second core every
-    parallel op waits for a thread that is not scheduled.
+    parallel op waits for a thread that is not scheduled. With the four configurations (1 or 2
+    intra-op) × (1 or 2 inter-op threads) run back to back in every round, at load average ≈ 6,
+    2 intra-op threads took 3.2× (the CNN teacher on 28×28 inputs) to 15× (λ-path steps) as
+    long as 1, medians of 10 pairs; the inter-op pool, unused by these recipes, changed nothing
+    beyond the noise (0.7–1.1×).
 
 Inference time
     :func:`inference_times` measures several models on the same inputs with
@@ -52,8 +56,9 @@ __all__ = [
 CLOCKS = ("auto", "cpu", "wall")
 DEFAULT_THREADS = 1
 THREADS_HELP = (
-    "torch intra-op CPU threads (≥ 1; default %(default)s, the fastest measured for every recipe "
-    "on a shared 2-core CPU: benchmarks/neural_threads.py)"
+    "torch intra-op CPU threads (≥ 1; default %(default)s). Measured on a shared 2-core CPU "
+    "(benchmarks/neural_threads.py): 1 thread was the fastest for every recipe, teachers, "
+    "students and λ-path steps; 2 threads took 3-15x as long when other processes were running"
 )
 
 
@@ -164,7 +169,8 @@ def time_call(
     threads : int or None
         torch intra-op threads during the measurement (default: the current count).
     clock : str
-        ``"wall"`` (synchronising an accelerator) or ``"cpu"`` (process CPU time).
+        ``"wall"`` (synchronising an accelerator), ``"cpu"`` (process CPU time) or ``"auto"``
+        (= ``"cpu"``: the callable's device is unknown).
     """
     _check_min_run_time(min_run_time)
     threads = torch.get_num_threads() if threads is None else threads
