@@ -16,9 +16,9 @@ median CPU time of the process (``time.process_time``, less sensitive to other l
 machine) of each, their ratios (goal ≤ 1.1), and checks that both end at the same weights.
 
 **Inference timing.** The teacher (MLP 1200-1200) and the student are timed twice with
-``kdtheory.neural.train.inference_time`` (batched and one input at a time, medians), the two runs
-separated by the training rounds; it reports the teacher/student ratio of each run and their
-relative difference (goal ≤ 20 %). Writes ``benchmarks/results/neural_core.json``.
+``kdtheory.neural.timing.inference_times`` (batched and one input at a time, interleaved rounds,
+medians of process CPU time), the two runs separated by the training rounds; it reports the
+teacher/student ratio of each run and their relative difference (goal ≤ 20 %). Writes ``benchmarks/results/neural_core.json``.
 
 ``--cifar`` adds the CIFAR-10 preset's models of ``neural.compress`` (ResNet-50 teacher, the five
 ResNet students) timed on generated 32×32 inputs: parameters and the teacher/student inference
@@ -39,7 +39,8 @@ import torch
 from kdtheory.neural.data import Split
 from kdtheory.neural.losses import kd_loss
 from kdtheory.neural.models import build_model
-from kdtheory.neural.train import FitConfig, fit, inference_time
+from kdtheory.neural.timing import inference_times
+from kdtheory.neural.train import FitConfig, fit
 
 KD = {"lambda1": 0.1, "temperature": 3.5, "t2_scaling": True, "soft": "forward-kl"}
 
@@ -77,16 +78,17 @@ def plain(train: Split, f: torch.Tensor, cfg: FitConfig) -> tuple[float, float, 
 
 
 def timing_ratio(teacher, student, x) -> dict:
-    t, s = inference_time(teacher, x, device="cpu"), inference_time(student, x, device="cpu")
+    times = inference_times({"teacher": teacher, "student": student}, x, device="cpu")
+    t, s = times["teacher"], times["student"]
     return {
-        "teacher": t,
-        "student": s,
-        "ratio_batch": t["batch_s"] / s["batch_s"],
-        "ratio_per_sample": t["per_sample_s"] / s["per_sample_s"],
+        "teacher": t.as_dict(),
+        "student": s.as_dict(),
+        "ratio_batch": t.batch.median / s.batch.median,
+        "ratio_per_sample": t.single.median / s.single.median,
     }
 
 
-def cifar_ratios(n: int = 64, single: int = 4) -> dict:
+def cifar_ratios(n: int = 64) -> dict:
     """Teacher/student inference ratios of the cifar10 preset's models on generated inputs."""
     from kdtheory.neural.compress import PRESETS, parse_student
     from kdtheory.neural.models import count_parameters
@@ -98,13 +100,14 @@ def cifar_ratios(n: int = 64, single: int = 4) -> dict:
     for spec in preset.grid.students:
         name, opts = parse_student(spec)
         student = build_model(name, (3, 32, 32), 10, seed=0, **opts).eval()
-        t = inference_time(teacher, x, batch_size=n, repeats=3, single=single, device="cpu")
-        s = inference_time(student, x, batch_size=n, repeats=3, single=single, device="cpu")
+        times = inference_times({"teacher": teacher, "student": student}, x, batch_size=n,
+                                rounds=3, device="cpu")  # fmt: skip
+        t, s = times["teacher"], times["student"]
         out[spec] = {
             "params": count_parameters(student),
-            "ratio_batch": t["batch_s"] / s["batch_s"],
-            "ratio_per_sample": t["per_sample_s"] / s["per_sample_s"],
-            "teacher_batch_s": t["batch_s"],
+            "ratio_batch": t.batch.median / s.batch.median,
+            "ratio_per_sample": t.single.median / s.single.median,
+            "teacher_batch_s": t.batch.median,
         }
         print(
             f"  {spec:22s} {out[spec]['params']:>10,} parameters  ratio batched "

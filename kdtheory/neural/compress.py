@@ -14,7 +14,8 @@ seeds from one cached teacher. The student minimises
 with the soft term D and the factor s(T) ∈ {1, T²} given by the loss variant (``LOSSES``). Per
 cell: test accuracy (mean ± s.e. over seeds), training time, parameters, serialised size in
 bytes, and the teacher/student inference-time ratio, batched and one input at a time, both timed
-on the CPU (the edge device the study has in mind). ``--quantize`` adds the int8 dynamically
+on the CPU (the edge device the study has in mind) by :func:`kdtheory.neural.timing.inference_times`
+with the teacher and the student interleaved in the same rounds. ``--quantize`` adds the int8 dynamically
 quantised student (:func:`~kdtheory.neural.models.quantize_linear`) as extra rows.
 
 Presets (``PRESETS``) vary one factor at a time around a centre (``--full-grid``: the product):
@@ -73,13 +74,13 @@ from kdtheory.neural.models import (
     model_size_bytes,
     quantize_linear,
 )
+from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, inference_times, set_threads
 from kdtheory.neural.train import (
     FitConfig,
     atomic_write_bytes,
     default_cache_dir,
     evaluate,
     fit,
-    inference_time,
     load_or_train_teacher,
     predict_logits,
     resolve_device,
@@ -240,7 +241,6 @@ class Preset:
     lambda1: float = 0.1
     resnet_width: int = 64
     timing_inputs: int = 1024
-    timing_single: int = 100
 
     def describe(self) -> dict:
         return asdict(self)
@@ -286,7 +286,6 @@ PRESETS = {
         optimizer="sgd",
         weight_decay=5e-4,
         timing_inputs=128,  # a ResNet-50 forward pass on the CPU costs about 1 GFLOP per image
-        timing_single=10,
     ),
     "digits": Preset(
         dataset="digits",
@@ -324,17 +323,23 @@ def load_study_data(dataset: str, data_root: str | None, val_size: int | None) -
 # ---------------------------------------------------------------------------------- cells ---
 
 
-_TIMING = {"batch_size": 256, "repeats": 5}
+TIMING_ROUNDS = 5
+TIMING_MIN_RUN_TIME = 0.05  # seconds of timed blocks per model, call and round
 
 
-def _timing(model: torch.nn.Module, x: torch.Tensor, preset: Preset, repeats: int) -> dict:
-    """CPU inference time of ``model``: the first ``preset.timing_inputs`` inputs of ``x`` in
-    batches, and the first ``preset.timing_single`` one at a time (medians of ``repeats``)."""
-    t = inference_time(
-        model, x[: preset.timing_inputs].cpu(), batch_size=_TIMING["batch_size"], repeats=repeats,
-        single=preset.timing_single, device="cpu",
-    )  # fmt: skip
-    return {"batch_s": t["batch_s"], "per_sample_s": t["per_sample_s"]}
+def _timing(models: dict, x: torch.Tensor, preset: Preset, rounds: int) -> dict[str, dict]:
+    """CPU inference time of each model, interleaved in ``rounds`` rounds
+    (:func:`~kdtheory.neural.timing.inference_times`, process CPU time): ``batch_s`` seconds per
+    call on a batch of ``preset.timing_inputs`` inputs and ``per_sample_s`` per call on one input
+    (medians), with their interquartile ranges."""
+    t = inference_times(models, x[: preset.timing_inputs].cpu(),
+                        batch_size=preset.timing_inputs, rounds=rounds, device="cpu",
+                        min_run_time=TIMING_MIN_RUN_TIME)  # fmt: skip
+    return {
+        name: {"batch_s": v.batch.median, "per_sample_s": v.single.median,
+               "batch_iqr_s": v.batch.iqr, "per_sample_iqr_s": v.single.iqr}
+        for name, v in t.items()
+    }  # fmt: skip
 
 
 def _loss_options(loss: str | None) -> dict:
@@ -357,8 +362,9 @@ def train_cell(
 ) -> dict:
     """Train the student of ``cell`` with ``seed`` (initial weights and minibatch order) and
     measure it; ``data.train`` is the cell's training set and ``f_train`` the teacher's logits on
-    it. The teacher is timed right before the student, so that each speed-up is a ratio of two
-    measurements under the same load. Returns the journal record's values."""
+    it. The teacher is timed with the student (and its int8 copy), interleaved in the same rounds,
+    so that each speed-up is a ratio of measurements under the same load. Returns the journal
+    record's values."""
     name, opts = parse_student(cell.student, preset.resnet_width)
     model = build_model(name, data.input_shape, data.num_classes, seed=seed, **opts)
     cfg = FitConfig(
@@ -371,19 +377,22 @@ def train_cell(
                   **_loss_options(cell.loss))  # fmt: skip
     hist = fit(model, data.train, config=cfg, device=device, quiet=True, **kd)
     _, acc = evaluate(model, data.test, device=device)
-    t_teacher = _timing(teacher, data.test.x, preset, repeats)
-    t = _timing(model, data.test.x, preset, repeats)
+    models = {"teacher": teacher, "student": model}
+    if quantize:
+        q = quantize_linear(model)
+        models["int8"] = q
+    times = _timing(models, data.test.x, preset, repeats)
+    t = times["student"]
     values = {
         "cell": cell.key(), "seed": seed, "status": "ok", "test_acc": acc,
         "train_time_s": hist.train_time, "params": count_parameters(model),
         "size_bytes": model_size_bytes(model), **t,
-        **{f"teacher_{k}": v for k, v in t_teacher.items()},
+        **{f"teacher_{k}": v for k, v in times["teacher"].items()},
     }  # fmt: skip
     if quantize:
-        q = quantize_linear(model)
         _, q_acc = evaluate(q, data.test.to("cpu"), device="cpu")
-        values["int8"] = {"test_acc": q_acc, "size_bytes": model_size_bytes(q),
-                          **_timing(q, data.test.x, preset, repeats)}  # fmt: skip
+        values["int8"] = {"test_acc": q_acc, "size_bytes": model_size_bytes(q), **times["int8"]}
+    teacher.to(device)  # timed on the CPU
     return values
 
 
@@ -451,7 +460,7 @@ def run_study(
     device: str = "auto",
     cache_dir: str | Path | None = None,
     retrain_teacher: bool = False,
-    timing_repeats: int = _TIMING["repeats"],
+    timing_repeats: int = TIMING_ROUNDS,
     quiet: bool = False,
 ) -> dict:
     """Run (or resume) the study ``preset`` over ``seeds`` seeds (0 … seeds − 1).
@@ -466,7 +475,7 @@ def run_study(
         ``out`` belongs to another computation or is in use, or (:class:`DataError`) a cached
         teacher is unusable.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain bar: no notebook widget
 
     dev = resolve_device(device)
     cache = check_output_dir(cache_dir or default_cache_dir(), flag="--cache-dir")
@@ -535,7 +544,7 @@ def _teacher(preset, data, cache, dev, retrain, repeats, quiet) -> dict:
         retrain=retrain, quiet=quiet,
     )  # fmt: skip
     _, acc = evaluate(model, data.test, device=dev)
-    tm = _timing(model, data.test.x, preset, repeats)
+    tm = _timing({"teacher": model}, data.test.x, preset, repeats)["teacher"]
     model.to(dev)
     return {
         "model": model, "name": preset.teacher, "options": preset.teacher_options,
@@ -631,10 +640,9 @@ def _markdown(preset: Preset, rows: list[dict], teacher: dict, skipped: str | No
         lines += [
             f"Teacher {teacher['name']} {teacher['options']}: {teacher['params']:,} parameters, "
             f"{teacher['size_bytes'] / 1e3:.1f} kB, test accuracy {100 * teacher['test_acc']:.2f} %, "
-            f"CPU inference {1e3 * tt['batch_s']:.2f} ms per {preset.timing_inputs} inputs "
-            f"(batches of {_TIMING['batch_size']}), {1e3 * tt['per_sample_s']:.3f} ms one at a "
-            "time (its first timing; each student's speed-up divides the teacher's time measured "
-            "just before it).",
+            f"CPU inference {1e3 * tt['batch_s']:.2f} ms per batch of {preset.timing_inputs}, "
+            f"{1e3 * tt['per_sample_s']:.3f} ms per single input (CPU time, medians; each "
+            "student's speed-up divides the teacher's time measured with it, in the same rounds).",
             "",
             f"Students: λ₁ = {preset.lambda1:g} with KD; accuracy mean ± s.e. over seeds; "
             "speed-up = teacher / student CPU inference time.",
@@ -856,11 +864,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timing-repeats",
         type=int,
-        default=_TIMING["repeats"],
-        help="timed repeats (median) of each inference measurement",
+        default=TIMING_ROUNDS,
+        help="interleaved timing rounds of teacher and student (≥ 1)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -923,8 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_device(args.device)
     except ValueError as exc:
         p.error(f"--device: {exc}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # before any torch work
     out = Path(args.out or f"results/neural/compress-{args.preset}")
     try:
         with one_line_warnings(p.prog):

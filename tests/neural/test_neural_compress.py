@@ -29,6 +29,12 @@ STUDY_MNIST = {
 }  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _short_timing(monkeypatch):
+    """Timing blocks of 1 ms: the tests check the bookkeeping, not the speed."""
+    monkeypatch.setattr(compress, "TIMING_MIN_RUN_TIME", 1e-3)
+
+
 def _rows(path):
     with open(path, encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
