@@ -550,6 +550,7 @@ def _teacher(preset, data, cache, dev, retrain, repeats, quiet) -> dict:
         "model": model, "name": preset.teacher, "options": preset.teacher_options,
         "test_acc": acc, "params": count_parameters(model), "size_bytes": model_size_bytes(model),
         "train_time_s": info["train_time_s"], "loaded": info["loaded"], "time": tm,
+        "timing_batch": min(preset.timing_inputs, len(data.test)),
     }  # fmt: skip
 
 
@@ -640,7 +641,7 @@ def _markdown(preset: Preset, rows: list[dict], teacher: dict, skipped: str | No
         lines += [
             f"Teacher {teacher['name']} {teacher['options']}: {teacher['params']:,} parameters, "
             f"{teacher['size_bytes'] / 1e3:.1f} kB, test accuracy {100 * teacher['test_acc']:.2f} %, "
-            f"CPU inference {1e3 * tt['batch_s']:.2f} ms per batch of {preset.timing_inputs}, "
+            f"CPU inference {1e3 * tt['batch_s']:.2f} ms per batch of {teacher['timing_batch']}, "
             f"{1e3 * tt['per_sample_s']:.3f} ms per single input (CPU time, medians; each "
             "student's speed-up divides the teacher's time measured with it, in the same rounds).",
             "",
