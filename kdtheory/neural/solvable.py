@@ -146,10 +146,10 @@ class Testbed:
 
     def objective(self, model: LinearStudent, lambda1: float, temperature: float) -> torch.Tensor:
         """M [mean_μ ℓ_KD + (μ/2)‖W‖²] = Σ_μ ℓ_KD + (λ/2)‖w‖² on the training set (the fit's F)."""
-        tr = self.split("train")
-        x = tr.x.to(model.linear.weight.dtype)
-        f = self.teacher_logits().to(x.dtype)
-        mean = kd_loss(model(x), f, tr.y, lambda1, temperature)
+        dtype = model.linear.weight.dtype
+        x = torch.as_tensor(self.x[:, self.subset], dtype=dtype)
+        f = binary_logits(torch.as_tensor(self.teacher.h, dtype=dtype)[:, None])
+        mean = kd_loss(model(x), f, self.split("train").y, lambda1, temperature)
         w = model.linear.weight
         return x.shape[0] * (mean + 0.5 * self.weight_decay * (w * w).sum())
 
