@@ -96,7 +96,7 @@ def test_weight_decay_enters_the_unrolled_step():
         gv = torch.cat(
             [torch.zeros(9, 1, dtype=x.dtype), xv @ (wt - lr * gw).T + (bias - lr * gb)], 1
         )
-        return float(torch.nn.functional.cross_entropy(gv, yv))
+        return float(torch.nn.functional.cross_entropy(gv, yv).detach())
 
     raw = raw_from_lambda(lam1, temp, dtype=torch.float64)
     hs = hypergradient(model, raw, (x, y, f), (xv, yv), lr=lr, weight_decay=mu)
