@@ -476,11 +476,13 @@ class Judgement:
     optimum : dict
         ``"ce"`` and ``"eg"``: the theory's :class:`TheoryOptimum` of each objective.
     rows : list of dict
-        One per (seed, method), method ∈ modes ∪ {"oracle", "theory-opt"}: ``chi``, ``temperature``,
-        ``eg`` and ``ce`` of the student on fresh data (trained by the λ path; for ``oracle`` the
-        exact minimiser at the validation optimum of :func:`validation_optimum`; for ``theory-opt``
-        the exact minimiser at the theory's CE optimum, the same seed's data), ``theory_eg`` and
-        ``theory_ce`` at that (χ, T) (N → ∞), ``wall_time_s``.
+        One per (seed, method), method ∈ modes ∪ {"oracle-local", "oracle", "theory-opt"}: ``chi``,
+        ``temperature``, ``eg`` and ``ce`` of the student on fresh data (trained by the λ path; for
+        the oracles the exact minimiser at the validation optimum of :func:`validation_optimum`,
+        searched from the λ path's start (``oracle-local``) and the better of that and a search
+        from the theory's optimum (``oracle``); for ``theory-opt`` the exact minimiser at the
+        theory's CE optimum, all on the same draw), ``theory_eg`` and ``theory_ce`` at that (χ, T)
+        (N → ∞), ``wall_time_s``.
     paths : list of PathOutcome
         The λ-path runs (trajectories), in the order of the rows.
     """
@@ -536,7 +538,11 @@ def judge(
         row(seed, "theory-opt", star.chi, star.temperature, at_star.eg, at_star.ce, 0.0)
         if oracle:
             t0 = time.perf_counter()
-            best = validation_optimum(bed, start=path_options.get("start", (0.5, 1.0)))
+            local = validation_optimum(bed, start=path_options.get("start", (0.5, 1.0)))
+            wall = time.perf_counter() - t0
+            row(seed, "oracle-local", local.chi, local.temperature, local.eg, local.ce, wall)
+            far = validation_optimum(bed, start=(star.chi, star.temperature))
+            best = min(local, far, key=lambda f: f.val_ce)
             wall = time.perf_counter() - t0
             row(seed, "oracle", best.chi, best.temperature, best.eg, best.ce, wall)
         for mode in modes:
@@ -547,12 +553,20 @@ def judge(
 
 
 def summarise(judgement: Judgement) -> dict[str, dict[str, tuple[float, float]]]:
-    """Mean and standard error over seeds of every numeric column, per method."""
+    """Mean and standard error over seeds of every numeric column, per method.
+
+    ``d_eg`` and ``d_ce`` are paired: the method's ε_g (CE) minus that of the exact minimiser at
+    the theory's optimum on the same draw (``theory-opt``), which removes the draw's own shift.
+    """
+    ref = {r["seed"]: r for r in judgement.rows if r["method"] == "theory-opt"}
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for method in dict.fromkeys(r["method"] for r in judgement.rows):
         sel = [r for r in judgement.rows if r["method"] == method]
+        sel = [dict(r, d_eg=r["eg"] - ref[r["seed"]]["eg"], d_ce=r["ce"] - ref[r["seed"]]["ce"])
+               for r in sel]  # fmt: skip
         cols = {}
-        for key in ("chi", "temperature", "eg", "ce", "theory_eg", "theory_ce", "wall_time_s"):
+        keys = ("chi", "temperature", "eg", "ce", "d_eg", "d_ce", "theory_eg", "theory_ce")
+        for key in (*keys, "wall_time_s"):
             v = np.array([r[key] for r in sel], dtype=float)
             sem = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.nan
             cols[key] = (float(v.mean()), float(sem))

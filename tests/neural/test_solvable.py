@@ -13,10 +13,12 @@ from kdtheory.losses import kd_loss as kd_loss_scalar  # noqa: E402
 from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda  # noqa: E402
 from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer  # noqa: E402
 from kdtheory.neural.solvable import (  # noqa: E402
+    Judgement,
     LinearStudent,
     fit_at,
     make_testbed,
     run_lambda_path,
+    summarise,
     theory_optimum,
     theory_point,
 )
@@ -146,3 +148,17 @@ def test_bad_arguments():
         LambdaPathOptimizer(
             LinearStudent(15), torch.zeros(len(split), 2), split, split, weight_decay=-1.0
         )
+
+
+def test_summary_pairs_each_draw_with_the_theory_optimum_on_that_draw():
+    def r(seed, method, eg):
+        return dict(seed=seed, method=method, chi=0.5, temperature=1.0, eg=eg, ce=2 * eg,
+                    theory_eg=0.2, theory_ce=0.4, wall_time_s=1.0)  # fmt: skip
+
+    rows = [r(0, "theory-opt", 0.20), r(0, "gradient", 0.23), r(1, "theory-opt", 0.30),
+            r(1, "gradient", 0.31)]  # fmt: skip
+    s = summarise(Judgement(PROBLEM, 40, {}, rows, []))["gradient"]
+    # paired differences 0.03 and 0.01: mean 0.02, s.e. = |0.03 − 0.01|/2
+    assert s["d_eg"] == pytest.approx((0.02, 0.01), rel=1e-12)
+    assert s["d_ce"] == pytest.approx((0.04, 0.02), rel=1e-12)
+    assert s["eg"] == pytest.approx((0.27, 0.04), rel=1e-12)  # unpaired: draws differ by 0.08
