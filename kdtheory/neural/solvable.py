@@ -130,7 +130,8 @@ class Testbed:
 
     def split(self, which: str) -> Split:
         """``"train"`` or ``"val"`` as a torch :class:`Split` (student's inputs, class y = (1 + y)/2)."""
-        x, y = {"train": (self.x, self.y), "val": (self.x_val, self.y_val)}[which]
+        check_choice("which", which, ("train", "val"))
+        x, y = (self.x, self.y) if which == "train" else (self.x_val, self.y_val)
         xs = torch.as_tensor(x[:, self.subset], dtype=torch.float32)
         return Split(xs, torch.as_tensor((y > 0).astype(np.int64)))
 
@@ -403,6 +404,8 @@ def theory_optimum(
     warm-started from the last one; the best end point is returned.
     """
     check_choice("objective", objective, OBJECTIVES)
+    grid = (check_integer("grid[0]", grid[0], 2), check_integer("grid[1]", grid[1], 2))
+    starts = check_integer("starts", starts, 1)
     lo, hi = math.log(TEMPERATURE_BOX[0]), math.log(TEMPERATURE_BOX[1])
     chis, temps = _chi(np.linspace(0.0, 1.0, grid[0])), np.exp(np.linspace(lo, hi, grid[1]))
     eg, ce = theory_landscape(problem, chis, temps)

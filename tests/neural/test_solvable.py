@@ -143,6 +143,10 @@ def test_bad_arguments():
         make_testbed(Problem(GaussianMixture(2.0), BayesTeacher(), Student(0.1)), 40, seed=0)
     with pytest.raises(ValueError, match="objective"):
         theory_optimum(PROBLEM, "accuracy")
+    with pytest.raises(ValueError, match="starts"):
+        theory_optimum(PROBLEM, "ce", starts=0)
+    with pytest.raises(ValueError, match="which"):
+        make_testbed(PROBLEM, 20, seed=0).split("test")
     with pytest.raises(ValueError, match="weight_decay"):
         split = make_testbed(PROBLEM, 20, seed=0).split("val")
         LambdaPathOptimizer(
