@@ -40,13 +40,18 @@ LAM_T, LAM = 0.5, 0.01  # a well-regularised teacher, a weakly regularised stude
 METHODS = ("gradient", "proposed", "oracle-local", "oracle", "theory-opt")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _fmt(pair: tuple[float, float], digits: int = 3) -> str:
     mean, sem = pair
     return f"{mean:.{digits}f}±{sem:.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lambda_path_vs_theory", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="lambda_path_vs_theory", description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=500, help="dimension N (default 500)")
     ap.add_argument("--seeds", type=int, default=5, help="draws per problem (default 5)")
     ap.add_argument("--steps", type=int, default=2000, help="λ-path steps (default 2000)")
