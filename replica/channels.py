@@ -47,10 +47,11 @@ def _output(y, pt, h, om, var, chi, temperature):
 
 
 @njit(cache=True)
-def _kd_partials(y, ht, h, chi, temperature):
+def _kd_partials(y, ht, pt, h, chi, temperature, loss):
     """ℓ_KD(y, h̃, h) = (1 − χ) softplus(−yh) + χ [softplus(h/T) − p̃ h/T], p̃ = sig(h̃/T): the
     h-derivatives ℓ, ℓ′, ℓ″, ℓ‴ and the partials of ℓ, ℓ′, ℓ″ in h̃, χ and T at fixed h, then
     κ = ∂_h∂_h̃ ℓ_KD = −χ p̃(1 − p̃)/T² and its partials in h̃, χ, T (a 17-tuple, in that order).
+    ``pt`` must be sig(h̃/T); ℓ and its partials are 0 unless ``loss``.
 
     With s = sig(−yh), z = h/T, σ = sig(z), z̃ = h̃/T: the label part (ℓ, ℓ′, ℓ″, ℓ‴) is
     (softplus(−yh), −ys, s(1 − s), −ys(1 − s)(1 − 2s)), the KD part per unit χ is
@@ -61,13 +62,14 @@ def _kd_partials(y, ht, h, chi, temperature):
     t = temperature
     z = h / t
     zt = ht / t
-    sg = sigmoid(z)
-    pt = sigmoid(zt)
+    sg = (1.0 - s if y > 0 else s) if t == 1.0 else sigmoid(z)
     ps = pt * (1.0 - pt)
     ss = sg * (1.0 - sg)
-    lab0, lab1, lab2 = softplus(-y * h), -y * s, s * (1.0 - s)
+    lab0 = softplus(-y * h) if loss else 0.0
+    kd0 = softplus(z) - pt * z if loss else 0.0
+    lab1, lab2 = -y * s, s * (1.0 - s)
     lab3 = -y * s * (1.0 - s) * (1.0 - 2.0 * s)
-    kd0, kd1, kd2 = softplus(z) - pt * z, (sg - pt) / t, ss / (t * t)
+    kd1, kd2 = (sg - pt) / t, ss / (t * t)
     kd3 = ss * (1.0 - 2.0 * sg) / (t * t * t)
     c = 1.0 - chi
     return (
@@ -75,13 +77,13 @@ def _kd_partials(y, ht, h, chi, temperature):
         c * lab1 + chi * kd1,
         c * lab2 + chi * kd2,
         c * lab3 + chi * kd3,
-        -chi * z * ps / t,  # ∂_h̃ ℓ
+        -chi * z * ps / t if loss else 0.0,  # ∂_h̃ ℓ
         -chi * ps / (t * t),  # ∂_h̃ ℓ′ = κ
         0.0,  # ∂_h̃ ℓ″
         kd0 - lab0,  # ∂_χ ℓ, ℓ′, ℓ″
         kd1 - lab1,
         kd2 - lab2,
-        chi * (-z * (sg - pt) + z * zt * ps) / t,  # ∂_T ℓ, ℓ′, ℓ″
+        chi * (-z * (sg - pt) + z * zt * ps) / t if loss else 0.0,  # ∂_T ℓ, ℓ′, ℓ″
         -chi * ((sg - pt) + z * ss - zt * ps) / (t * t),
         -chi * ss * (2.0 + z * (1.0 - 2.0 * sg)) / (t * t * t),
         -chi * ps / (t * t),  # κ and its partials in h̃, χ, T
@@ -91,7 +93,7 @@ def _kd_partials(y, ht, h, chi, temperature):
     )
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)  # (fastmath: the zero directions fold away when inlined)
 def _node_derivative(f, var, cs, dft, dht, lp, d_om, d_var, d_ht, d_chi, d_t, d_cs, d_dft, d_dht):
     """Derivatives of the integrands (f, f², ∂_ω f, ℓ_KD, df/dω̃) at one node along a direction
     that moves ω′ by d_om, ΔV by d_var, h̃ by d_ht, χ, T, ΔV_c by d_cs, f̃′ and h̃′ (``lp`` from
@@ -105,22 +107,34 @@ def _node_derivative(f, var, cs, dft, dht, lp, d_om, d_var, d_ht, d_chi, d_t, d_
     dl2 = lp[6] * d_ht + lp[9] * d_chi + lp[12] * d_t
     kap = lp[13]
     dkap = lp[14] * d_ht + lp[15] * d_chi + lp[16] * d_t
-    den = 1.0 + var * l2
-    dh = (d_om + f * d_var - var * dl1) / den
+    iden = 1.0 / (1.0 + var * l2)
+    dh = (d_om + f * d_var - var * dl1) * iden
     df = -l2 * dh - dl1
     dl2 = l3 * dh + dl2
     dden = l2 * d_var + var * dl2
-    hdot = (cs * dft - var * kap * dht) / den
+    hdot = (cs * dft - var * kap * dht) * iden
     dhdot = (
-        d_cs * dft + cs * d_dft - d_var * kap * dht - var * dkap * dht - var * kap * d_dht
-    ) / den - hdot * dden / den
+        d_cs * dft
+        + cs * d_dft
+        - d_var * kap * dht
+        - var * dkap * dht
+        - var * kap * d_dht
+        - hdot * dden
+    ) * iden
     return (
         df,
         2.0 * f * df,
-        -(dl2 - l2 * l2 * d_var) / (den * den),
+        -(dl2 - l2 * l2 * d_var) * iden * iden,
         l1 * dh + dl0,
         -dl2 * hdot - l2 * dhdot - dkap * dht - kap * d_dht,
     )
+
+
+@njit(cache=True)
+def _accumulate(acc, o, k, w, d):
+    """acc[o, i, k] += w·d[i] for the five integrands."""
+    for i in range(5):
+        acc[o, i, k] += w * d[i]
 
 
 # integrands whose derivatives the kernels accumulate (``acc[., i, .]``), and the primitives
@@ -185,7 +199,7 @@ def teacher_moments(
                 mom[T_LOSS] += w * _loss_p(y, 0.5, h, 0.0, 1.0)
                 rows[iy, 3] += ws[k] * _loss_p(y, 0.5, h, 0.0, 1.0)
             if deriv:
-                lp = _kd_partials(y, 0.0, h, 0.0, 1.0)
+                lp = _kd_partials(y, 0.0, 0.5, h, 0.0, 1.0, metrics)
                 d_om = _node_derivative(
                     f, var, 0.0, 0.0, 0.0, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 )
@@ -217,7 +231,7 @@ def teacher_nodes(y, xt, m_t, q_t, b_t, v_t, delta, ht, ft, dft, dht):
 @njit(cache=True)
 def student_moments(
     y, w, xt, ht, ft, dft, dht, m, q, r, v, vc, b, q_t, delta, chi, temperature,
-    hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics, n_ext, freeze, rows, acc,
+    hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics, n_ext, freeze, rows, acc, full,
 ):  # fmt: skip
     """E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{y h ≤ 0}] for the student.
 
@@ -225,10 +239,12 @@ def student_moments(
     rule over ξ is rebuilt per outer node with breakpoints at the student's feature points
     (``ext[o, :n_ext[o]]``; ``freeze``: reuse those of the last call, a fixed rule).
     ``xs``, ``ws`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
-    the last call as warm starts; the last two moments are computed only if ``metrics``.
+    the last call as warm starts (NaN: none; then the prox starts from the previous node's
+    solution moved by ∂h/∂ω = 1/(1 + ΔVℓ″)); the last two moments are computed only if ``metrics``.
     ``rows[o]`` receives the inner expectations of (f, f², ∂_ω f, df/dω̃, ℓ_KD, 1{yh ≤ 0}); if
     ``acc`` has rows, ``acc[o, i, k]`` receives the inner expectation of the derivative of
-    integrand i (I_F, I_FF, I_DF, I_LOSS, I_DFT) in primitive k (P_OM … P_DHT) at fixed nodes.
+    integrand i (I_F, I_FF, I_DF, I_LOSS, I_DFT) in primitive k (P_OM … P_DHT) at fixed nodes:
+    all of them if ``full``, else those the student's state moves (P_OM, P_SPREAD, P_VAR, P_CS).
     """
     n_out = y.shape[0]
     deriv = acc.shape[0] > 0
@@ -249,6 +265,8 @@ def student_moments(
             )
         n = composite_rule(base, ext[o], n_ext[o], glx, glw, xs[o], ws[o])
         a_f = a_ff = a_df = a_dft = a_loss = a_err = 0.0
+        h_prev = om_prev = 0.0
+        den_prev = 1.0
         if deriv:
             for i in range(5):
                 for k in range(9):
@@ -261,10 +279,14 @@ def student_moments(
                 a_err = 1.0
         for j in range(n):
             om = centre + spread * xs[o, j]
-            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
+            h0 = h_buf[o, j]
+            if h0 != h0:  # no previous solution (NaN): extrapolate from the previous node
+                h0 = om if j == 0 else h_prev + (om - om_prev) / den_prev
+            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h0)
             h_buf[o, j] = h
             f = _output(yo, pt, h, om, var, chi, temperature)
             den = 1.0 + var * d2
+            h_prev, om_prev, den_prev = h, om, den
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
             wj = ws[o, j]
             a_f += wj * f
@@ -274,7 +296,7 @@ def student_moments(
             if metrics:
                 a_loss += wj * _loss_p(yo, pt, h, chi, temperature)
             if deriv:
-                lp = _kd_partials(yo, ht[o], h, chi, temperature)
+                lp = _kd_partials(yo, ht[o], pt, h, chi, temperature, metrics)
                 fo, dfo, dho = f, dft[o], dht[o]
                 d = _node_derivative(
                     fo, var, cs, dfo, dho, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
@@ -285,38 +307,32 @@ def student_moments(
                 d = _node_derivative(
                     fo, var, cs, dfo, dho, lp, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 )
-                for i in range(5):
-                    acc[o, i, P_VAR] += wj * d[i]
-                d = _node_derivative(
-                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
-                )
-                for i in range(5):
-                    acc[o, i, P_HT] += wj * d[i]
-                d = _node_derivative(
-                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0
-                )
-                for i in range(5):
-                    acc[o, i, P_CHI] += wj * d[i]
-                d = _node_derivative(
-                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
-                )
-                for i in range(5):
-                    acc[o, i, P_T] += wj * d[i]
+                _accumulate(acc, o, P_VAR, wj, d)
                 d = _node_derivative(
                     fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0
                 )
-                for i in range(5):
-                    acc[o, i, P_CS] += wj * d[i]
-                d = _node_derivative(
-                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0
-                )
-                for i in range(5):
-                    acc[o, i, P_DFT] += wj * d[i]
-                d = _node_derivative(
-                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0
-                )
-                for i in range(5):
-                    acc[o, i, P_DHT] += wj * d[i]
+                _accumulate(acc, o, P_CS, wj, d)
+                if full:
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_HT, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_CHI, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_T, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0
+                    )
+                    _accumulate(acc, o, P_DFT, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0
+                    )
+                    _accumulate(acc, o, P_DHT, wj, d)
         rows[o, 0] = a_f
         rows[o, 1] = a_ff
         rows[o, 2] = a_df

@@ -27,7 +27,14 @@ from kdtheory.problem import (
     check_integer,
     check_real,
 )
-from replica.fixed_point import FixedPointResult, continuation, describe, iterate, polish
+from replica.fixed_point import (
+    FixedPointResult,
+    continuation,
+    describe,
+    iterate,
+    newton,
+    polish,
+)
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 from replica.student import StudentMap, StudentState, initial, valid
@@ -190,10 +197,12 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     def solve_at(
         lam: float, x0: np.ndarray | None, jacobian=None, temperature: float | None = None
     ) -> FixedPointResult:
-        """Reach the coarse rule's fixed point (quasi-Newton from a neighbour's state and Jacobian
-        if given, else Anderson), then quasi-Newton on the full rule with the coarse map's
-        Jacobian at that point; Anderson on the full rule if that fails.  ``temperature``: solve
-        the student at that T instead of its own (a continuation path)."""
+        """Newton on the coarse rule's exact Jacobian from x0 (a neighbour's state, or the cold
+        start; Anderson first, then Newton, if that fails), then quasi-Newton on the full rule
+        with the coarse Jacobian at the coarse fixed point (Newton on the full rule's own exact
+        Jacobian, then Anderson, if that fails).  ``jacobian`` is not needed (the signature of
+        ``continuation``); ``temperature``: solve the student at that T instead of its own (a
+        continuation path)."""
         temperature = st.temperature if temperature is None else temperature
         p = problem
         if (lam, temperature) != (st.lam, st.temperature):
@@ -201,25 +210,22 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         fine = maps[p] = StudentMap(p, teacher, quad)
         coarse = StudentMap(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
-        evals = 0
-        near = None
-        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse rule
-            near = polish(
-                coarse, x0, tol=max(tol, 1e-6), jacobian=jacobian, max_iter=8, valid=valid
-            )
-            evals += near.iterations
-        if near is None or near.status != "converged":
-            near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
-            evals += near.iterations
+        near_tol = max(tol, _COARSE_TOL)
+        near = _newton_or_anderson(coarse, x0, near_tol, max_iter)
         if near.status != "converged":  # the coarse map is as hard: leave it to continuation
-            return replace(near, iterations=evals)
+            return replace(near, iterations=coarse.calls)
         # the full rule, from the coarse fixed point with the coarse map's Jacobian there
-        res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
-        evals += res.iterations
+        jac = near.jacobian
+        if jac is None:  # (Anderson reached it)
+            jac = coarse.equations(near.x, full=False)[2]
+        res = FixedPointResult(near.x, math.inf, 0, "max_iter")
+        if np.all(np.isfinite(jac)):
+            res = polish(fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=6)
+        if res.status != "converged":
+            res = newton(lambda x: fine.equations(x, full=False)[:3], near.x, tol=tol, valid=valid)
         if res.status != "converged":
             res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
-            evals += res.iterations
-        return replace(res, iterations=evals)
+        return replace(res, iterations=coarse.calls + fine.calls)
 
     x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
@@ -274,6 +280,27 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     )  # fmt: skip
 
 
+def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int):
+    """Newton on g's exact Jacobian from x0; if it fails, Anderson to the far-field tolerance
+    1e-3 and Newton again; if that fails too, Anderson to ``tol``."""
+    eq = lambda x: g.equations(x, full=False)[:3]  # noqa: E731
+    res = newton(eq, x0, tol=tol, valid=valid, max_iter=_NEWTON_ITER)
+    if res.status == "converged":
+        return res
+    far = iterate(g, x0, tol=max(tol, 1e-3), max_iter=max_iter, valid=valid)
+    if far.status == "converged":
+        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=_NEWTON_ITER)
+        if res.status == "converged":
+            return res
+        return iterate(g, far.x, tol=tol, max_iter=max_iter, valid=valid)
+    return far
+
+
+#: the coarse rule's fixed point is solved to this tolerance before the full rule takes over
+#: (their fixed points differ by the coarse rule's error, ≈ 1e-5, so more is not needed)
+_COARSE_TOL = 1e-8
+#: Newton steps before falling back to Anderson
+_NEWTON_ITER = 30
 #: map evaluations one continuation may spend, in units of ``max_iter``
 _CONTINUATION_BUDGET = 10
 #: the smallest ridge of a continuation towards λ = 0

@@ -139,7 +139,7 @@ class StudentMap:
         self.base = quad.base()
         n, rows = quad.max_nodes(), len(self.y)
         self.xs, self.ws, self.ext = np.empty((rows, n)), np.empty((rows, n)), np.empty((rows, n))
-        self.h_buf = np.zeros((rows, n))
+        self.h_buf = np.full((rows, n), np.nan)
         self.n_ext = np.zeros(rows, dtype=np.int64)
         self.rows = np.empty((rows, 6))
         self.acc = np.empty((0, 5, 9))
@@ -151,10 +151,11 @@ class StudentMap:
         )  # fmt: skip
 
     def moments(
-        self, x: np.ndarray, metrics: bool = False, *, params=None, freeze=False, deriv=False
+        self, x: np.ndarray, metrics: bool = False, *, params=None, freeze=False, deriv=0
     ) -> np.ndarray:
         """The kernel's moments at x (``params``: at other PARAMS values, on the same outer nodes;
-        ``freeze``: on the rule of the last call; ``deriv``: fill ``self.acc``)."""
+        ``freeze``: on the rule of the last call; ``deriv``: fill ``self.acc``, 1: for the
+        derivatives in the state only, 2: in every direction)."""
         m, q, r, v, vc, b = x
         p = self.params if params is None else params
         nodes = self.nodes if params is None else self._nodes(p)
@@ -169,7 +170,7 @@ class StudentMap:
             self.y, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
             temp, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
             self.xs, self.ws, self.ext, self.h_buf, metrics, self.n_ext, freeze, self.rows,
-            self.acc if deriv else self.acc[:0],
+            self.acc if deriv else self.acc[:0], deriv == 2,
         )  # fmt: skip
 
     def _nodes(self, p):
@@ -216,26 +217,37 @@ class StudentMap:
         )
 
     def equations(
-        self, x: np.ndarray, *, params=None, freeze: bool = False, metrics: bool = False
+        self,
+        x: np.ndarray,
+        *,
+        params=None,
+        freeze: bool = False,
+        metrics: bool = False,
+        full: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One kernel call: (G(x), F(x), dF, mom) with F = G − x except the bias row
         F_b = αΔE[f]/V̂ (the uncapped Newton step of ``bias_step``), and dF = ∂F/∂(DIRECTIONS)
         (6 × 17): d/dx is DG − I, the rest the derivatives in the teacher's state (m̃, q̃, b̃, Ṽ,
         with q̂_t = (q̃ − m̃²)/Ṽ², Ã = 1/Ṽ, identities of the teacher's fixed point) and in
         (χ, T, Δ, α, ρ, λ, η).  ``mom`` holds the moments; with ``metrics`` its S_LOSS entry's
-        gradient is ``self.loss_gradient``."""
+        gradient is ``self.loss_gradient``.  ``full=False``: dF is ∂F/∂x only (6 × 6, cheaper)."""
         p = self.params if params is None else np.asarray(params, dtype=float)
-        mom = self.moments(x, metrics, params=params, freeze=freeze, deriv=True)
-        dmom = self._moment_derivatives(x, p, None if params is None else p)
+        mom = self.moments(x, metrics, params=params, freeze=freeze, deriv=1 + full)
+        nd = _ND if full else len(FIELDS)
+        dmom = self._moment_derivatives(x, p, None if params is None else p, nd)
         if metrics:
             self.loss_gradient = dmom[S_LOSS]
         mo = [Dual(mom[i], dmom[i]) for i in range(8)]
         sd = [Dual.seed(v, i, _ND) for i, v in enumerate(np.concatenate([x, p]))]
+        sd = [Dual(z.v, z.d[:nd]) for z in sd]
         m_t, q_t, v_t, d, a, lam, eta = (
             sd[_IX[k]] for k in ("m_t", "q_t", "V_t", "delta", "alpha", "lam", "eta")
         )
         m_hat, q_hat = a * mo[S_YF], a * d * mo[S_FF]
         v_hat, r_hat, vc_hat = -(a * d * mo[S_DF]), a * d * mo[S_FFT], a * d * mo[S_DFT]
+        if not (v_hat.v > 0.0 and lam.v + v_hat.v > 0.0):  # a flat loss: no finite step
+            inf = np.full(6, np.inf)
+            return inf, inf, np.full((6, nd), np.nan), mom
         qh_t = (q_t - m_t * m_t) / (v_t * v_t)
         if params is None:  # the stored conjugate (equal at the teacher's fixed point)
             qh_t.v = self.teacher.q_hat
@@ -252,24 +264,24 @@ class StudentMap:
             a * d * mo[S_F] / v_hat,
         ]
         f = np.array([o.v for o in out]) - np.append(x[:5], 0.0)
-        jac = np.array([o.d for o in out])
+        jac = np.array([o.d for o in out])  # (the columns beyond nd are absent)
         jac[np.arange(5), np.arange(5)] -= 1.0
         g = f + np.append(x[:5], 0.0)
         g[5] = x[5] + bias_step(a.v * d.v * mom[S_F], v_hat.v, d.v * x[1])
-        if not big_a.v > 0.0:
-            g[:] = np.inf
         return g, f, jac, mom
 
-    def _moment_derivatives(self, x, p, params):
-        """d(moment)/d(DIRECTIONS) (8 × 17, the S_ERR row zero) from the kernel's ``acc``."""
+    def _moment_derivatives(self, x, p, params, nd=_ND):
+        """d(moment)/d(DIRECTIONS[:nd]) (8 × nd, the S_ERR row zero) from the kernel's ``acc``."""
         _, q, r, v, vc, _ = x
         m_t, q_t, _, v_t, _, _, d, a, rho = p[:9]
         y, xt, n = self.y, self.xt, len(self.y)
         nodes = self.nodes if params is None else self._nodes(p)
         ft = nodes[1]
-        dnodes = teacher_nodes_derivatives(
-            self.problem.teacher, y, xt, nodes, m_t, q_t, v_t, d, a
-        )  # ∂(h̃, f̃, f̃', h̃')/∂(m̃, q̃, b̃, Ṽ, Δ, α)
+        full = nd == _ND
+        if full:  # ∂(h̃, f̃, f̃', h̃')/∂(m̃, q̃, b̃, Ṽ, Δ, α)
+            dnodes = teacher_nodes_derivatives(
+                self.problem.teacher, y, xt, nodes, m_t, q_t, v_t, d, a
+            )
         cols = [_IX[k] for k in ("m_t", "q_t", "b_t", "V_t", "delta", "alpha")]
         seeds = np.zeros((n, 9, _ND))
         sqd, sqt = math.sqrt(d), math.sqrt(q_t)
@@ -280,7 +292,8 @@ class StudentMap:
         om[:, _IX["Vc"]] = d * ft
         om[:, _IX["q_t"]] = -0.5 * sqd * r * xt / (q_t * sqt)
         om[:, _IX["delta"]] = 0.5 * r * xt / (sqd * sqt) + vc * ft
-        om[:, cols] += d * vc * dnodes[1]
+        if full:
+            om[:, cols] += d * vc * dnodes[1]
         s2 = q - r * r / q_t
         if s2 > 0.0:
             spread = math.sqrt(d * s2)
@@ -291,27 +304,29 @@ class StudentMap:
             sp[:, _IX["delta"]] = s2 / (2 * spread)
         seeds[:, P_VAR, _IX["V"]] = d
         seeds[:, P_VAR, _IX["delta"]] = v
-        seeds[:, P_HT][:, cols] = dnodes[0]
         seeds[:, P_CHI, _IX["chi"]] = 1.0
         seeds[:, P_T, _IX["temperature"]] = 1.0
         seeds[:, P_CS, _IX["Vc"]] = d
         seeds[:, P_CS, _IX["delta"]] = vc
-        seeds[:, P_DFT][:, cols] = dnodes[2]
-        seeds[:, P_DHT][:, cols] = dnodes[3]
-        inner = np.einsum("oik,okd->oid", self.acc, seeds)  # d(inner expectation)/d(direction)
+        if full:
+            seeds[:, P_HT][:, cols] = dnodes[0]
+            seeds[:, P_DFT][:, cols] = dnodes[2]
+            seeds[:, P_DHT][:, cols] = dnodes[3]
+        inner = self.acc @ seeds[:, :, :nd]  # d(inner expectation)/d(direction)
         w = self.w if params is None else self._weights(rho)
         dw = np.where(y > 0, 1.0, -1.0) * w / np.where(y > 0, rho, 1.0 - rho)  # ∂w/∂ρ
-        out = np.zeros((8, _ND))
+        out = np.zeros((8, nd))
         rows = self.rows
         for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
             out[k] = w @ inner[:, i]
-            out[k, _IX["rho"]] += dw @ rows[:, _ROW[i]]
         out[S_YF] = (w * y) @ inner[:, I_F]
-        out[S_YF, _IX["rho"]] += (dw * y) @ rows[:, 0]
-        dft = np.zeros((n, _ND))
-        dft[:, cols] = dnodes[1]
-        out[S_FFT] = (w * ft) @ inner[:, I_F] + (w * rows[:, 0]) @ dft
-        out[S_FFT, _IX["rho"]] += (dw * ft) @ rows[:, 0]
+        out[S_FFT] = (w * ft) @ inner[:, I_F]
+        if full:
+            for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
+                out[k, _IX["rho"]] += dw @ rows[:, _ROW[i]]
+            out[S_YF, _IX["rho"]] += (dw * y) @ rows[:, 0]
+            out[S_FFT, cols] += (w * rows[:, 0]) @ dnodes[1]
+            out[S_FFT, _IX["rho"]] += (dw * ft) @ rows[:, 0]
         return out
 
     def state(self, x: np.ndarray) -> StudentState:

@@ -153,6 +153,8 @@ class _LogisticTeacherMap:
         m_hat, q_hat = a_ * Dual(mom[T_YF], dyf), a_ * d_ * Dual(mom[T_FF], dm[1])
         v_hat = -(a_ * d_ * Dual(mom[T_DF], dm[2]))
         big_a = sd[4] + v_hat
+        if not (v_hat.v > 0.0 and big_a.v > 0.0):  # a flat loss: no finite step
+            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 8), np.nan), mom
         out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
         out.append(a_ * d_ * Dual(mom[T_F], dm[0]) / v_hat)
         f = np.array([o.v for o in out]) - np.append(x[:3], 0.0)
@@ -160,8 +162,6 @@ class _LogisticTeacherMap:
         jac[np.arange(3), np.arange(3)] -= 1.0
         g = f + np.append(x[:3], 0.0)
         g[3] = b + bias_step(a * d * mom[T_F], v_hat.v, d * q)
-        if not big_a.v > 0.0:
-            g[:] = np.inf
         return g, f, jac, mom
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
