@@ -6,6 +6,7 @@
 >>> sol.converged, round(sol.student.eg, 4)  # doctest: +SKIP
 """
 
+from replica.gradient import Gradient, gradient
 from replica.separability import separability_threshold
 from replica.solver import (
     ConvergenceError,
@@ -20,12 +21,14 @@ from replica.teacher import TeacherSolution, TeacherState
 
 __all__ = [
     "ConvergenceError",
+    "Gradient",
     "Solution",
     "StudentState",
     "TeacherSolution",
     "TeacherState",
     "agreement",
     "bayes_error",
+    "gradient",
     "separability_threshold",
     "solve",
     "solve_teacher",
