@@ -7,6 +7,7 @@
 """
 
 from replica.gradient import Gradient, gradient
+from replica.optimise import OptimiseResult, optimise
 from replica.separability import separability_threshold
 from replica.solver import (
     ConvergenceError,
@@ -22,6 +23,7 @@ from replica.teacher import TeacherSolution, TeacherState
 __all__ = [
     "ConvergenceError",
     "Gradient",
+    "OptimiseResult",
     "Solution",
     "StudentState",
     "TeacherSolution",
@@ -29,6 +31,7 @@ __all__ = [
     "agreement",
     "bayes_error",
     "gradient",
+    "optimise",
     "separability_threshold",
     "solve",
     "solve_teacher",
