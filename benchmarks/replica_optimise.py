@@ -15,6 +15,7 @@ else: each ``replica.gradient`` call costs one kernel call per map, less than a 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -29,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import replica  # noqa: E402
-import replica.optimise as ro  # noqa: E402
 from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student  # noqa: E402
+
+ro = importlib.import_module("replica.optimise")  # the module (replica.optimise is the function)
 
 G = GaussianMixture(2.0, 0.3, 1.0)
 CASES = [
