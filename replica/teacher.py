@@ -10,7 +10,7 @@ V̂_t = 0, so m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), Ṽ = 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -19,7 +19,7 @@ from scipy.special import expit, ndtr
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
 from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
 from replica.dual import Dual
-from replica.fixed_point import bias_step, continuation, describe, iterate
+from replica.fixed_point import bias_step, continuation, describe, iterate, newton
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 
@@ -218,9 +218,13 @@ def solve_logistic_teacher(
             )
 
     def solve_at(lam_k: float, x0: np.ndarray | None, jacobian=None):  # (no Jacobian used)
+        """Newton on the exact Jacobian; Anderson from x0 if it fails."""
         g = _LogisticTeacherMap(data, lam_k, quad)
         x0 = _initial(data, lam_k) if x0 is None else x0
-        return iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
+        res = newton(lambda x: g.equations(x)[:3], x0, tol=tol, valid=_valid, max_iter=30)
+        if res.status != "converged":
+            res = iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
+        return replace(res, iterations=g.calls)
 
     x0 = None if init is None else np.array([init.m, init.q, init.V, init.b])
     res = solve_at(lam, x0)
