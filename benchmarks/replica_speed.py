@@ -695,7 +695,8 @@ class CountKernels:
 
 
 def worker(out: Path, repeats: int, grid_n: int) -> None:
-    """Time and count the solver of the checkout on ``sys.path`` (old or new); write JSON."""
+    """Time and count the solver of the checkout on ``sys.path`` (old or new), and its grid on
+    2 workers if ``grid_n`` > 0; write JSON."""
     res = {"root": str(ROOT), "load_start": load(), "points": {}}
     with threadpool_limits(1):
         for name, p in (("headline", HEADLINE), ("second", SECOND)):
@@ -718,16 +719,18 @@ def worker(out: Path, repeats: int, grid_n: int) -> None:
                     times[kind].append(timed(fn)[1])
             row["ms"] = {k: 1e3 * median(v) for k, v in times.items()}
             res["points"][name] = row
-    lams, chis = np.logspace(0.0, -2.0, grid_n), np.linspace(0.0, 1.0, grid_n)
-    g = run_grid(HEADLINE, lams, chis, 2)
-    res["grid"] = {"n": grid_n, "wall_s": g["wall_s"], "non_converged": g["non_converged"]}
+    if grid_n:
+        lams, chis = np.logspace(0.0, -2.0, grid_n), np.linspace(0.0, 1.0, grid_n)
+        g = run_grid(HEADLINE, lams, chis, 2)
+        res["grid"] = {"n": grid_n, "wall_s": g["wall_s"], "non_converged": g["non_converged"]}
     res["load_end"] = load()
     out.write_text(json.dumps(res))
 
 
-def old_vs_new(base: str, repeats: int, grid_n: int) -> dict:
+def old_vs_new(base: str, repeats: int, grid_n: int, rounds: int = 3) -> dict:
     """Run ``worker`` on the commit ``base`` (a temporary git worktree) and on this checkout, in
-    subprocesses one after the other, and print the comparison."""
+    subprocesses taking turns (``rounds`` times for the points, once for the grid), and print the
+    comparison."""
     import tempfile
 
     here = Path(__file__).resolve().parents[1]
@@ -738,14 +741,31 @@ def old_vs_new(base: str, repeats: int, grid_n: int) -> dict:
             check=True,
         )
         try:
-            out = {}
-            for label, root in (("old", tree), ("new", here)):
-                env = {**os.environ, "PYTHONPATH": str(root), "REPLICA_SPEED_ROOT": str(root)}
-                path = Path(tmp) / f"{label}.json"
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
-                cmd += ["--repeats", str(repeats), "--grid", str(grid_n)]
-                subprocess.run(cmd, env=env, check=True)
-                out[label] = json.loads(path.read_text())
+            out = {"old": None, "new": None}
+            # rounds of old and new in turn (the load of the shared machine drifts), then the
+            # grids; medians over the rounds
+            for rnd in range(rounds + 1):
+                for label, root in (("old", tree), ("new", here)):
+                    env = {**os.environ, "PYTHONPATH": str(root), "REPLICA_SPEED_ROOT": str(root)}
+                    path = Path(tmp) / f"{label}.json"
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
+                    grid = grid_n if rnd == rounds else 0
+                    cmd += ["--repeats", str(repeats if grid == 0 else 1), "--grid", str(grid)]
+                    subprocess.run(cmd, env=env, check=True)
+                    res = json.loads(path.read_text())
+                    if out[label] is None:
+                        out[label] = {**res, "ms_rounds": {}}
+                    if grid:
+                        out[label]["grid"] = res["grid"]
+                        continue
+                    for name, row in res["points"].items():
+                        rounds_ = out[label]["ms_rounds"].setdefault(name, [])
+                        rounds_.append(row["ms"])
+            for label in ("old", "new"):
+                for name, rs in out[label]["ms_rounds"].items():
+                    out[label]["points"][name]["ms"] = {
+                        k: median([r[k] for r in rs]) for k in rs[0]
+                    }
         finally:
             subprocess.run(
                 ["git", "-C", str(here), "worktree", "remove", "--force", str(tree)], check=False
@@ -825,7 +845,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)  # fmt: skip
     q = args.quick
     if args.worker:
-        worker(args.worker, args.repeats or 10, args.grid or 40)
+        worker(args.worker, args.repeats or 10, 40 if args.grid is None else args.grid)
         return 0
     args.rounds = args.rounds or (1 if q else 3)
     args.repeats = args.repeats or (5 if q else 10)

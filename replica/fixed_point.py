@@ -277,13 +277,19 @@ def newton(
     point close enough; a step is shortened to stay ``valid`` and within ``max_step``·max(1, |x_i|)
     per component.  Status "converged" (``x`` is then G(x)), "max_iter" when ``max_iter`` calls did
     not reach ``tol`` or the residual grew tenfold over its best (the caller falls back to
-    ``iterate``), "diverged" on a non-finite value.  The returned ``jacobian`` is the last J.
+    ``iterate``), "diverged" on a non-finite value or an arithmetic exception in ``equations``.  The returned ``jacobian`` is the last J.
     """
     x = np.array(x0, dtype=float)
     best = np.inf
     res, jac = np.inf, None
     for it in range(1, max_iter + 1):
-        gx, f, jac = equations(x)
+        try:
+            gx, f, jac = equations(x)
+        except (
+            ArithmeticError,
+            ValueError,
+        ):  # a state the map cannot take: let the caller fall back
+            return FixedPointResult(x, res, it, "diverged", None)
         if not (np.all(np.isfinite(gx)) and np.all(np.isfinite(jac))):
             return FixedPointResult(x, res, it, "diverged", None)
         res = residual(x, gx)

@@ -220,9 +220,17 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             jac = coarse.equations(near.x, full=False)[2]
         res = FixedPointResult(near.x, math.inf, 0, "max_iter")
         if np.all(np.isfinite(jac)):
-            res = polish(fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=6)
+            res = polish(
+                fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=min(6, max_iter)
+            )
         if res.status != "converged":
-            res = newton(lambda x: fine.equations(x, full=False)[:3], near.x, tol=tol, valid=valid)
+            res = newton(
+                lambda x: fine.equations(x, full=False)[:3],
+                near.x,
+                tol=tol,
+                valid=valid,
+                max_iter=min(12, max_iter),
+            )
         if res.status != "converged":
             res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
         return replace(res, iterations=coarse.calls + fine.calls)
@@ -284,12 +292,12 @@ def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int
     """Newton on g's exact Jacobian from x0; if it fails, Anderson to the far-field tolerance
     1e-3 and Newton again; if that fails too, Anderson to ``tol``."""
     eq = lambda x: g.equations(x, full=False)[:3]  # noqa: E731
-    res = newton(eq, x0, tol=tol, valid=valid, max_iter=_NEWTON_ITER)
+    res = newton(eq, x0, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
     if res.status == "converged":
         return res
     far = iterate(g, x0, tol=max(tol, 1e-3), max_iter=max_iter, valid=valid)
     if far.status == "converged":
-        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=_NEWTON_ITER)
+        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
         if res.status == "converged":
             return res
         return iterate(g, far.x, tol=tol, max_iter=max_iter, valid=valid)

@@ -221,7 +221,12 @@ def solve_logistic_teacher(
         """Newton on the exact Jacobian; Anderson from x0 if it fails."""
         g = _LogisticTeacherMap(data, lam_k, quad)
         x0 = _initial(data, lam_k) if x0 is None else x0
-        res = newton(lambda x: g.equations(x)[:3], x0, tol=tol, valid=_valid, max_iter=30)
+
+        def eq(x):
+            gx, f, jac, _ = g.equations(x)
+            return gx, f, jac[:, :4]
+
+        res = newton(eq, x0, tol=tol, valid=_valid, max_iter=min(30, max_iter))
         if res.status != "converged":
             res = iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
         return replace(res, iterations=g.calls)
