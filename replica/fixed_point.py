@@ -7,6 +7,8 @@ problem is well conditioned whatever the size of q.  A proposal that leaves the 
 false) resets the history; a residual that grows tenfold over the best one so far, or that has not
 improved on it for ``stall`` steps, resets it and halves the mixing weight.  ``continuation``
 follows the fixed point along a path of ridges (with a secant predictor) when a direct solve fails.
+``newton`` iterates x ← x − J⁻¹F(x) on an exact Jacobian (the kernels'), ``polish`` quasi-Newton steps
+from a given (e.g. a coarser rule's) Jacobian with Broyden's updates.
 """
 
 from __future__ import annotations

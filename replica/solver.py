@@ -1,8 +1,8 @@
 r"""``replica.solve``: teacher and KD student at N → ∞, with convergence reported.
 
 The teacher is solved first (it does not see the student), then the student's fixed point given the
-teacher.  Each is an Anderson-accelerated iteration (``replica.fixed_point``) that falls back to a
-continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
+teacher.  Each is solved by Newton's iteration on the kernels' exact Jacobian (Anderson iteration as
+the fallback of the far field; ``replica.fixed_point``) and falls back to a continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
 that fails too, to a second path on which T moves from the nearest value in [0.5, 2] to its own
 together with λ.  λ = 0 is refused with a clear status where no finite solution exists:
 * a logistic fit without KD (teacher, or student with χ = 0) whose training set is linearly
@@ -85,7 +85,7 @@ class Solution:
     status: str
     message: str = ""
     quad: Quadrature = DEFAULT_QUADRATURE
-    #: J = DG − I of the student map at the solution (reused to warm-start a neighbour)
+    #: J = DG − I of the student map at the solution (the full rule's last quasi-Newton Jacobian)
     jacobian: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
