@@ -37,7 +37,7 @@ from replica.fixed_point import (
 )
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
-from replica.student import StudentMap, StudentState, initial, valid
+from replica.student import StudentMap, StudentState, initial, student_map, valid
 from replica.teacher import (
     TeacherSolution,
     TeacherState,
@@ -192,8 +192,6 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    maps: dict[Problem, StudentMap] = {}
-
     def solve_at(
         lam: float, x0: np.ndarray | None, jacobian=None, temperature: float | None = None
     ) -> FixedPointResult:
@@ -207,8 +205,8 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         p = problem
         if (lam, temperature) != (st.lam, st.temperature):
             p = problem.replace(lam=lam, temperature=temperature)
-        fine = maps[p] = StudentMap(p, teacher, quad)
-        coarse = StudentMap(p, teacher, quad.coarse())
+        fine = student_map(p, teacher, quad)
+        coarse = student_map(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
         near_tol = max(tol, _COARSE_TOL)
         near = _newton_or_anderson(coarse, x0, near_tol, max_iter)
@@ -277,11 +275,12 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
                 f"{a_c:.6g}), which drives q up as λ → 0: λ = {st.lam:g} may be out of reach"
             )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
-            v_hat = maps[problem].hats(maps[problem].moments(res.x))[2]
+            g = student_map(problem, teacher, quad)
+            v_hat = g.hats(g.moments(res.x))[2]
             if v_hat < 1e-10 * (1.0 + st.lam):
                 status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
         return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
-    state = maps[problem].state(res.x)
+    state = student_map(problem, teacher, quad).state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,

@@ -340,6 +340,31 @@ class StudentMap:
         )  # fmt: skip
 
 
+#: the last maps built, by outer rule (see ``student_map``)
+_MAPS: dict[tuple, StudentMap] = {}
+_MAPS_KEPT = 4
+
+
+def student_map(problem: Problem, teacher: TeacherState, quad: Quadrature) -> StudentMap:
+    """A ``StudentMap`` for ``problem``: the last one built on the same outer rule (same data,
+    teacher, χ, T, rule and teacher state; λ and η do not enter it) is reused, rebound to
+    ``problem`` with its call counter reset, so that its prox solutions warm-start the kernels of a
+    neighbouring solve (a grid along λ, a continuation).  The prox converges to its own tolerance
+    from any start, so the reuse changes results by rounding only."""
+    st = problem.student
+    key = (problem.data, problem.teacher, st.chi, st.temperature, quad, teacher)
+    g = _MAPS.get(key)
+    if g is None:
+        if len(_MAPS) >= _MAPS_KEPT:
+            del _MAPS[next(iter(_MAPS))]
+        g = _MAPS[key] = StudentMap(problem, teacher, quad)
+    else:
+        g.problem = problem
+        g.params[9], g.params[10] = st.lam, st.eta
+        g.calls = 0
+    return g
+
+
 def valid(x: np.ndarray) -> bool:
     """q > 0 and V > 0 (the map clips q − r²/q̃ at 0 itself)."""
     return bool(x[1] > 0.0 and x[3] > 0.0)
