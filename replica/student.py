@@ -234,6 +234,12 @@ class StudentMap:
         p = self.params if params is None else np.asarray(params, dtype=float)
         mom = self.moments(x, metrics, params=params, freeze=freeze, deriv=1 + full)
         nd = _ND if full else len(FIELDS)
+        # far from the fixed point (a flat loss, V̂ → 0) the derivatives may overflow: they come
+        # back non-finite and ``newton`` hands over to Anderson, without a warning
+        with np.errstate(all="ignore"):
+            return self._equations(x, p, params, mom, nd, metrics)
+
+    def _equations(self, x, p, params, mom, nd, metrics):
         dmom = self._moment_derivatives(x, p, None if params is None else p, nd)
         if metrics:
             self.loss_gradient = dmom[S_LOSS]

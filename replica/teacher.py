@@ -132,6 +132,10 @@ class _LogisticTeacherMap:
         data = self.data if data is None else data
         lam = self.lam if lam is None else lam
         mom = self.moments(x, metrics, data=data, freeze=freeze, deriv=True)
+        with np.errstate(all="ignore"):  # non-finite far from the fixed point: Newton hands over
+            return self._equations(x, lam, data, mom, metrics)
+
+    def _equations(self, x, lam, data, mom, metrics):
         m, q, v, b = x
         a, rho, d = data.alpha, data.rho, data.delta
         s = math.sqrt(d * q)
