@@ -231,9 +231,13 @@ def solve_logistic_teacher(
             return gx, f, jac[:, :4]
 
         res = newton(eq, x0, tol=tol, valid=_valid, max_iter=min(30, max_iter))
-        if res.status != "converged":
-            res = iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
-        return replace(res, iterations=g.calls)
+        if res.status == "converged":
+            return replace(res, iterations=g.calls)
+        # a fresh map (its prox buffers unset), as before Newton: near a separable training set
+        # the residual floor (rounding) depends on the prox's starting points
+        g2 = _LogisticTeacherMap(data, lam_k, quad)
+        res = iterate(g2, x0, tol=tol, max_iter=max_iter, valid=_valid)
+        return replace(res, iterations=g.calls + g2.calls)
 
     x0 = None if init is None else np.array([init.m, init.q, init.V, init.b])
     res = solve_at(lam, x0)
