@@ -28,6 +28,7 @@ with λ on the simplex (λᵢ ≥ 0, Σ λᵢ = 1) and λ₂ > 0 for anti-distil
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,8 +51,15 @@ PERTURBATIONS = ("uniform", "pixels")
 
 
 def hvp(f: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, v: torch.Tensor):
-    """H(w) v with H = ∂²f/∂w², as the forward derivative of ∇f along v (differentiable in w)."""
-    return jvp(grad(f), (w,), (v,))[1]
+    """H(w) v with H = ∂²f/∂w², as the forward derivative of ∇f along v (differentiable in w).
+
+    oneDNN's CPU LSTM kernel has no forward-mode derivative, so it is switched off here (the
+    native kernel is used).
+    """
+    with warnings.catch_warnings():  # setting the flags warns about TF32 on Intel GPUs
+        warnings.filterwarnings("ignore", message="TF32 acceleration", category=UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False):
+            return jvp(grad(f), (w,), (v,))[1]
 
 
 def hessian_spectral_sq(
