@@ -145,3 +145,18 @@ def test_settings_run_directly(tmp_path):
     res = run(task, s, tmp_path, log=lambda _m: None)
     assert len(res.results) == 4 and not res.failed
     assert res.results[("lstm", "zero", 0)]["curve"]["ext_grad"] == [0.0, 0.0]
+
+
+def test_presets_on_digits():
+    t = anti.make_task("classes", "digits")
+    assert t.teacher_classes == 5 and t.student_classes == 10
+    assert int(t.teacher_train.y.max()) == 4 and int(t.train.y.max()) == 9
+    assert len(t.test) > 0 and t.teacher_shape == t.student_shape == (1, 8, 8)
+    t = anti.make_task("input", "digits")
+    assert t.teacher_shape == (1, 4, 4) and t.student_shape == (1, 8, 8)
+    # the teacher sees ψ*(x): each of its pixels is the mean of a 2 × 2 block
+    x = t.train.x[:3]
+    block = x[:, 0, 2:4, 6:8].mean(dim=(1, 2))
+    assert torch.allclose(t.teacher_train.x[:3, 0, 1, 3], block, atol=1e-6)  # float32 mean of 4
+    with pytest.raises(ValueError, match="preset must be one of"):
+        anti.make_task("bigger", "digits")
