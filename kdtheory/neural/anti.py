@@ -27,7 +27,8 @@ skipped, exit 0, when either set is absent).  Outputs in ``--out``: ``table.csv`
 (per family and scheme: mean ± s.e. over seeds, and the difference to ``default`` paired by seed),
 ``curves.csv``, ``corruption.csv``, figures ``learning_curves_<family>.png``,
 ``corruption_<family>.png``, ``extension_<family>.png``, and the journal ``journal.jsonl`` (a rerun
-resumes; failed cells are recorded and computed again).
+resumes; failed cells are recorded and computed again).  Exit status: 0, or 1 when a cell
+failed (listed at the end of ``table.md``), or 2 for bad input (one line, nothing written).
 """
 
 from __future__ import annotations
