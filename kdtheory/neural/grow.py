@@ -416,8 +416,9 @@ def hidden_extension(
     input_shape: tuple[int, ...],
     old_classes: int,
 ) -> dict[str, torch.Tensor]:
-    """The extension minus the rows of the new classes: the weights of the new hidden units and
-    of new inputs (the block that a ``zero`` start can leave dead, see :mod:`kdtheory.neural.anti`).
+    """The extension minus the rows of the new classes: the weights of the new hidden units (the
+    block that a ``zero`` start leaves dead for ever) and of new (padded) inputs, if any (not dead:
+    their gradient is the input times the back-propagated error).
     """
     out = {}
     for name, axes in _axes(student, tuple(input_shape)).items():
