@@ -794,8 +794,8 @@ def _figure_limit(limit, f: dict, path: Path) -> None:
         f"sparse student (η = 0.5) gains at most {sparse:.1e}."
         + (
             f" At ρ = ½ both reach the Bayes error ({half['eg_bayes']:.4f}; ridge as λ → ∞), so the "
-            "slides' 'a KD student cannot beat an explicit regularization of the same type' holds for "
-            "balanced clusters only."
+            "claim of Saglietti & Zdeborová's talk (2021) that 'a KD student cannot beat an explicit "
+            "regularization of the same type' holds for balanced clusters only."
             if half
             else ""
         )

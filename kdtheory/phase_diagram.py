@@ -199,10 +199,12 @@ def explain_failures(ax, ds, quantity: str) -> bool:
 
 
 def custom_stem(args, sweep: Sweep) -> str:
-    """The file stem: ``--name``, or the swept names and the sweep's fingerprint."""
+    """The file stem: ``--name``, or what the files hold, e.g. ``eg_vs_lam_t_<hash>`` (a curve) or
+    ``gain_vs_alpha_and_temperature_<hash>`` (a map), with 8 hex digits of the sweep's fingerprint."""
     if args.name is not None:
         return check_name(args.name)
-    return "_".join(a.name for a in sweep.axes) + f"_{sweep.fingerprint()[:8]}"
+    swept = "_and_".join(a.name for a in sweep.axes)
+    return f"{args.quantity}_vs_{swept}_{sweep.fingerprint()[:8]}"
 
 
 def open_journals(args, sweep: Sweep, stem: str) -> tuple[Journal, Journal | None]:

@@ -577,7 +577,7 @@ def run_sweep(
 
 def _run_sweep(sweep, journal, jobs, scheduler, chunk, progress, description) -> xr.Dataset:
     from joblib import Parallel, delayed, parallel_backend
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: no IProgress warning in notebooks
 
     done = dict(journal.done) if journal else {}
     order = sweep.snake()
@@ -718,7 +718,7 @@ def _simulate_point(problem: Problem, n: int, seeds: int, seed: int, jobs: int) 
 
 
 def _simulate_points(sweep, theory, n, seeds, seed, jobs, journal, progress) -> xr.Dataset:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: no IProgress warning in notebooks
 
     done = dict(journal.done) if journal else {}
     order = sweep.snake()

@@ -170,7 +170,7 @@ def run(
     jobs = (delayed(simulate_seed)(problem, n, c, gtol=gtol, max_iter=max_iter) for c in children)
     rows = Parallel(n_jobs=int(n_jobs), return_as="generator")(jobs)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # not tqdm.auto: no IProgress warning in notebooks
 
         rows = tqdm(rows, total=int(seeds), desc="seeds", unit="seed")
     table = _table(list(rows), problem, n, int(seed), gtol)

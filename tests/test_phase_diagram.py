@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,6 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def _journal_indices(path: Path) -> list[tuple]:
     lines = path.read_text().splitlines()[1:]
     return [tuple(json.loads(line)["index"]) for line in lines if line.strip()]
+
+
+def test_default_stem_says_what_the_files_hold(tmp_path):
+    args = ["--x", "alpha=1,2", "--y", "lam=0.1,1", "--quantity", "gain", "--jobs", "1",
+            "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    (nc,) = tmp_path.glob("*.nc")
+    assert re.fullmatch(r"gain_vs_alpha_and_lam_[0-9a-f]{8}\.nc", nc.name), nc.name
+    assert nc.with_suffix(".png").exists()
 
 
 def test_small_grid_end_to_end(tmp_path, capsys):

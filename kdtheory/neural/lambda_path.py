@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
 from kdtheory.neural.data import Split
 from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from kdtheory.neural.data import DataSplits
 from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer, LambdaPathResult
@@ -144,6 +145,9 @@ class KDExperiment:
         Steps, learning rates, batch sizes, Algorithm 1's e₁/e₂, Hyperopt trials.
     device : torch.device, str or None
         Where to train (default: CPU).
+    quiet : bool
+        No progress bars (default); otherwise a bar per training run that moves every step and,
+        for Hyperopt, one over its trials.
     """
 
     def __init__(
@@ -154,8 +158,10 @@ class KDExperiment:
         budget: Budget,
         *,
         device: torch.device | str | None = None,
+        quiet: bool = True,
     ) -> None:
         self.make_student = make_student
+        self.quiet = quiet
         self.device = torch.device(device or "cpu")
         self.data = data.to(self.device)
         self.f = teacher_logits.to(self.device)
@@ -177,7 +183,8 @@ class KDExperiment:
         self, mode: str, lambda1: float, temperature: float, seed: int
     ) -> tuple[LambdaPathOptimizer, LambdaPathResult]:
         opt = self.optimizer(mode, lambda1, temperature, seed)
-        return opt, opt.run(self.budget.steps)
+        desc = f"{mode} λ₁={lambda1:.2f} T={temperature:.2f}" if mode == "fixed" else mode
+        return opt, opt.run(self.budget.steps, quiet=self.quiet, desc=desc)
 
     def _result(
         self, method: str, seed: int, opt: LambdaPathOptimizer, res: LambdaPathResult, **extra
@@ -216,10 +223,14 @@ class KDExperiment:
         best: dict = {}
         wall = 0.0
         steps = 0
+        trials = tqdm(
+            total=self.budget.trials, desc="hyperopt", unit="trial", leave=False, disable=self.quiet
+        )
 
         def objective(point: dict) -> dict:
             nonlocal wall, steps
             opt, res = self._train("fixed", float(point["lambda1"]), float(point["T"]), seed)
+            trials.update(1)
             wall += res.wall_time_s
             steps += res.train_steps
             loss = res.val_loss if math.isfinite(res.val_loss) else 1e30
@@ -229,10 +240,13 @@ class KDExperiment:
 
         space = {"lambda1": hp.uniform("lambda1", 0.0, 1.0), "T": hp.uniform("T", *TEMPERATURE_BOX)}
         t0 = time.perf_counter()
-        fmin(
-            objective, space, algo=tpe.suggest, max_evals=self.budget.trials, trials=Trials(),
-            rstate=np.random.default_rng(seed), show_progressbar=False,
-        )  # fmt: skip
+        try:
+            fmin(
+                objective, space, algo=tpe.suggest, max_evals=self.budget.trials, trials=Trials(),
+                rstate=np.random.default_rng(seed), show_progressbar=False,
+            )  # fmt: skip
+        finally:
+            trials.close()
         overhead = time.perf_counter() - t0 - wall  # TPE's own time
         return self._result(
             "hyperopt", seed, best["opt"], best["res"], train_steps=steps, hyper_steps=0,

@@ -43,6 +43,7 @@ from kdtheory.journal import Journal, check_output_dir, one_line_warnings
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
+from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, set_threads
 from kdtheory.neural.train import (
     FitConfig,
     atomic_write_bytes,
@@ -157,6 +158,7 @@ def _teacher_logits(
     cache_dir: Path,
     device: torch.device,
     retrain: bool = False,
+    quiet: bool = True,
 ) -> tuple[torch.Tensor, float]:
     """(f on the student's training inputs, the teacher's test accuracy), from the cached (or a
     freshly trained) teacher."""
@@ -168,7 +170,7 @@ def _teacher_logits(
     }
     teacher, _ = load_or_train_teacher(
         data.to(device), recipe.teacher, config=replace(recipe.teacher_fit, seed=seed),
-        cache_dir=cache_dir, data_config=data_cfg, device=device, retrain=retrain, quiet=True,
+        cache_dir=cache_dir, data_config=data_cfg, device=device, retrain=retrain, quiet=quiet,
     )  # fmt: skip
     f = predict_logits(teacher, data.train.x.to(device), device=device)
     return f, evaluate(teacher, data.test.to(device), device=device)[1]
@@ -276,7 +278,7 @@ def run_table(
         ``out`` or ``cache_dir`` is not a writable folder (checked before any work), a journal of
         another computation is in ``out``, or (:class:`DataError`) a cached teacher is unusable.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
     dev = resolve_device(device)
     cache = check_output_dir(cache_dir or default_cache_dir(), flag="--cache-dir")
@@ -323,7 +325,7 @@ def run_table(
                         bar.set_description(f"{name} teacher")
                         try:
                             f, t_acc = _teacher_logits(
-                                recipe, data, data_seed, cache, dev, retrain_teacher
+                                recipe, data, data_seed, cache, dev, retrain_teacher, quiet
                             )
                         except (
                             DataError
@@ -344,7 +346,9 @@ def run_table(
                     def make_student(seed, student=student, shape=shape, k=k, opts=opts):
                         return build_model(student, shape, k, seed=seed, **opts)
 
-                    exp = KDExperiment(make_student, f, data, recipe.budget, device=dev)
+                    exp = KDExperiment(
+                        make_student, f, data, recipe.budget, device=dev, quiet=quiet
+                    )
                     for m in todo:
                         bar.set_description(f"{name} {m} run {run}")
                         try:
@@ -601,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore cached teachers (also unusable ones) and train them again",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.add_argument(
         "--out", default="results/neural/table", help="output folder (default: %(default)s)"
     )
@@ -617,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("--threads", args.threads)):  # fmt: skip
         if v is not None and v < 1:
             p.error(f"{flag} must be an integer ≥ 1; got {v}")
+    set_threads(args.threads)  # before any torch work
     roots = {}
     for spec in args.root:
         key, sep, path = spec.partition("=")
@@ -628,8 +633,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_device(args.device)
     except ValueError as exc:
         p.error(f"--device: {exc}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         with one_line_warnings(p.prog):  # a journal's skipped lines: one counted warning
             res = run_table(

@@ -1,4 +1,4 @@
-r"""Training loop on whole-data tensors, teacher cache, timing, and the ``train`` CLI.
+r"""Training loop on whole-data tensors, teacher cache, and the ``train`` CLI.
 
 The data set lives on the device as tensors; an epoch is a seeded permutation and index slices
 (no DataLoader, no per-batch Python data pipeline). The student minimises
@@ -23,6 +23,10 @@ Teacher checkpoints are cached per user, never in the working directory: by defa
 unset (:func:`default_cache_dir`). A cached checkpoint that cannot be used (unreadable, not a
 checkpoint, weights of another shape, non-finite weights) raises :class:`DataError` naming the
 file; ``--retrain-teacher`` trains the teacher again and overwrites it.
+
+The teacher/student inference-time ratio is measured by
+:func:`kdtheory.neural.timing.inference_times` (median of CPU time per call on the CPU, so that it
+repeats on a shared machine).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
 from kdtheory.journal import check_output_dir, write_atomic
 from kdtheory.neural.data import (
@@ -56,6 +60,7 @@ from kdtheory.neural.data import (
 )
 from kdtheory.neural.losses import kd_loss, validation_loss
 from kdtheory.neural.models import MODELS, build_model, count_parameters
+from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, inference_times, set_threads
 
 __all__ = [
     "FitConfig",
@@ -64,7 +69,6 @@ __all__ = [
     "default_cache_dir",
     "evaluate",
     "fit",
-    "inference_time",
     "load_checkpoint",
     "load_or_train_teacher",
     "main",
@@ -409,53 +413,6 @@ def evaluate(
     return float(validation_loss(g, y, t_val)), float((g.argmax(dim=1) == y).float().mean())
 
 
-@torch.no_grad()
-def inference_time(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    batch_size: int = 1024,
-    repeats: int = 5,
-    single: int = 200,
-    device: torch.device | str | None = None,
-) -> dict:
-    """Wall time of inference: the whole of ``x`` in batches, and one input at a time.
-
-    Returns the median over ``repeats`` (after one warm-up) of: ``batch_s`` seconds to predict
-    all of ``x`` with ``batch_size``; ``per_sample_s`` seconds per input when ``single`` inputs
-    are predicted one by one (latency). float32, eval mode, no autocast (a fair CPU comparison).
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval().to(device)
-    x = x.to(device)
-    xs = x[: max(1, min(single, x.shape[0]))]
-
-    def run_batch() -> None:
-        for start in range(0, x.shape[0], batch_size):
-            model(x[start : start + batch_size])
-
-    def run_single() -> None:
-        for i in range(xs.shape[0]):
-            model(xs[i : i + 1])
-
-    out = {}
-    for key, fn, div in (("batch_s", run_batch, 1), ("per_sample_s", run_single, xs.shape[0])):
-        fn()
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append((time.perf_counter() - t0) / div)
-        out[key] = float(np.median(times))
-    out["n"] = int(x.shape[0])
-    out["batch_size"] = batch_size
-    model.train(was_training)
-    return out
-
-
 # -------------------------------------------------------------------------------- teacher ---
 
 
@@ -730,9 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ignore a cached teacher (also an unusable one) and train it again",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     p.add_argument(
         "--out",
         default="results/neural/train",
@@ -757,7 +712,7 @@ def _validate(args: argparse.Namespace) -> None:
         ("--student-hidden", args.student_hidden >= 1, "must be an integer ≥ 1"),
         ("--val-size", args.val_size is None or args.val_size >= 1, "must be an integer ≥ 1"),
         ("--train-size", args.train_size is None or args.train_size >= 1, "must be an integer ≥ 1"),
-        ("--threads", args.threads is None or args.threads >= 1, "must be an integer ≥ 1"),
+        ("--threads", args.threads >= 1, "must be an integer ≥ 1"),
     ]
     for flag, ok, why in checks:
         if not ok:
@@ -862,8 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m kdtheory.neural.train`` (returns the exit code)."""
     args = build_parser().parse_args(argv)
     _validate(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # before any torch work
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -937,8 +891,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data, args.student, s_opts, s_cfg, f_train=None, lambda1=1.0,
         temperature=args.temperature, desc="student no KD", **common,
     )  # fmt: skip
-    inf_t = inference_time(teacher, data.test.x, device=device)
-    inf_s = inference_time(student_kd, data.test.x, device=device)
+    inf = inference_times({"teacher": teacher, "student": student_kd}, data.test.x, device=device)
+    inf_t, inf_s = inf["teacher"].as_dict(), inf["student"].as_dict()
     kd["inference"] = plain["inference"] = inf_s
     metrics = {
         "command": "python -m kdtheory.neural.train "
@@ -963,8 +917,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "student_kd": kd,
         "student_no_kd": plain,
         "inference_time_ratio_teacher_over_student": {
-            "batch": inf_t["batch_s"] / inf_s["batch_s"],
-            "per_sample": inf_t["per_sample_s"] / inf_s["per_sample_s"],
+            "batch": inf_t["batch"]["median"] / inf_s["batch"]["median"],
+            "per_sample": inf_t["single"]["median"] / inf_s["single"]["median"],
         },
     }
     atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=2).encode())
