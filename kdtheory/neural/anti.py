@@ -62,6 +62,7 @@ from kdtheory.neural.grow import (
     shrink,
 )
 from kdtheory.neural.phi import PhiObjective, fit_phi, perturb, perturbed_loss
+from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, set_threads
 from kdtheory.neural.train import FitConfig, evaluate, fit, predict_logits, save_png
 
 __all__ = ["ALL_SCHEMES", "GrowthTask", "Settings", "main", "make_task", "run", "run_cell"]
@@ -652,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=d.delta, help="δ of L₃^δ (L∞ radius)")
     p.add_argument("--phi-steps", type=int, default=d.phi_steps)
     p.add_argument("--train-size", type=int, default=None, help="Fashion-MNIST training images")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
     return p
 
 
@@ -702,10 +704,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         s = _settings(a)
+        if a.threads < 1:
+            raise ValueError(f"--threads must be an integer ≥ 1, got {a.threads}")
         out = check_output_dir(a.out)
     except ValueError as exc:
         p.exit(2, f"{PROG}: error: {exc}\n")
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    set_threads(a.threads)  # before any torch work
     try:
         task = make_task(s.preset, s.dataset, data_root=a.data_root, train_size=s.train_size)
     except DatasetNotFoundError as exc:

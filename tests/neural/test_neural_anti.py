@@ -76,6 +76,7 @@ def test_a_failed_cell_is_isolated_and_recomputed(tmp_path, monkeypatch, capsys)
         (["--theta", "0"], "--theta must be a finite number > 0"),
         (["--schemes", "ones"], "choose from"),
         (["--preset", "cifar10"], "invalid choice"),
+        (["--threads", "0"], "--threads must be an integer ≥ 1"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
