@@ -56,8 +56,9 @@ def hvp(f: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, v: torch.Ten
     oneDNN's CPU LSTM kernel has no forward-mode derivative, so it is switched off here (the
     native kernel is used).
     """
-    with warnings.catch_warnings():  # setting the flags warns about TF32 on Intel GPUs
+    with warnings.catch_warnings():  # torch's own: TF32 on Intel GPUs, jit in its jvp rules
         warnings.filterwarnings("ignore", message="TF32 acceleration", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*torch.jit.script", category=DeprecationWarning)
         with torch.backends.mkldnn.flags(enabled=False):
             return jvp(grad(f), (w,), (v,))[1]
 
