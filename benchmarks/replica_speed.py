@@ -63,7 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+# ``--worker`` runs against another checkout (the old code of ``--base``) named by this variable
+ROOT = Path(os.environ.get("REPLICA_SPEED_ROOT") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT))  # run from a checkout
 # loky workers are fresh interpreters: let them import the checkout too
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -660,6 +661,139 @@ def blas_check(n: int = 10) -> dict:
 # ---- main -----------------------------------------------------------------------------------------
 
 
+# ---- old vs new ---------------------------------------------------------------------------------
+
+#: the commit before the Newton polish (the default ``--base``)
+BASE_COMMIT = "bce7721"
+
+
+class CountKernels:
+    """Counts kernel calls (student and teacher ``moments``) of the imported code, old or new."""
+
+    def __enter__(self):
+        from replica import teacher as rt
+
+        self.n = {"student": 0, "teacher": 0}
+        self._s, self._t = StudentMap.moments, rt._LogisticTeacherMap.moments
+        s_orig, t_orig, n = self._s, self._t, self.n
+
+        def s_call(m, *a, **k):
+            n["student"] += 1
+            return s_orig(m, *a, **k)
+
+        def t_call(m, *a, **k):
+            n["teacher"] += 1
+            return t_orig(m, *a, **k)
+
+        StudentMap.moments, rt._LogisticTeacherMap.moments = s_call, t_call
+        return self
+
+    def __exit__(self, *exc):
+        from replica import teacher as rt
+
+        StudentMap.moments, rt._LogisticTeacherMap.moments = self._s, self._t
+
+
+def worker(out: Path, repeats: int, grid_n: int) -> None:
+    """Time and count the solver of the checkout on ``sys.path`` (old or new), and its grid on
+    2 workers if ``grid_n`` > 0; write JSON."""
+    res = {"root": str(ROOT), "load_start": load(), "points": {}}
+    with threadpool_limits(1):
+        for name, p in (("headline", HEADLINE), ("second", SECOND)):
+            sol = replica.solve(p)  # (compiles, or loads the cache)
+            nb = replica.solve(p.replace(lam=p.student.lam * 1.1))
+            blank = cold_student_init(sol)
+            runs = {
+                "cold": lambda p=p: replica.solve(p),
+                "student_only": lambda p=p, b=blank: replica.solve(p, init=b),
+                "warm": lambda p=p, nb=nb: replica.solve(p, init=nb),
+            }
+            row = {"x": [*sol.student.vector().tolist(), sol.student.eg], "calls": {}, "ms": {}}
+            for kind, fn in runs.items():
+                with CountKernels() as c:
+                    fn()
+                row["calls"][kind] = dict(c.n)
+            times = {k: [] for k in runs}
+            for _ in range(repeats):  # interleaved
+                for kind, fn in runs.items():
+                    times[kind].append(timed(fn)[1])
+            row["ms"] = {k: 1e3 * median(v) for k, v in times.items()}
+            res["points"][name] = row
+    if grid_n:
+        lams, chis = np.logspace(0.0, -2.0, grid_n), np.linspace(0.0, 1.0, grid_n)
+        g = run_grid(HEADLINE, lams, chis, 2)
+        res["grid"] = {"n": grid_n, "wall_s": g["wall_s"], "non_converged": g["non_converged"]}
+    res["load_end"] = load()
+    out.write_text(json.dumps(res))
+
+
+def old_vs_new(base: str, repeats: int, grid_n: int, rounds: int = 3) -> dict:
+    """Run ``worker`` on the commit ``base`` (a temporary git worktree) and on this checkout, in
+    subprocesses taking turns (``rounds`` times for the points, once for the grid), and print the
+    comparison."""
+    import tempfile
+
+    here = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(tree), base],
+            check=True,
+        )
+        try:
+            out = {"old": None, "new": None}
+            # rounds of old and new in turn (the load of the shared machine drifts), then the
+            # grids; medians over the rounds
+            for rnd in range(rounds + 1):
+                for label, root in (("old", tree), ("new", here)):
+                    env = {**os.environ, "PYTHONPATH": str(root), "REPLICA_SPEED_ROOT": str(root)}
+                    path = Path(tmp) / f"{label}.json"
+                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
+                    grid = grid_n if rnd == rounds else 0
+                    cmd += ["--repeats", str(repeats if grid == 0 else 1), "--grid", str(grid)]
+                    subprocess.run(cmd, env=env, check=True)
+                    res = json.loads(path.read_text())
+                    if out[label] is None:
+                        out[label] = {**res, "ms_rounds": {}}
+                    if grid:
+                        out[label]["grid"] = res["grid"]
+                        continue
+                    for name, row in res["points"].items():
+                        rounds_ = out[label]["ms_rounds"].setdefault(name, [])
+                        rounds_.append(row["ms"])
+            for label in ("old", "new"):
+                for name, rs in out[label]["ms_rounds"].items():
+                    out[label]["points"][name]["ms"] = {
+                        k: median([r[k] for r in rs]) for k in rs[0]
+                    }
+        finally:
+            subprocess.run(
+                ["git", "-C", str(here), "worktree", "remove", "--force", str(tree)], check=False
+            )
+    log(f"\n=== old ({base}) vs new (this checkout), load {load()} ===")
+    log(
+        f"  {'point / run':<26}{'old ms':>9}{'new ms':>9}{'ratio':>7}{'old calls':>11}{'new calls':>11}"
+    )
+    for name in ("headline", "second"):
+        o, n = out["old"]["points"][name], out["new"]["points"][name]
+        for kind in ("cold", "student_only", "warm"):
+            oc, nc = o["calls"][kind], n["calls"][kind]
+            log(
+                f"  {name + ' ' + kind:<26}{o['ms'][kind]:>9.1f}{n['ms'][kind]:>9.1f}"
+                f"{o['ms'][kind] / n['ms'][kind]:>7.2f}{sum(oc.values()):>11}{sum(nc.values()):>11}"
+            )
+        dev = max(abs(a - b) / max(1.0, abs(a)) for a, b in zip(o["x"], n["x"], strict=True))
+        log(f"  {name}: largest relative difference of (m, q, r, V, V_c, b, ε_g): {dev:.1e}")
+        out[f"{name}_max_rel_diff"] = dev
+    og, ng = out["old"]["grid"], out["new"]["grid"]
+    log(
+        f"  grid {grid_n}×{grid_n} on 2 workers: old {og['wall_s']:.1f} s, new {ng['wall_s']:.1f} s "
+        f"(ratio {og['wall_s'] / ng['wall_s']:.2f}); non-converged old {og['non_converged']}, "
+        f"new {ng['non_converged']}"
+    )
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -690,6 +824,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--grid", type=int, help="grid side; default 40 (quick 10)")
     ap.add_argument(
+        "--base",
+        default=BASE_COMMIT,
+        help=f"commit of the old solver to compare with first (default {BASE_COMMIT}, the "
+        "commit before the Newton polish); 'none' skips the comparison",
+    )
+    ap.add_argument("--only-base", action="store_true", help="run only the old-vs-new comparison")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument(
         "--grid-repeats", type=int, help="repeats of each grid run; default 3 (quick 2)"
     )
     ap.add_argument(
@@ -702,6 +844,9 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)  # fmt: skip
     q = args.quick
+    if args.worker:
+        worker(args.worker, args.repeats or 10, 40 if args.grid is None else args.grid)
+        return 0
     args.rounds = args.rounds or (1 if q else 3)
     args.repeats = args.repeats or (5 if q else 10)
     args.gcm_eps = args.gcm_eps or (1e-6 if q else 1e-10)
@@ -735,6 +880,11 @@ def main(argv=None) -> int:
     }
     log(f"replica speed benchmark ({'quick' if q else 'full'}); {meta}")
     t_all = time.perf_counter()
+    compare = None
+    if args.base.lower() != "none":
+        compare = old_vs_new(args.base, args.repeats, args.grid)
+        if args.only_base:
+            return 0
     meta["blas_threads"] = blas_check()
     with threadpool_limits(1):
         points = [bench_point("headline", HEADLINE, args), bench_point("second", SECOND, args)]
@@ -782,6 +932,7 @@ def main(argv=None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"meta": meta, "points": points, "grid": grid, "goals": goals}
+    result["old_vs_new"] = compare
     args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
     log(f"wrote {args.out} (total {meta['total_s']:.0f} s)")
     return 0

@@ -6,6 +6,9 @@
 >>> sol.converged, round(sol.student.eg, 4)  # doctest: +SKIP
 """
 
+from replica.gradient import Gradient, gradient
+from replica.optimise import OptimiseResult, optimise
+from replica.population import PopulationLoss, population_loss
 from replica.separability import separability_threshold
 from replica.solver import (
     ConvergenceError,
@@ -20,12 +23,18 @@ from replica.teacher import TeacherSolution, TeacherState
 
 __all__ = [
     "ConvergenceError",
+    "Gradient",
+    "OptimiseResult",
+    "PopulationLoss",
     "Solution",
     "StudentState",
     "TeacherSolution",
     "TeacherState",
     "agreement",
     "bayes_error",
+    "gradient",
+    "optimise",
+    "population_loss",
     "separability_threshold",
     "solve",
     "solve_teacher",

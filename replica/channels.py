@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_curv_p, _prox_p, sigmoid
+from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_curv_p, _prox_p, sigmoid, softplus
 from replica.quadrature import composite_rule, feature_breaks
 
 
@@ -46,6 +46,103 @@ def _output(y, pt, h, om, var, chi, temperature):
     return d / var
 
 
+@njit(cache=True)
+def _kd_partials(y, ht, pt, h, chi, temperature, loss):
+    """ℓ_KD(y, h̃, h) = (1 − χ) softplus(−yh) + χ [softplus(h/T) − p̃ h/T], p̃ = sig(h̃/T): the
+    h-derivatives ℓ, ℓ′, ℓ″, ℓ‴ and the partials of ℓ, ℓ′, ℓ″ in h̃, χ and T at fixed h, then
+    κ = ∂_h∂_h̃ ℓ_KD = −χ p̃(1 − p̃)/T² and its partials in h̃, χ, T (a 17-tuple, in that order).
+    ``pt`` must be sig(h̃/T); ℓ and its partials are 0 unless ``loss``.
+
+    With s = sig(−yh), z = h/T, σ = sig(z), z̃ = h̃/T: the label part (ℓ, ℓ′, ℓ″, ℓ‴) is
+    (softplus(−yh), −ys, s(1 − s), −ys(1 − s)(1 − 2s)), the KD part per unit χ is
+    (softplus(z) − p̃z, (σ − p̃)/T, σ(1 − σ)/T², σ(1 − σ)(1 − 2σ)/T³); its T-partials follow from
+    ∂z/∂T = −z/T and ∂z̃/∂T = −z̃/T.
+    """
+    s = sigmoid(-y * h)
+    t = temperature
+    z = h / t
+    zt = ht / t
+    sg = (1.0 - s if y > 0 else s) if t == 1.0 else sigmoid(z)
+    ps = pt * (1.0 - pt)
+    ss = sg * (1.0 - sg)
+    lab0 = softplus(-y * h) if loss else 0.0
+    kd0 = softplus(z) - pt * z if loss else 0.0
+    lab1, lab2 = -y * s, s * (1.0 - s)
+    lab3 = -y * s * (1.0 - s) * (1.0 - 2.0 * s)
+    kd1, kd2 = (sg - pt) / t, ss / (t * t)
+    kd3 = ss * (1.0 - 2.0 * sg) / (t * t * t)
+    c = 1.0 - chi
+    return (
+        c * lab0 + chi * kd0,
+        c * lab1 + chi * kd1,
+        c * lab2 + chi * kd2,
+        c * lab3 + chi * kd3,
+        -chi * z * ps / t if loss else 0.0,  # ∂_h̃ ℓ
+        -chi * ps / (t * t),  # ∂_h̃ ℓ′ = κ
+        0.0,  # ∂_h̃ ℓ″
+        kd0 - lab0,  # ∂_χ ℓ, ℓ′, ℓ″
+        kd1 - lab1,
+        kd2 - lab2,
+        chi * (-z * (sg - pt) + z * zt * ps) / t if loss else 0.0,  # ∂_T ℓ, ℓ′, ℓ″
+        -chi * ((sg - pt) + z * ss - zt * ps) / (t * t),
+        -chi * ss * (2.0 + z * (1.0 - 2.0 * sg)) / (t * t * t),
+        -chi * ps / (t * t),  # κ and its partials in h̃, χ, T
+        -chi * ps * (1.0 - 2.0 * pt) / (t * t * t),
+        -ps / (t * t),
+        chi * ps * (2.0 + zt * (1.0 - 2.0 * pt)) / (t * t * t),
+    )
+
+
+@njit(cache=True, fastmath=True)  # (fastmath: the zero directions fold away when inlined)
+def _node_derivative(f, var, cs, dft, dht, lp, d_om, d_var, d_ht, d_chi, d_t, d_cs, d_dft, d_dht):
+    """Derivatives of the integrands (f, f², ∂_ω f, ℓ_KD, df/dω̃) at one node along a direction
+    that moves ω′ by d_om, ΔV by d_var, h̃ by d_ht, χ, T, ΔV_c by d_cs, f̃′ and h̃′ (``lp`` from
+    ``_kd_partials`` at h = prox(ω′), f = −ℓ′(h)).  The prox moves by its implicit derivative:
+    h + ΔV ℓ′(h) = ω′ gives dh = (dω′ + f dΔV − ΔV ∂ℓ′)/D, D = 1 + ΔV ℓ″, with ∂ℓ′ the partial
+    at fixed h; then df = −ℓ″ dh − ∂ℓ′, dℓ″ = ℓ‴ dh + ∂ℓ″, d(−ℓ″/D) = −(dℓ″ − ℓ″² dΔV)/D², and
+    df/dω̃ = −ℓ″ ḣ − κh̃′ with ḣ = (ΔV_c f̃′ − ΔVκh̃′)/D."""
+    l1, l2, l3 = lp[1], lp[2], lp[3]
+    dl0 = lp[4] * d_ht + lp[7] * d_chi + lp[10] * d_t
+    dl1 = lp[5] * d_ht + lp[8] * d_chi + lp[11] * d_t
+    dl2 = lp[6] * d_ht + lp[9] * d_chi + lp[12] * d_t
+    kap = lp[13]
+    dkap = lp[14] * d_ht + lp[15] * d_chi + lp[16] * d_t
+    iden = 1.0 / (1.0 + var * l2)
+    dh = (d_om + f * d_var - var * dl1) * iden
+    df = -l2 * dh - dl1
+    dl2 = l3 * dh + dl2
+    dden = l2 * d_var + var * dl2
+    hdot = (cs * dft - var * kap * dht) * iden
+    dhdot = (
+        d_cs * dft
+        + cs * d_dft
+        - d_var * kap * dht
+        - var * dkap * dht
+        - var * kap * d_dht
+        - hdot * dden
+    ) * iden
+    return (
+        df,
+        2.0 * f * df,
+        -(dl2 - l2 * l2 * d_var) * iden * iden,
+        l1 * dh + dl0,
+        -dl2 * hdot - l2 * dhdot - dkap * dht - kap * d_dht,
+    )
+
+
+@njit(cache=True)
+def _accumulate(acc, o, k, w, d):
+    """acc[o, i, k] += w·d[i] for the five integrands."""
+    for i in range(5):
+        acc[o, i, k] += w * d[i]
+
+
+# integrands whose derivatives the kernels accumulate (``acc[., i, .]``), and the primitives
+# they are taken in (``acc[., ., k]``; P_SPREAD is ω′'s derivative times ξ: the spread's)
+I_F, I_FF, I_DF, I_LOSS, I_DFT = range(5)
+P_OM, P_SPREAD, P_VAR, P_HT, P_CHI, P_T, P_CS, P_DFT, P_DHT = range(9)
+
+
 # moments returned by ``teacher_moments`` (expectations, α and Δ not applied)
 T_F, T_YF, T_FF, T_DF, T_LOSS, T_ERR = range(6)
 # moments returned by ``student_moments``
@@ -54,22 +151,35 @@ S_F, S_YF, S_FF, S_DF, S_FFT, S_DFT, S_LOSS, S_ERR = range(8)
 
 @njit(cache=True)
 def teacher_moments(
-    rho, m_t, q_t, b_t, v_t, delta, hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics
+    rho, m_t, q_t, b_t, v_t, delta, hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics,
+    n_ext, freeze, rows, acc,
 ):  # fmt: skip
     """E[f̃], E[y f̃], E[f̃²], E[f̃'], E[ℓ(y, h̃)], E[1{y h̃ ≤ 0}] for the logistic teacher.
 
     ``h_buf[0 or 1, k]`` keeps the prox solutions of the last call as warm starts; the last two
-    moments are computed only if ``metrics``.
+    moments are computed only if ``metrics``.  ``ext[iy]``/``n_ext[iy]`` receive the breakpoints
+    of label y (``freeze``: reuse those of the last call instead, a fixed rule).  ``rows[iy]``
+    receives the conditional moments E[g | y] of g ∈ (f̃, f̃², f̃', ℓ) and, if ``acc`` has rows,
+    ``acc[iy, i, k]`` their derivatives (``_node_derivative``) at fixed ξ̃-nodes with respect
+    to k ∈ (ω̃ centre, spread √(Δq̃), ΔṼ).
     """
     mom = np.zeros(6)
     var = delta * v_t
     s = math.sqrt(delta * q_t)
+    deriv = acc.shape[0] > 0
     for iy in range(2):
         y = 1.0 if iy == 0 else -1.0
         p_y = rho if iy == 0 else 1.0 - rho
         centre = y * m_t + b_t
-        ne = feature_breaks(hk, y, 0.5, var, 0.0, 1.0, centre, s, gap, ext)
-        n = composite_rule(base, ext, ne, glx, glw, xs, ws)
+        if not freeze:
+            n_ext[iy] = feature_breaks(hk, y, 0.5, var, 0.0, 1.0, centre, s, gap, ext[iy])
+        n = composite_rule(base, ext[iy], n_ext[iy], glx, glw, xs, ws)
+        for i in range(4):
+            rows[iy, i] = 0.0
+        if deriv:
+            for i in range(4):
+                for k in range(3):
+                    acc[iy, i, k] = 0.0
         if metrics:  # y h̃ ≤ 0 ⇔ y(ω̃ − ω̃₀) ≤ 0, ω̃₀ = ΔṼ ℓ'(y, 0): prox is increasing
             mom[T_ERR] += p_y * _phi(y * (var * _d1_p(y, 0.5, 0.0, 0.0, 1.0) - centre) / s)
         for k in range(n):
@@ -82,8 +192,24 @@ def teacher_moments(
             mom[T_YF] += w * y * f
             mom[T_FF] += w * f * f
             mom[T_DF] += w * (-d2 / (1.0 + var * d2))
+            rows[iy, 0] += ws[k] * f
+            rows[iy, 1] += ws[k] * f * f
+            rows[iy, 2] += ws[k] * (-d2 / (1.0 + var * d2))
             if metrics:
                 mom[T_LOSS] += w * _loss_p(y, 0.5, h, 0.0, 1.0)
+                rows[iy, 3] += ws[k] * _loss_p(y, 0.5, h, 0.0, 1.0)
+            if deriv:
+                lp = _kd_partials(y, 0.0, 0.5, h, 0.0, 1.0, metrics)
+                d_om = _node_derivative(
+                    f, var, 0.0, 0.0, 0.0, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                )
+                d_var = _node_derivative(
+                    f, var, 0.0, 0.0, 0.0, lp, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                )
+                for i in range(4):  # the integrands' derivatives in ω̃ and in ΔṼ
+                    acc[iy, i, 0] += ws[k] * d_om[i]
+                    acc[iy, i, 1] += ws[k] * xs[k] * d_om[i]
+                    acc[iy, i, 2] += ws[k] * d_var[i]
     return mom
 
 
@@ -105,30 +231,46 @@ def teacher_nodes(y, xt, m_t, q_t, b_t, v_t, delta, ht, ft, dft, dht):
 @njit(cache=True)
 def student_moments(
     y, w, xt, ht, ft, dft, dht, m, q, r, v, vc, b, q_t, delta, chi, temperature,
-    hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics,
+    hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics, n_ext, freeze, rows, acc, full,
 ):  # fmt: skip
     """E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{y h ≤ 0}] for the student.
 
     Outer nodes o carry (y, weight incl. P(y), ξ̃) and the teacher's h̃, f̃, f̃', h̃'; the inner
-    rule over ξ is rebuilt per outer node with breakpoints at the student's feature points.
-    ``xs``, ``ws``, ``ext`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
-    the last call as warm starts; the last two moments are computed only if ``metrics``.
+    rule over ξ is rebuilt per outer node with breakpoints at the student's feature points
+    (``ext[o, :n_ext[o]]``; ``freeze``: reuse those of the last call, a fixed rule).
+    ``xs``, ``ws`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
+    the last call as warm starts (NaN: none; then the prox starts from the previous node's
+    solution moved by ∂h/∂ω = 1/(1 + ΔVℓ″)); the last two moments are computed only if ``metrics``.
+    ``rows[o]`` receives the inner expectations of (f, f², ∂_ω f, df/dω̃, ℓ_KD, 1{yh ≤ 0}); if
+    ``acc`` has rows, ``acc[o, i, k]`` receives the inner expectation of the derivative of
+    integrand i (I_F, I_FF, I_DF, I_LOSS, I_DFT) in primitive k (P_OM … P_DHT) at fixed nodes:
+    all of them if ``full``, else those the student's state moves (P_OM, P_SPREAD, P_VAR, P_CS).
     """
     n_out = y.shape[0]
-    rows = np.zeros((n_out, 6))
+    deriv = acc.shape[0] > 0
     var = delta * v
     sd = math.sqrt(delta)
     a = r / math.sqrt(q_t)
     spread = sd * math.sqrt(max(q - r * r / q_t, 0.0))
     t2 = temperature * temperature
+    cs = delta * vc
     for o in range(n_out):
         yo = y[o]
         pt = sigmoid(ht[o] / temperature)
         kappa = -(chi / t2) * pt * (1.0 - pt)
         centre = yo * m + b + sd * a * xt[o] + delta * vc * ft[o]
-        ne = feature_breaks(hk, yo, pt, var, chi, temperature, centre, spread, gap, ext[o])
-        n = composite_rule(base, ext[o], ne, glx, glw, xs[o], ws[o])
+        if not freeze:
+            n_ext[o] = feature_breaks(
+                hk, yo, pt, var, chi, temperature, centre, spread, gap, ext[o]
+            )
+        n = composite_rule(base, ext[o], n_ext[o], glx, glw, xs[o], ws[o])
         a_f = a_ff = a_df = a_dft = a_loss = a_err = 0.0
+        h_prev = om_prev = 0.0
+        den_prev = 1.0
+        if deriv:
+            for i in range(5):
+                for k in range(9):
+                    acc[o, i, k] = 0.0
         if metrics:  # y h ≤ 0 ⇔ y(ω' − ω'₀) ≤ 0 with ω'₀ = ΔV ∂_hℓ_KD(y, p̃, 0): prox is increasing
             gap0 = var * _d1_p(yo, pt, 0.0, chi, temperature) - centre
             if spread > 0.0:
@@ -137,10 +279,14 @@ def student_moments(
                 a_err = 1.0
         for j in range(n):
             om = centre + spread * xs[o, j]
-            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h_buf[o, j])
+            h0 = h_buf[o, j]
+            if h0 != h0:  # no previous solution (NaN): extrapolate from the previous node
+                h0 = om if j == 0 else h_prev + (om - om_prev) / den_prev
+            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h0)
             h_buf[o, j] = h
             f = _output(yo, pt, h, om, var, chi, temperature)
             den = 1.0 + var * d2
+            h_prev, om_prev, den_prev = h, om, den
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
             wj = ws[o, j]
             a_f += wj * f
@@ -149,6 +295,44 @@ def student_moments(
             a_dft += wj * (-d2 * dh_dt - kappa * dht[o])
             if metrics:
                 a_loss += wj * _loss_p(yo, pt, h, chi, temperature)
+            if deriv:
+                lp = _kd_partials(yo, ht[o], pt, h, chi, temperature, metrics)
+                fo, dfo, dho = f, dft[o], dht[o]
+                d = _node_derivative(
+                    fo, var, cs, dfo, dho, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                )
+                for i in range(5):
+                    acc[o, i, P_OM] += wj * d[i]
+                    acc[o, i, P_SPREAD] += wj * xs[o, j] * d[i]
+                d = _node_derivative(
+                    fo, var, cs, dfo, dho, lp, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                )
+                _accumulate(acc, o, P_VAR, wj, d)
+                d = _node_derivative(
+                    fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0
+                )
+                _accumulate(acc, o, P_CS, wj, d)
+                if full:
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_HT, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_CHI, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+                    )
+                    _accumulate(acc, o, P_T, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0
+                    )
+                    _accumulate(acc, o, P_DFT, wj, d)
+                    d = _node_derivative(
+                        fo, var, cs, dfo, dho, lp, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0
+                    )
+                    _accumulate(acc, o, P_DHT, wj, d)
         rows[o, 0] = a_f
         rows[o, 1] = a_ff
         rows[o, 2] = a_df

@@ -7,6 +7,8 @@ problem is well conditioned whatever the size of q.  A proposal that leaves the 
 false) resets the history; a residual that grows tenfold over the best one so far, or that has not
 improved on it for ``stall`` steps, resets it and halves the mixing weight.  ``continuation``
 follows the fixed point along a path of ridges (with a secant predictor) when a direct solve fails.
+``newton`` iterates x ← x − J⁻¹F(x) on an exact Jacobian (the kernels'), ``polish`` quasi-Newton steps
+from a given (e.g. a coarser rule's) Jacobian with Broyden's updates.
 """
 
 from __future__ import annotations
@@ -259,3 +261,55 @@ def polish(
     if res <= tol:
         return FixedPointResult(gx, res, evals, "converged", jacobian)
     return FixedPointResult(x, res, evals, "max_iter", jacobian)
+
+
+def newton(
+    equations: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int = 12,
+    valid: Callable[[np.ndarray], bool] = lambda x: True,
+    max_step: float = 4.0,
+) -> FixedPointResult:
+    """Newton's iteration x ← x − J⁻¹F(x) on the exact Jacobian J = ∂F/∂x.
+
+    ``equations(x)`` returns (G(x), F(x), J): the map (for the residual, as in ``iterate``), the
+    equations F = 0 at its fixed point, and their Jacobian.  Converges quadratically from a
+    point close enough; a step is shortened to stay ``valid`` and within ``max_step``·max(1, |x_i|)
+    per component.  Status "converged" (``x`` is then G(x)), "max_iter" when ``max_iter`` calls did
+    not reach ``tol`` or the residual grew tenfold over its best (the caller falls back to
+    ``iterate``), "diverged" on a non-finite value or an arithmetic exception in ``equations``.  The returned ``jacobian`` is the last J.
+    """
+    x = np.array(x0, dtype=float)
+    best = np.inf
+    res, jac = np.inf, None
+    for it in range(1, max_iter + 1):
+        try:
+            gx, f, jac = equations(x)
+        except (
+            ArithmeticError,
+            ValueError,
+        ):  # a state the map cannot take: let the caller fall back
+            return FixedPointResult(x, res, it, "diverged", None)
+        if not (np.all(np.isfinite(gx)) and np.all(np.isfinite(jac))):
+            return FixedPointResult(x, res, it, "diverged", None)
+        res = residual(x, gx)
+        if res <= tol:
+            return FixedPointResult(gx, res, it, "converged", jac)
+        if res > 10.0 * best:
+            return FixedPointResult(x, res, it, "max_iter", jac)
+        best = min(best, res)
+        try:
+            dx = np.linalg.solve(jac, -f)
+        except np.linalg.LinAlgError:
+            return FixedPointResult(x, res, it, "max_iter", jac)
+        jump = np.max(np.abs(dx) / (max_step * np.maximum(1.0, np.abs(x))))
+        if jump > 1.0:
+            dx = dx / jump
+        for _ in range(30):  # halve into the domain
+            if valid(x + dx):
+                break
+            dx = 0.5 * dx
+        x = x + dx
+    return FixedPointResult(x, res, max_iter, "max_iter", jac)

@@ -1,8 +1,8 @@
 r"""``replica.solve``: teacher and KD student at N → ∞, with convergence reported.
 
 The teacher is solved first (it does not see the student), then the student's fixed point given the
-teacher.  Each is an Anderson-accelerated iteration (``replica.fixed_point``) that falls back to a
-continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
+teacher.  Each is solved by Newton's iteration on the kernels' exact Jacobian (Anderson iteration as
+the fallback of the far field; ``replica.fixed_point``) and falls back to a continuation in the ridge (from max(1, 10λ) down to λ) when a direct solve fails; the student, if
 that fails too, to a second path on which T moves from the nearest value in [0.5, 2] to its own
 together with λ.  λ = 0 is refused with a clear status where no finite solution exists:
 * a logistic fit without KD (teacher, or student with χ = 0) whose training set is linearly
@@ -27,10 +27,17 @@ from kdtheory.problem import (
     check_integer,
     check_real,
 )
-from replica.fixed_point import FixedPointResult, continuation, describe, iterate, polish
+from replica.fixed_point import (
+    FixedPointResult,
+    continuation,
+    describe,
+    iterate,
+    newton,
+    polish,
+)
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
-from replica.student import StudentMap, StudentState, initial, valid
+from replica.student import StudentMap, StudentState, initial, student_map, valid
 from replica.teacher import (
     TeacherSolution,
     TeacherState,
@@ -78,7 +85,7 @@ class Solution:
     status: str
     message: str = ""
     quad: Quadrature = DEFAULT_QUADRATURE
-    #: J = DG − I of the student map at the solution (reused to warm-start a neighbour)
+    #: J = DG − I of the student map at the solution (the full rule's last quasi-Newton Jacobian)
     jacobian: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
@@ -185,41 +192,46 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             status, message = refusal
             return _failed(problem, teacher, status, message, math.inf, quad, t_sol.iterations)
 
-    maps: dict[Problem, StudentMap] = {}
-
     def solve_at(
         lam: float, x0: np.ndarray | None, jacobian=None, temperature: float | None = None
     ) -> FixedPointResult:
-        """Reach the coarse rule's fixed point (quasi-Newton from a neighbour's state and Jacobian
-        if given, else Anderson), then quasi-Newton on the full rule with the coarse map's
-        Jacobian at that point; Anderson on the full rule if that fails.  ``temperature``: solve
-        the student at that T instead of its own (a continuation path)."""
+        """Newton on the coarse rule's exact Jacobian from x0 (a neighbour's state, or the cold
+        start; Anderson first, then Newton, if that fails), then quasi-Newton on the full rule
+        with the coarse Jacobian at the coarse fixed point (Newton on the full rule's own exact
+        Jacobian, then Anderson, if that fails).  ``jacobian`` is not needed (the signature of
+        ``continuation``); ``temperature``: solve the student at that T instead of its own (a
+        continuation path)."""
         temperature = st.temperature if temperature is None else temperature
         p = problem
         if (lam, temperature) != (st.lam, st.temperature):
             p = problem.replace(lam=lam, temperature=temperature)
-        fine = maps[p] = StudentMap(p, teacher, quad)
-        coarse = StudentMap(p, teacher, quad.coarse())
+        fine = student_map(p, teacher, quad)
+        coarse = student_map(p, teacher, quad.coarse())
         x0 = initial(coarse, lam) if x0 is None else x0
-        evals = 0
-        near = None
-        if jacobian is not None:  # a neighbour's state and Jacobian: quasi-Newton, coarse rule
-            near = polish(
-                coarse, x0, tol=max(tol, 1e-6), jacobian=jacobian, max_iter=8, valid=valid
-            )
-            evals += near.iterations
-        if near is None or near.status != "converged":
-            near = iterate(coarse, x0, tol=max(tol, 1e-6), max_iter=max_iter, valid=valid)
-            evals += near.iterations
+        near_tol = max(tol, _COARSE_TOL)
+        near = _newton_or_anderson(coarse, x0, near_tol, max_iter)
         if near.status != "converged":  # the coarse map is as hard: leave it to continuation
-            return replace(near, iterations=evals)
+            return replace(near, iterations=coarse.calls)
         # the full rule, from the coarse fixed point with the coarse map's Jacobian there
-        res = polish(fine, near.x, tol=tol, model=coarse, valid=valid)
-        evals += res.iterations
+        jac = near.jacobian
+        if jac is None:  # (Anderson reached it)
+            jac = coarse.equations(near.x, full=False)[2]
+        res = FixedPointResult(near.x, math.inf, 0, "max_iter")
+        if np.all(np.isfinite(jac)):
+            res = polish(
+                fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=min(6, max_iter)
+            )
+        if res.status != "converged":
+            res = newton(
+                lambda x: fine.equations(x, full=False)[:3],
+                near.x,
+                tol=tol,
+                valid=valid,
+                max_iter=min(12, max_iter),
+            )
         if res.status != "converged":
             res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
-            evals += res.iterations
-        return replace(res, iterations=evals)
+        return replace(res, iterations=coarse.calls + fine.calls)
 
     x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
@@ -263,17 +275,39 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
                 f"{a_c:.6g}), which drives q up as λ → 0: λ = {st.lam:g} may be out of reach"
             )
         if np.all(np.isfinite(res.x)) and res.x[1] >= 0 and res.x[3] > 0:
-            v_hat = maps[problem].hats(maps[problem].moments(res.x))[2]
+            g = student_map(problem, teacher, quad)
+            v_hat = g.hats(g.moments(res.x))[2]
             if v_hat < 1e-10 * (1.0 + st.lam):
                 status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
         return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
-    state = maps[problem].state(res.x)
+    state = student_map(problem, teacher, quad).state(res.x)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
     )  # fmt: skip
 
 
+def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int):
+    """Newton on g's exact Jacobian from x0; if it fails, Anderson to the far-field tolerance
+    1e-3 and Newton again; if that fails too, Anderson to ``tol``."""
+    eq = lambda x: g.equations(x, full=False)[:3]  # noqa: E731
+    res = newton(eq, x0, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+    if res.status == "converged":
+        return res
+    far = iterate(g, x0, tol=max(tol, 1e-3), max_iter=max_iter, valid=valid)
+    if far.status == "converged":
+        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+        if res.status == "converged":
+            return res
+        return iterate(g, far.x, tol=tol, max_iter=max_iter, valid=valid)
+    return far
+
+
+#: the coarse rule's fixed point is solved to this tolerance before the full rule takes over
+#: (their fixed points differ by the coarse rule's error, ≈ 1e-5, so more is not needed)
+_COARSE_TOL = 1e-8
+#: Newton steps before falling back to Anderson
+_NEWTON_ITER = 30
 #: map evaluations one continuation may spend, in units of ``max_iter``
 _CONTINUATION_BUDGET = 10
 #: the smallest ridge of a continuation towards λ = 0

@@ -19,6 +19,20 @@ from scipy.special import expit
 
 from kdtheory.problem import Problem
 from replica.channels import (
+    I_DF,
+    I_DFT,
+    I_F,
+    I_FF,
+    I_LOSS,
+    P_CHI,
+    P_CS,
+    P_DFT,
+    P_DHT,
+    P_HT,
+    P_OM,
+    P_SPREAD,
+    P_T,
+    P_VAR,
     S_DF,
     S_DFT,
     S_ERR,
@@ -29,12 +43,26 @@ from replica.channels import (
     S_YF,
     student_moments,
 )
+from replica.dual import Dual
 from replica.fixed_point import bias_step
 from replica.quadrature import Quadrature, composite_rule, prune
-from replica.teacher import TeacherState, teacher_at_nodes, teacher_omega_of_h
+from replica.teacher import (
+    TeacherState,
+    teacher_at_nodes,
+    teacher_nodes_derivatives,
+    teacher_omega_of_h,
+)
 
 #: order of the state vector x
 FIELDS = ("m", "q", "r", "V", "Vc", "b")
+#: the other arguments of the student map: the teacher's state, then the problem's parameters
+PARAMS = ("m_t", "q_t", "b_t", "V_t", "chi", "temperature", "delta", "alpha", "rho", "lam", "eta")
+#: columns of ``StudentMap.equations``'s Jacobian: d/dx (x = FIELDS), then d/d(PARAMS)
+DIRECTIONS = FIELDS + PARAMS
+_ND = len(DIRECTIONS)
+_IX = {k: i for i, k in enumerate(DIRECTIONS)}
+#: column of ``rows`` (the kernel's inner expectations) holding integrand I_*
+_ROW = {I_F: 0, I_FF: 1, I_DF: 2, I_DFT: 3, I_LOSS: 4}
 
 
 @dataclass(frozen=True)
@@ -97,7 +125,11 @@ def _is_bayes(problem: Problem) -> bool:
 
 
 class StudentMap:
-    """x = (m, q, r, V, V_c, b) ↦ G(x) for the student of a solved teacher."""
+    """x = (m, q, r, V, V_c, b) ↦ G(x) for the student of a solved teacher.
+
+    ``calls`` counts the kernel evaluations.  ``equations`` gives F(x) = G(x) − x (the bias row
+    uncapped) with its exact Jacobian in x and in the teacher's state and the problem's parameters.
+    """
 
     def __init__(self, problem: Problem, teacher: TeacherState, quad: Quadrature):
         self.problem, self.teacher, self.quad = problem, teacher, quad
@@ -107,18 +139,49 @@ class StudentMap:
         self.base = quad.base()
         n, rows = quad.max_nodes(), len(self.y)
         self.xs, self.ws, self.ext = np.empty((rows, n)), np.empty((rows, n)), np.empty((rows, n))
-        self.h_buf = np.zeros((rows, n))
-
-    def moments(self, x: np.ndarray, metrics: bool = False) -> np.ndarray:
-        m, q, r, v, vc, b = x
-        st, d, q_t = self.problem.student, self.problem.data.delta, self.teacher.q
-        spread = math.sqrt(d * max(q - r * r / q_t, 0.0))
-        hk = self.quad.features(st.chi, st.temperature, spread)
-        return student_moments(
-            self.y, self.w, self.xt, *self.nodes, m, q, r, v, vc, b, q_t, d, st.chi,
-            st.temperature, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
-            self.xs, self.ws, self.ext, self.h_buf, metrics,
+        self.h_buf = np.full((rows, n), np.nan)
+        self.n_ext = np.zeros(rows, dtype=np.int64)
+        self.rows = np.empty((rows, 6))
+        self.acc = np.empty((0, 5, 9))
+        self.calls = 0
+        d, st = problem.data, problem.student
+        self.params = np.array(
+            [teacher.m, teacher.q, teacher.b, teacher.V, st.chi, st.temperature, d.delta,
+             d.alpha, d.rho, st.lam, st.eta]
         )  # fmt: skip
+
+    def moments(
+        self, x: np.ndarray, metrics: bool = False, *, params=None, freeze=False, deriv=0
+    ) -> np.ndarray:
+        """The kernel's moments at x (``params``: at other PARAMS values, on the same outer nodes;
+        ``freeze``: on the rule of the last call; ``deriv``: fill ``self.acc``, 1: for the
+        derivatives in the state only, 2: in every direction)."""
+        m, q, r, v, vc, b = x
+        p = self.params if params is None else params
+        nodes = self.nodes if params is None else self._nodes(p)
+        q_t, chi, temp, d = p[1], p[4], p[5], p[6]
+        spread = math.sqrt(d * max(q - r * r / q_t, 0.0))
+        hk = self.quad.features(chi, temp, spread)
+        if deriv and self.acc.shape[0] == 0:
+            self.acc = np.empty((len(self.y), 5, 9))
+        w = self.w if params is None else self._weights(p[8])
+        self.calls += 1
+        return student_moments(
+            self.y, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
+            temp, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
+            self.xs, self.ws, self.ext, self.h_buf, metrics, self.n_ext, freeze, self.rows,
+            self.acc if deriv else self.acc[:0], deriv == 2,
+        )  # fmt: skip
+
+    def _nodes(self, p):
+        t = self.teacher
+        state = TeacherState(p[0], p[1], p[2], p[3], *([math.nan] * 3), t.eg, 0.0, 0.0)
+        data = self.problem.data.__class__(p[7], p[8], p[6])
+        return teacher_at_nodes(data, self.problem.teacher, state, self.y, self.xt)
+
+    def _weights(self, rho):
+        p_y = np.where(self.y > 0, self.problem.data.rho, 1.0 - self.problem.data.rho)
+        return self.w / p_y * np.where(self.y > 0, rho, 1.0 - rho)
 
     def hats(self, mom: np.ndarray) -> tuple[float, float, float, float, float]:
         a, d = self.problem.data.alpha, self.problem.data.delta
@@ -153,6 +216,125 @@ class StudentMap:
             ]
         )
 
+    def equations(
+        self,
+        x: np.ndarray,
+        *,
+        params=None,
+        freeze: bool = False,
+        metrics: bool = False,
+        full: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One kernel call: (G(x), F(x), dF, mom) with F = G − x except the bias row
+        F_b = αΔE[f]/V̂ (the uncapped Newton step of ``bias_step``), and dF = ∂F/∂(DIRECTIONS)
+        (6 × 17): d/dx is DG − I, the rest the derivatives in the teacher's state (m̃, q̃, b̃, Ṽ,
+        with q̂_t = (q̃ − m̃²)/Ṽ², Ã = 1/Ṽ, identities of the teacher's fixed point) and in
+        (χ, T, Δ, α, ρ, λ, η).  ``mom`` holds the moments; with ``metrics`` its S_LOSS entry's
+        gradient is ``self.loss_gradient``.  ``full=False``: dF is ∂F/∂x only (6 × 6, cheaper)."""
+        p = self.params if params is None else np.asarray(params, dtype=float)
+        mom = self.moments(x, metrics, params=params, freeze=freeze, deriv=1 + full)
+        nd = _ND if full else len(FIELDS)
+        # far from the fixed point (a flat loss, V̂ → 0) the derivatives may overflow: they come
+        # back non-finite and ``newton`` hands over to Anderson, without a warning
+        with np.errstate(all="ignore"):
+            return self._equations(x, p, params, mom, nd, metrics)
+
+    def _equations(self, x, p, params, mom, nd, metrics):
+        dmom = self._moment_derivatives(x, p, None if params is None else p, nd)
+        if metrics:
+            self.loss_gradient = dmom[S_LOSS]
+        mo = [Dual(mom[i], dmom[i]) for i in range(8)]
+        sd = [Dual.seed(v, i, _ND) for i, v in enumerate(np.concatenate([x, p]))]
+        sd = [Dual(z.v, z.d[:nd]) for z in sd]
+        m_t, q_t, v_t, d, a, lam, eta = (
+            sd[_IX[k]] for k in ("m_t", "q_t", "V_t", "delta", "alpha", "lam", "eta")
+        )
+        m_hat, q_hat = a * mo[S_YF], a * d * mo[S_FF]
+        v_hat, r_hat, vc_hat = -(a * d * mo[S_DF]), a * d * mo[S_FFT], a * d * mo[S_DFT]
+        if not (v_hat.v > 0.0 and lam.v + v_hat.v > 0.0):  # a flat loss: no finite step
+            inf = np.full(6, np.inf)
+            return inf, inf, np.full((6, nd), np.nan), mom
+        qh_t = (q_t - m_t * m_t) / (v_t * v_t)
+        if params is None:  # the stored conjugate (equal at the teacher's fixed point)
+            qh_t.v = self.teacher.q_hat
+        a_t = 1.0 / v_t
+        big_a = lam + v_hat
+        nu = vc_hat / a_t
+        u = m_hat + vc_hat * m_t
+        out = [
+            eta * u / big_a,
+            eta * (u * u + q_hat + 2.0 * nu * r_hat + nu * nu * qh_t) / (big_a * big_a),
+            eta * (u * m_t + (r_hat + nu * qh_t) / a_t) / big_a,
+            eta / big_a,
+            eta * vc_hat / (big_a * a_t),
+            a * d * mo[S_F] / v_hat,
+        ]
+        f = np.array([o.v for o in out]) - np.append(x[:5], 0.0)
+        jac = np.array([o.d for o in out])  # (the columns beyond nd are absent)
+        jac[np.arange(5), np.arange(5)] -= 1.0
+        g = f + np.append(x[:5], 0.0)
+        g[5] = x[5] + bias_step(a.v * d.v * mom[S_F], v_hat.v, d.v * x[1])
+        return g, f, jac, mom
+
+    def _moment_derivatives(self, x, p, params, nd=_ND):
+        """d(moment)/d(DIRECTIONS[:nd]) (8 × nd, the S_ERR row zero) from the kernel's ``acc``."""
+        _, q, r, v, vc, _ = x
+        m_t, q_t, _, v_t, _, _, d, a, rho = p[:9]
+        y, xt, n = self.y, self.xt, len(self.y)
+        nodes = self.nodes if params is None else self._nodes(p)
+        ft = nodes[1]
+        full = nd == _ND
+        if full:  # ∂(h̃, f̃, f̃', h̃')/∂(m̃, q̃, b̃, Ṽ, Δ, α)
+            dnodes = teacher_nodes_derivatives(
+                self.problem.teacher, y, xt, nodes, m_t, q_t, v_t, d, a
+            )
+        cols = [_IX[k] for k in ("m_t", "q_t", "b_t", "V_t", "delta", "alpha")]
+        seeds = np.zeros((n, 9, _ND))
+        sqd, sqt = math.sqrt(d), math.sqrt(q_t)
+        om = seeds[:, P_OM]
+        om[:, _IX["m"]] = y
+        om[:, _IX["b"]] = 1.0
+        om[:, _IX["r"]] = sqd * xt / sqt
+        om[:, _IX["Vc"]] = d * ft
+        om[:, _IX["q_t"]] = -0.5 * sqd * r * xt / (q_t * sqt)
+        om[:, _IX["delta"]] = 0.5 * r * xt / (sqd * sqt) + vc * ft
+        if full:
+            om[:, cols] += d * vc * dnodes[1]
+        s2 = q - r * r / q_t
+        if s2 > 0.0:
+            spread = math.sqrt(d * s2)
+            sp = seeds[:, P_SPREAD]
+            sp[:, _IX["q"]] = d / (2 * spread)
+            sp[:, _IX["r"]] = -d * r / (q_t * spread)
+            sp[:, _IX["q_t"]] = d * r * r / (2 * q_t * q_t * spread)
+            sp[:, _IX["delta"]] = s2 / (2 * spread)
+        seeds[:, P_VAR, _IX["V"]] = d
+        seeds[:, P_VAR, _IX["delta"]] = v
+        seeds[:, P_CHI, _IX["chi"]] = 1.0
+        seeds[:, P_T, _IX["temperature"]] = 1.0
+        seeds[:, P_CS, _IX["Vc"]] = d
+        seeds[:, P_CS, _IX["delta"]] = vc
+        if full:
+            seeds[:, P_HT][:, cols] = dnodes[0]
+            seeds[:, P_DFT][:, cols] = dnodes[2]
+            seeds[:, P_DHT][:, cols] = dnodes[3]
+        inner = self.acc @ seeds[:, :, :nd]  # d(inner expectation)/d(direction)
+        w = self.w if params is None else self._weights(rho)
+        dw = np.where(y > 0, 1.0, -1.0) * w / np.where(y > 0, rho, 1.0 - rho)  # ∂w/∂ρ
+        out = np.zeros((8, nd))
+        rows = self.rows
+        for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
+            out[k] = w @ inner[:, i]
+        out[S_YF] = (w * y) @ inner[:, I_F]
+        out[S_FFT] = (w * ft) @ inner[:, I_F]
+        if full:
+            for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
+                out[k, _IX["rho"]] += dw @ rows[:, _ROW[i]]
+            out[S_YF, _IX["rho"]] += (dw * y) @ rows[:, 0]
+            out[S_FFT, cols] += (w * rows[:, 0]) @ dnodes[1]
+            out[S_FFT, _IX["rho"]] += (dw * ft) @ rows[:, 0]
+        return out
+
     def state(self, x: np.ndarray) -> StudentState:
         mom = self.moments(x, metrics=True)
         m_hat, q_hat, v_hat, r_hat, vc_hat = self.hats(mom)
@@ -162,6 +344,31 @@ class StudentMap:
             Vc_hat=vc_hat, eg=float(self.problem.data.error(m, q, b)),
             train_loss=float(mom[S_LOSS]), train_error=float(mom[S_ERR]),
         )  # fmt: skip
+
+
+#: the last maps built, by outer rule (see ``student_map``)
+_MAPS: dict[tuple, StudentMap] = {}
+_MAPS_KEPT = 4
+
+
+def student_map(problem: Problem, teacher: TeacherState, quad: Quadrature) -> StudentMap:
+    """A ``StudentMap`` for ``problem``: the last one built on the same outer rule (same data,
+    teacher, χ, T, rule and teacher state; λ and η do not enter it) is reused, rebound to
+    ``problem`` with its call counter reset, so that its prox solutions warm-start the kernels of a
+    neighbouring solve (a grid along λ, a continuation).  The prox converges to its own tolerance
+    from any start, so the reuse changes results by rounding only."""
+    st = problem.student
+    key = (problem.data, problem.teacher, st.chi, st.temperature, quad, teacher)
+    g = _MAPS.get(key)
+    if g is None:
+        if len(_MAPS) >= _MAPS_KEPT:
+            del _MAPS[next(iter(_MAPS))]
+        g = _MAPS[key] = StudentMap(problem, teacher, quad)
+    else:
+        g.problem = problem
+        g.params[9], g.params[10] = st.lam, st.eta
+        g.calls = 0
+    return g
 
 
 def valid(x: np.ndarray) -> bool:

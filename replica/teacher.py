@@ -10,7 +10,7 @@ V̂_t = 0, so m̃ = cα, q̃ = c²α(α + Δ), b̃ = log(ρ/(1 − ρ)), Ṽ = 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -18,7 +18,8 @@ from scipy.special import expit, ndtr
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
 from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
-from replica.fixed_point import bias_step, continuation, describe, iterate
+from replica.dual import Dual
+from replica.fixed_point import bias_step, continuation, describe, iterate, newton
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
 from replica.separability import separability_threshold
 
@@ -91,24 +92,81 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w / math.sqrt(2 * math.pi)
 
 
+#: columns of the teacher map's Jacobian: its state (m̃, q̃, Ṽ, b̃), then (λ̃, α, ρ, Δ)
+TEACHER_DIRECTIONS = ("m_t", "q_t", "V_t", "b_t", "lam_t", "alpha", "rho", "delta")
+
+
 class _LogisticTeacherMap:
-    """x = (m̃, q̃, Ṽ, b̃) ↦ G(x) for the logistic teacher; the bias by a Newton step on E[f̃] = 0."""
+    """x = (m̃, q̃, Ṽ, b̃) ↦ G(x) for the logistic teacher; the bias by a Newton step on E[f̃] = 0.
+
+    ``calls`` counts the kernel evaluations; ``equations`` gives F = G − x with its Jacobian."""
 
     def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature):
         self.data, self.lam, self.quad = data, lam, quad
         self.glx, self.glw = quad.legendre()
         self.base = quad.base()
         n = quad.max_nodes()
-        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty(n)
+        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty((2, n))
         self.h_buf = np.zeros((2, n))
+        self.n_ext = np.zeros(2, dtype=np.int64)
+        self.rows = np.zeros((2, 6))
+        self.acc = np.zeros((2, 4, 3))
+        self.calls = 0
 
-    def moments(self, x, metrics=False):
+    def moments(self, x, metrics=False, *, data=None, freeze=False, deriv=False):
+        """Moments at x (``data``: other (α, ρ, Δ); ``freeze``: the rule of the last call)."""
         m, q, v, b = x
-        hk = self.quad.features(0.0, 1.0, math.sqrt(self.data.delta * q))
+        data = self.data if data is None else data
+        hk = self.quad.features(0.0, 1.0, math.sqrt(data.delta * q))
+        self.calls += 1
         return teacher_moments(
-            self.data.rho, m, q, b, v, self.data.delta, hk, self.quad.feature_gap, self.base,
+            data.rho, m, q, b, v, data.delta, hk, self.quad.feature_gap, self.base,
             self.glx, self.glw, self.xs, self.ws, self.ext, self.h_buf, metrics,
+            self.n_ext, freeze, self.rows, self.acc if deriv else self.acc[:0],
         )  # fmt: skip
+
+    def equations(self, x, *, lam=None, data=None, freeze=False, metrics=False):
+        """One kernel call: (G(x), F(x), dF, mom), F = G − x except F_b = αΔE[f̃]/V̂_t (the
+        uncapped bias step), dF = ∂F/∂(TEACHER_DIRECTIONS) (4 × 8); with ``metrics`` the
+        gradient of E[ℓ] is ``self.loss_gradient``."""
+        data = self.data if data is None else data
+        lam = self.lam if lam is None else lam
+        mom = self.moments(x, metrics, data=data, freeze=freeze, deriv=True)
+        with np.errstate(all="ignore"):  # non-finite far from the fixed point: Newton hands over
+            return self._equations(x, lam, data, mom, metrics)
+
+    def _equations(self, x, lam, data, mom, metrics):
+        m, q, v, b = x
+        a, rho, d = data.alpha, data.rho, data.delta
+        s = math.sqrt(d * q)
+        seeds = np.zeros((2, 3, 8))  # ∂(centre, spread, ΔṼ)/∂(directions) per label
+        seeds[:, 0, 0] = (1.0, -1.0)
+        seeds[:, 0, 3] = 1.0
+        seeds[:, 1, 1], seeds[:, 1, 7] = d / (2 * s), q / (2 * s)
+        seeds[:, 2, 2], seeds[:, 2, 7] = d, v
+        inner = np.einsum("yik,ykd->yid", self.acc, seeds)  # d E[g | y]
+        p_y, sign = np.array([rho, 1.0 - rho]), np.array([1.0, -1.0])
+        dm = np.einsum("y,yid->id", p_y, inner)  # (f̃, f̃², f̃′, ℓ) × directions
+        dm[:, 6] += sign @ self.rows[:, :4]  # ∂P(y)/∂ρ = ±1
+        dyf = (p_y * sign) @ inner[:, 0]
+        dyf[6] += self.rows[0, 0] + self.rows[1, 0]
+        if metrics:
+            self.loss_gradient = dm[3]
+        sd = [Dual.seed(val, i, 8) for i, val in enumerate((m, q, v, b, lam, a, rho, d))]
+        a_, d_ = sd[5], sd[7]
+        m_hat, q_hat = a_ * Dual(mom[T_YF], dyf), a_ * d_ * Dual(mom[T_FF], dm[1])
+        v_hat = -(a_ * d_ * Dual(mom[T_DF], dm[2]))
+        big_a = sd[4] + v_hat
+        if not (v_hat.v > 0.0 and big_a.v > 0.0):  # a flat loss: no finite step
+            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 8), np.nan), mom
+        out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
+        out.append(a_ * d_ * Dual(mom[T_F], dm[0]) / v_hat)
+        f = np.array([o.v for o in out]) - np.append(x[:3], 0.0)
+        jac = np.array([o.d for o in out])
+        jac[np.arange(3), np.arange(3)] -= 1.0
+        g = f + np.append(x[:3], 0.0)
+        g[3] = b + bias_step(a * d * mom[T_F], v_hat.v, d * q)
+        return g, f, jac, mom
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         a, d = self.data.alpha, self.data.delta
@@ -164,9 +222,22 @@ def solve_logistic_teacher(
             )
 
     def solve_at(lam_k: float, x0: np.ndarray | None, jacobian=None):  # (no Jacobian used)
+        """Newton on the exact Jacobian; Anderson from x0 if it fails."""
         g = _LogisticTeacherMap(data, lam_k, quad)
         x0 = _initial(data, lam_k) if x0 is None else x0
-        return iterate(g, x0, tol=tol, max_iter=max_iter, valid=_valid)
+
+        def eq(x):
+            gx, f, jac, _ = g.equations(x)
+            return gx, f, jac[:, :4]
+
+        res = newton(eq, x0, tol=tol, valid=_valid, max_iter=min(30, max_iter))
+        if res.status == "converged":
+            return replace(res, iterations=g.calls)
+        # a fresh map (its prox buffers unset), as before Newton: near a separable training set
+        # the residual floor (rounding) depends on the prox's starting points
+        g2 = _LogisticTeacherMap(data, lam_k, quad)
+        res = iterate(g2, x0, tol=tol, max_iter=max_iter, valid=_valid)
+        return replace(res, iterations=g.calls + g2.calls)
 
     x0 = None if init is None else np.array([init.m, init.q, init.V, init.b])
     res = solve_at(lam, x0)
@@ -211,6 +282,43 @@ def teacher_at_nodes(data: GaussianMixture, teacher, state: TeacherState, y, xt)
     out = [np.empty(n) for _ in range(4)]
     teacher_nodes(y, xt, state.m, state.q, state.b, state.V, data.delta, *out)
     return tuple(out)
+
+
+def teacher_nodes_derivatives(teacher, y, xt, nodes, m_t, q_t, v_t, delta, alpha):
+    """∂(h̃, f̃, f̃′, h̃′)/∂(m̃, q̃, b̃, Ṽ, Δ, α) at the nodes (y_o, ξ̃_o): four (n, 6) arrays.
+
+    ω̃ = y m̃ + b̃ + √(Δq̃) ξ̃.  Logistic: with D̃ = 1 + ΔṼℓ″, dh̃ = (dω̃ + f̃ d(ΔṼ))/D̃ (implicit
+    derivative of the prox), df̃ = −ℓ″ dh̃, df̃′ = −(ℓ‴ dh̃ − ℓ″² d(ΔṼ))/D̃²,
+    dh̃′ = −(ℓ″ d(ΔṼ) + ΔṼ ℓ‴ dh̃)/D̃².  Bayes: h̃ = ω̃ + Δc y and f̃ = c y with
+    c = 2/(Δ(Δ + α)); f̃′ = 0 and h̃′ = 1.
+    """
+    n = y.shape[0]
+    dom = np.zeros((n, 6))
+    dom[:, 0] = y
+    dom[:, 1] = 0.5 * math.sqrt(delta / q_t) * xt
+    dom[:, 2] = 1.0
+    dom[:, 4] = 0.5 * math.sqrt(q_t / delta) * xt
+    ht, ft = nodes[0], nodes[1]
+    if isinstance(teacher, BayesTeacher):
+        s = delta + alpha
+        dh, df = dom.copy(), np.zeros((n, 6))
+        dh[:, 4] -= 2.0 * y / s**2  # d(Δc)/dΔ = d(Δc)/dα = −2/(Δ + α)²
+        dh[:, 5] -= 2.0 * y / s**2
+        df[:, 4] = -2.0 * (2.0 * delta + alpha) / (delta * s) ** 2 * y
+        df[:, 5] = -2.0 / (delta * s**2) * y
+        return dh, df, np.zeros((n, 6)), np.zeros((n, 6))
+    var = delta * v_t
+    dvar = np.zeros(6)
+    dvar[3], dvar[4] = delta, v_t
+    sg = expit(-y * ht)
+    l2 = sg * (1.0 - sg)
+    l3 = -y * l2 * (1.0 - 2.0 * sg)
+    den = (1.0 + var * l2)[:, None]
+    dh = (dom + ft[:, None] * dvar) / den
+    df = -l2[:, None] * dh
+    ddft = -(l3[:, None] * dh - (l2 * l2)[:, None] * dvar) / den**2
+    ddht = -((l2[:, None] * dvar) + var * l3[:, None] * dh) / den**2
+    return dh, df, ddft, ddht
 
 
 def teacher_omega_of_h(data: GaussianMixture, teacher, state: TeacherState, y: float, h):

@@ -13,7 +13,7 @@ Importing this package compiles nothing; the numba kernels compile (or load from
 """
 
 from simulations.data import TrainingSet, draw_subset, sample
-from simulations.fit import Fit, bayes_teacher, fit_student, fit_teacher, newton_cg
+from simulations.fit import Fit, bayes_teacher, fit_gd, fit_student, fit_teacher, newton_cg
 from simulations.runner import (
     Estimate,
     SimulationResult,
@@ -32,6 +32,7 @@ __all__ = [
     "TrainingSet",
     "bayes_teacher",
     "draw_subset",
+    "fit_gd",
     "fit_student",
     "fit_teacher",
     "newton_cg",

@@ -38,6 +38,7 @@ __all__ = [
     "CONVERGED",
     "Fit",
     "bayes_teacher",
+    "fit_gd",
     "fit_student",
     "fit_teacher",
     "newton_cg",
@@ -384,6 +385,85 @@ def fit_student(
     w = np.zeros(n)
     w[subset] = fit.w
     return dataclasses.replace(fit, w=w)
+
+
+def fit_gd(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    lam: float,
+    steps: int,
+    lr: float,
+    w0: np.ndarray | None = None,
+    b0: float = 0.0,
+    scale: float | None = None,
+) -> Fit:
+    r"""``steps`` of full-batch gradient descent on the L2 logistic risk, from (w₀, b₀).
+
+    θ_{t+1} = θ_t − γ ∇F(θ_t)/M with F(w, b) = Σ_μ log(1 + e^{−y_μ h_μ}) + (λ/2)‖w‖²,
+    h_μ = s x_μ·w + b — the objective of :func:`fit_teacher` (:func:`newton_cg` with χ = 0), but
+    with a fixed budget.  F is strictly convex for λ > 0, so as steps → ∞ (with γ below 2/L,
+    L ≤ (s²‖x‖₂² / 4 + λ)/M + 1/4) every start reaches the same minimiser: only a finite budget can
+    make the start matter.  ``status`` is ``"converged"`` if ‖∇F‖ ≤ 1e-10·M at the end, else
+    ``"max_iter"``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (M, k)
+        Inputs.
+    y : ndarray, shape (M,)
+        Labels ±1.
+    lam : float
+        λ ≥ 0.
+    steps : int
+        Number of gradient steps (≥ 0).
+    lr : float
+        γ > 0.
+    w0, b0 : ndarray of shape (k,) or None, float
+        Start (default: zero).
+    scale : float, optional
+        s; defaults to 1/√k.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int ≥ 0, got {steps!r}")
+    for name, value, ok, allowed in (
+        ("lam", lam, lam >= 0.0, "[0, ∞)"),
+        ("lr", lr, lr > 0.0, "(0, ∞)"),
+    ):
+        if not (ok and math.isfinite(value)):
+            raise ValueError(f"{name} must be in {allowed}, got {value!r}")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    m, k = x.shape
+    if y.shape != (m,):
+        raise ValueError(f"y must have shape ({m},), got {y.shape}")
+    theta = np.zeros(k + 1)
+    if w0 is not None:
+        w0 = np.asarray(w0, dtype=np.float64)
+        if w0.shape != (k,):
+            raise ValueError(f"w0 must have shape ({k},), got {w0.shape}")
+        theta[:k] = w0
+    theta[k] = float(b0)
+    s = 1.0 / math.sqrt(k) if scale is None else float(scale)
+    grad, h, curv, ht = np.empty(k + 1), np.empty(m), np.empty(m), np.zeros(m)
+    for it in range(steps + 1):
+        data = loss_grad(x, y, ht, theta, theta[k], s, 0.0, 1.0, grad, h, curv)
+        grad[:k] += lam * theta[:k]
+        if it == steps:
+            break
+        theta -= (lr / m) * grad
+    gnorm = float(np.linalg.norm(grad))
+    return Fit(
+        w=theta[:k].copy(),
+        b=float(theta[k]),
+        h=h,
+        status="converged" if gnorm <= 1e-10 * m else "max_iter",
+        iterations=steps,
+        cg_iterations=0,
+        grad_norm=gnorm,
+        train_loss=data / m,
+        train_error=float(np.mean(y * h <= 0.0)),
+    )
 
 
 def _check_solver(gtol, max_iter) -> None:

@@ -171,3 +171,55 @@ def test_error_and_agreement_at_q_zero_are_the_constant_classifier_limits():
     assert data.agreement(0.0, 0.0, -0.5, m_t, q_t, b_t, 0.0) == pytest.approx(
         1 - expected, rel=1e-14
     )
+
+
+def _cross_entropy_by_quad(data, m, q, b):
+    """Σ_y P(y) ∫ log(1 + e^{−y h}) N(h; y m + b, Δq) dh by adaptive quadrature, split at the kink."""
+    s, total = math.sqrt(data.delta * q), 0.0
+    for y, p_y in ((1.0, data.rho), (-1.0, 1.0 - data.rho)):
+        mu = y * m + b
+
+        def f(z, mu=mu, y=y):
+            return np.logaddexp(0.0, -y * (mu + s * z)) * norm.pdf(z)
+
+        total += p_y * integrate.quad(f, -40, 40, points=[-mu / s], epsabs=1e-15, limit=500)[0]
+    return total
+
+
+@pytest.mark.parametrize(
+    "m, q, b",
+    [(0.5, 1.0, 0.1), (0.5, 0.99, -0.3), (0.5, 1.01, -0.3), (2.0, 5.0, -0.3), (10.0, 100.0, 1.0),
+     (40.0, 2500.0, 0.0), (1e-3, 1e-6, 3.0)],
+)  # fmt: skip
+def test_cross_entropy_against_adaptive_quadrature(m, q, b):
+    # both branches (√(Δq) ≤ 1: Gauss–Hermite; > 1: Legendre panels) and the switch at √(Δq) = 1
+    data = GaussianMixture(alpha=2.0, rho=0.3, delta=1.0)
+    ref = _cross_entropy_by_quad(data, m, q, b)
+    assert data.cross_entropy(m, q, b) == pytest.approx(ref, rel=1e-12)  # both near rounding
+
+
+def test_cross_entropy_against_monte_carlo():
+    data = GaussianMixture(alpha=1.0, rho=0.3, delta=0.7)
+    m, q, b = 1.3, 2.2, -0.4
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(400_000) < data.rho, 1.0, -1.0)
+    h = y * m + b + math.sqrt(data.delta * q) * rng.standard_normal(y.size)
+    loss = np.logaddexp(0.0, -y * h)
+    sem = loss.std(ddof=1) / math.sqrt(loss.size)
+    assert abs(data.cross_entropy(m, q, b) - loss.mean()) < 4 * sem  # 4 s.e.: fails ~1 in 16 000
+
+
+def test_cross_entropy_at_q_zero_is_the_constant_classifier():
+    data = GaussianMixture(alpha=1.0, rho=0.2, delta=2.0)
+    b = np.array([-3.0, 0.0, 0.7, 30.0])
+    closed = data.rho * np.log1p(np.exp(-b)) + (1 - data.rho) * np.log1p(np.exp(b))
+    np.testing.assert_allclose(data.cross_entropy(0.0, 0.0, b), closed, rtol=1e-14)  # rounding
+
+
+def test_cross_entropy_decreases_with_overlap_and_vectorises():
+    # ∂CE/∂m = −Σ_y P(y) E sig(−y h) < 0: a larger overlap at fixed q, b lowers the loss
+    data = GaussianMixture(alpha=1.0, rho=0.4, delta=1.0)
+    m = np.linspace(0.0, 3.0, 31)
+    ce = data.cross_entropy(m, 4.0, 0.2)
+    assert ce.shape == m.shape and np.all(np.diff(ce) < 0)
+    assert ce[5] == data.cross_entropy(m[5], 4.0, 0.2)

@@ -4,7 +4,8 @@ The greedy rule (2) of Gorpinich et al. (2021–2022) updates λ = (λ₁, T) al
 
     ∇_λ L_val(U(w, λ)),    U(w, λ) = w − γ ∇_w L_train(w, λ),
 
-with L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)) on a training minibatch and
+with L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)) (+ (μ/2)‖W‖² with weight decay μ on
+the weight matrices, biases not decayed: :func:`weight_penalty`) on a training minibatch and
 L_val = CE(y, σ(g/T_val)) on a validation minibatch. By the chain rule, with w' = U(w, λ) and
 v = ∇_w L_val(w'),
 
@@ -40,6 +41,7 @@ __all__ = [
     "lambda_from_raw",
     "raw_from_lambda",
     "unrolled_val_loss",
+    "weight_penalty",
 ]
 
 _EPS = 1e-6
@@ -68,6 +70,13 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: p for k, p in model.named_parameters() if p.requires_grad}
 
 
+def weight_penalty(params: dict[str, torch.Tensor], weight_decay: float) -> torch.Tensor | float:
+    """(μ/2) Σ ‖W‖² over the parameters with ≥ 2 dimensions (weights; biases are not decayed)."""
+    if weight_decay == 0.0:
+        return 0.0
+    return 0.5 * weight_decay * sum((p * p).sum() for p in params.values() if p.ndim >= 2)
+
+
 def unrolled_val_loss(
     model: nn.Module,
     raw: torch.Tensor,
@@ -77,6 +86,7 @@ def unrolled_val_loss(
     lr: float,
     t_val: float = 1.0,
     t2_scaling: bool = False,
+    weight_decay: float = 0.0,
     params: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """φ(θ) = L_val(w − γ ∇_w L_train(w, λ(θ))), differentiable wrt θ.
@@ -98,6 +108,8 @@ def unrolled_val_loss(
         T_val of the validation loss.
     t2_scaling : bool
         Multiply the soft term by T².
+    weight_decay : float
+        μ ≥ 0 of the penalty (μ/2)‖W‖² added to L_train (:func:`weight_penalty`).
     params : dict or None
         w as a name → tensor dict (default: the model's trainable parameters).
 
@@ -116,6 +128,7 @@ def unrolled_val_loss(
     lam1, temp = lambda_from_raw(raw)
     g = functional_call(model, params, (x,))
     train_loss = kd_loss(g, f, y, lam1, temp, t2_scaling=t2_scaling)
+    train_loss = train_loss + weight_penalty(params, weight_decay)
     names = list(params)
     grads = torch.autograd.grad(train_loss, [params[k] for k in names], create_graph=True)
     stepped = {k: params[k] - lr * gk for k, gk in zip(names, grads, strict=True)}
@@ -156,6 +169,7 @@ def hypergradient(
     lr: float,
     t_val: float = 1.0,
     t2_scaling: bool = False,
+    weight_decay: float = 0.0,
 ) -> HyperStep:
     """∇_θ L_val(w − γ ∇_w L_train(w, λ(θ))) at the model's current weights w (rule (2)).
 
@@ -168,8 +182,9 @@ def hypergradient(
     """
     theta = raw.detach().clone().requires_grad_(True)
     val, train_loss, grads = unrolled_val_loss(
-        model, theta, train_batch, val_batch, lr=lr, t_val=t_val, t2_scaling=t2_scaling
-    )
+        model, theta, train_batch, val_batch, lr=lr, t_val=t_val, t2_scaling=t2_scaling,
+        weight_decay=weight_decay,
+    )  # fmt: skip
     (g_raw,) = torch.autograd.grad(val, theta)
     lam1, temp = (float(v) for v in lambda_from_raw(theta.detach()))
     # chain rule back to (λ₁, T): ∂/∂λ₁ = (∂/∂θ₁) / (λ₁(1 − λ₁)), ∂/∂T = (∂/∂θ₂) / T

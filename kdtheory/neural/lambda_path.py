@@ -41,7 +41,7 @@ from torch import nn
 from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
 from kdtheory.neural.data import Split
-from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda
+from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda, weight_penalty
 from kdtheory.neural.losses import kd_loss
 from kdtheory.neural.train import evaluate
 
@@ -202,6 +202,9 @@ class LambdaPathOptimizer:
         T_val of L_val.
     t2_scaling : bool
         Multiply the soft term by T².
+    weight_decay : float
+        μ ≥ 0: L_train gains (μ/2)‖W‖² over the weight matrices (biases not decayed), in the plain
+        and in the unrolled steps alike.
     seed : int
         Seed of the minibatch order (training and validation).
     device : torch.device, str or None
@@ -227,6 +230,7 @@ class LambdaPathOptimizer:
         e2: int = 10,
         t_val: float = 1.0,
         t2_scaling: bool = False,
+        weight_decay: float = 0.0,
         seed: int = 0,
         device: torch.device | str | None = None,
     ) -> None:
@@ -237,6 +241,8 @@ class LambdaPathOptimizer:
         for name, v in (("lr", lr), ("meta_lr", meta_lr), ("t_val", t_val)):
             if not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number > 0; got {v!r}")
+        if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number ≥ 0; got {weight_decay!r}")
         for name, v in (("e1", e1), ("e2", e2), ("batch_size", batch_size)):
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"{name} must be an integer ≥ 1; got {v!r}")
@@ -257,6 +263,7 @@ class LambdaPathOptimizer:
         self.val_batch_size = val_batch_size or batch_size
         self.e1, self.e2 = e1, e2
         self.t_val, self.t2_scaling = t_val, t2_scaling
+        self.weight_decay = float(weight_decay)
         self._fixed = (float(lambda1), float(temperature))  # exact values for fixed mode
         self.raw = raw_from_lambda(lambda1, temperature, device=self.device)
         self.raw.requires_grad_(False)
@@ -321,7 +328,7 @@ class LambdaPathOptimizer:
         x, y = self.train_split.x[idx], self.train_split.y[idx]
         loss = kd_loss(
             self.model(x), self.f[idx], y, lambda1, temperature, t2_scaling=self.t2_scaling
-        )
+        ) + weight_penalty(self._params, self.weight_decay)
         grads = torch.autograd.grad(loss, list(self._params.values()))
         self._apply(dict(zip(self._params, grads, strict=True)))
         return float(loss.detach())
@@ -331,7 +338,7 @@ class LambdaPathOptimizer:
         tb = (self.train_split.x[idx], self.train_split.y[idx], self.f[idx])
         hs = hypergradient(
             self.model, self.raw, tb, self._next_val_batch(), lr=self.lr,
-            t_val=self.t_val, t2_scaling=self.t2_scaling,
+            t_val=self.t_val, t2_scaling=self.t2_scaling, weight_decay=self.weight_decay,
         )  # fmt: skip
         self._apply(hs.weight_grads)  # w ← U(w, λ): the step that was unrolled
         self._meta_opt.zero_grad(set_to_none=True)

@@ -1,0 +1,167 @@
+r"""``replica.optimise``: the problem parameters that minimise the student's test error ε_g.
+
+Box-constrained quasi-Newton (scipy's L-BFGS-B) on exact gradients (``replica.gradient``), in the
+coordinates z = log θ for the positive scales (λ, T, λ̃, α, Δ) and z = θ for the others, so that
+dε_g/dz = θ dε_g/dθ there.  Each evaluation is one ``replica.solve`` warm-started from the last
+solution (and one extra kernel call per map for the Jacobians).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from kdtheory.problem import PARAMETERS, BayesTeacher, Problem, check_choice, check_instance
+from replica.gradient import gradient
+from replica.solver import Solution, solve
+
+__all__ = ["DEFAULT_BOUNDS", "OptimiseResult", "optimise"]
+
+#: bounds used for a parameter of ``over`` that ``bounds`` does not name
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
+    "lam": (1e-4, 10.0),
+    "lam_t": (1e-4, 10.0),
+    "chi": (0.0, 1.0),
+    "temperature": (0.05, 20.0),
+    "eta": (0.05, 1.0),
+}
+_LOG = ("lam", "lam_t", "temperature", "alpha", "delta")
+OBJECTIVES = ("eg",)
+
+
+@dataclass(frozen=True)
+class OptimiseResult:
+    """Outcome of ``optimise``.
+
+    ``problem``: the optimum; ``solution`` its ``replica.solve`` result; ``eg`` its ε_g;
+    ``gradient_norm``: the largest |∂ε_g/∂z| over the parameters not held at a bound (z = log θ
+    for λ, T, λ̃, α, Δ, else θ); ``solves``: ``replica.solve`` calls made; ``active``: parameter →
+    "lower" or "upper" for those at a bound; ``success``/``message`` from L-BFGS-B.
+    """
+
+    problem: Problem
+    solution: Solution
+    eg: float
+    gradient_norm: float
+    solves: int
+    active: Mapping[str, str]
+    success: bool
+    message: str
+
+
+def optimise(
+    problem: Problem,
+    over: Iterable[str] = ("lam", "chi", "temperature"),
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    objective: str = "eg",
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 200,
+) -> OptimiseResult:
+    r"""Minimise the student's ε_g over the parameters ``over`` within ``bounds``.
+
+    L-BFGS-B on z (log θ for λ, T, λ̃, α, Δ), with ∂ε_g/∂z = θ ∂ε_g/∂θ from ``replica.gradient``
+    (the implicit function theorem at the fixed point), starting from ``problem``'s values (clipped
+    into the box).
+
+    Parameters
+    ----------
+    problem : Problem
+        The starting point; the parameters not in ``over`` stay fixed.
+    over : iterable of str
+        Flat names (``kdtheory.problem.PARAMETERS``) to optimise.
+    bounds : mapping, optional
+        name → (lo, hi); defaults from ``DEFAULT_BOUNDS`` (required for names not there).
+    objective : str
+        "eg" (the student's test error).  A population cross-entropy is not available yet.
+    tol : float
+        Tolerance of each fixed-point solve.
+    max_iter : int
+        L-BFGS-B iterations.
+    """
+    check_instance("problem", problem, Problem)
+    check_choice("objective", objective, OBJECTIVES)
+    over = tuple(over)
+    if not over or len(set(over)) != len(over):
+        raise ValueError(f"optimise: over must name distinct parameters, got {over!r}")
+    bounds = dict(bounds or {})
+    box = []
+    for k in over:
+        if k not in PARAMETERS:
+            raise ValueError(f"optimise: unknown parameter {k!r}; allowed: {', '.join(PARAMETERS)}")
+        if k == "lam_t" and isinstance(problem.teacher, BayesTeacher):
+            raise ValueError("optimise: lam_t is not a parameter of the Bayes teacher")
+        lo, hi = bounds.pop(k, None) or DEFAULT_BOUNDS.get(k, (None, None))
+        if lo is None:
+            raise ValueError(f"optimise: bounds must give (lo, hi) for {k!r}")
+        if not lo < hi or (k in _LOG and lo <= 0.0):
+            raise ValueError(
+                f"optimise: bounds for {k!r} must satisfy 0 < lo < hi (log scale) "
+                f"or lo < hi, got ({lo!r}, {hi!r})"
+            )
+        box.append((lo, hi))
+    if bounds:
+        raise ValueError(f"optimise: bounds name parameters not in over: {', '.join(bounds)}")
+    is_log = np.array([k in _LOG for k in over])
+    to_z = lambda th: np.where(is_log, np.log(np.where(is_log, th, 1.0)), th)  # noqa: E731
+    to_theta = lambda z: np.where(is_log, np.exp(z), z)  # noqa: E731
+    zbox = [
+        (math.log(lo), math.log(hi)) if lg else (lo, hi)
+        for (lo, hi), lg in zip(box, is_log, strict=False)
+    ]
+    theta0 = np.clip([problem.params[k] for k in over], *np.array(box).T)
+
+    state = {"solves": 0, "last": None, "cache": {}}
+
+    def evaluate(z):
+        key = tuple(np.round(z, 15))
+        if key in state["cache"]:
+            return state["cache"][key]
+        theta = to_theta(z)
+        # clip into the box: exp(log θ) can leave it by a rounding error
+        theta = np.clip(theta, *np.array(box).T)
+        p = problem.replace(**dict(zip(over, map(float, theta), strict=False)))
+        sol = solve(p, init=state["last"], tol=tol)
+        state["solves"] += 1
+        if not sol.converged and state["last"] is not None:
+            sol = solve(p, tol=tol)
+            state["solves"] += 1
+        if not sol.converged:
+            out = (1.0, np.zeros(len(over)), sol)  # worse than any classifier: step back
+        else:
+            state["last"] = sol
+            g = gradient(sol, over).vector("eg")
+            out = (sol.student.eg, np.where(is_log, theta * g, g), sol)
+        state["cache"] = {key: out}
+        return out
+
+    res = minimize(
+        lambda z: evaluate(z)[:2],
+        to_z(theta0),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=zbox,
+        options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-10},
+    )
+    eg, g, sol = evaluate(res.x)
+    active = {}
+    for k, zk, (lo, hi), gk in zip(over, res.x, zbox, g, strict=False):
+        if zk <= lo + 1e-10 * max(1.0, abs(lo)) and gk > 0:
+            active[k] = "lower"
+        elif zk >= hi - 1e-10 * max(1.0, abs(hi)) and gk < 0:
+            active[k] = "upper"
+    free = [abs(gk) for k, gk in zip(over, g, strict=False) if k not in active]
+    return OptimiseResult(
+        problem=sol.problem,
+        solution=sol,
+        eg=float(eg),
+        gradient_norm=float(max(free, default=0.0)),
+        solves=state["solves"],
+        active=active,
+        success=bool(res.success),
+        message=str(res.message),
+    )
