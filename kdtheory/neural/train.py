@@ -1,28 +1,23 @@
-r"""Training loop on whole-data tensors, teacher cache, and the ``train`` CLI.
-
-The data set lives on the device as tensors; an epoch is a seeded permutation and index slices
-(no DataLoader, no per-batch Python data pipeline). The student minimises
-
-    L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),   λ₁ = 1 − χ,
-
-with the teacher's logits f computed once (:func:`predict_logits`) and indexed per batch. On CUDA
-the forward pass runs under autocast (bfloat16 where supported, else float16 with a gradient
-scaler); on the CPU everything is float32.
+r"""The ``train`` CLI: one teacher and one student, with and without knowledge distillation.
 
 CLI::
 
     python -m kdtheory.neural.train --dataset fashion-mnist --teacher cnn --student mlp \
         --chi 0.5 --temperature 4 --epochs 5 --teacher-epochs 3 --out results/fmnist
 
-trains (or loads from ``--cache-dir``) the teacher, trains the student with KD (λ₁ = 1 − χ, T)
+trains (or loads from ``--cache-dir``) the teacher, trains the student with KD
+
+    L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),   λ₁ = 1 − χ,
+
 and without (λ₁ = 1) from the same initial weights, and writes ``metrics.json`` and
 ``learning_curves.png`` to ``--out``. Run with ``--help`` for every flag.
 
-Teacher checkpoints are cached per user, never in the working directory: by default in
-``$XDG_CACHE_HOME/kdtheory/teachers``, or ``~/.cache/kdtheory/teachers`` when that variable is
-unset (:func:`default_cache_dir`). A cached checkpoint that cannot be used (unreadable, not a
-checkpoint, weights of another shape, non-finite weights) raises :class:`DataError` naming the
-file; ``--retrain-teacher`` trains the teacher again and overwrites it.
+The pieces live in the neural core: the training loop and evaluation in
+:mod:`kdtheory.neural.training`, device choice in :mod:`kdtheory.neural.device`, checkpoints and
+the per-user teacher cache in :mod:`kdtheory.neural.checkpoints` (a cached checkpoint that cannot
+be used raises :class:`DataError` naming the file; ``--retrain-teacher`` trains the teacher again
+and overwrites it), the CLI conventions in :mod:`kdtheory.neural.cli`. They are re-exported here,
+so ``from kdtheory.neural.train import fit`` keeps working.
 
 The teacher/student inference-time ratio is measured by
 :func:`kdtheory.neural.timing.inference_times` (median of CPU time per call on the CPU, so that it
@@ -32,35 +27,37 @@ repeats on a shared machine).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
-from kdtheory.journal import check_output_dir, write_atomic
+from kdtheory.journal import check_output_dir
+from kdtheory.neural.checkpoints import (
+    atomic_write_bytes,
+    default_cache_dir,
+    load_checkpoint,
+    load_or_train_teacher,
+    save_checkpoint,
+    save_png,
+)
+from kdtheory.neural.cli import Parser, add_quiet, add_threads, fail
 from kdtheory.neural.data import (
     DATASETS,
     DataError,
     DatasetNotFoundError,
     DataSplits,
-    Split,
     load_dataset,
 )
-from kdtheory.neural.losses import kd_loss, validation_loss
+from kdtheory.neural.device import _sync, resolve_device
 from kdtheory.neural.models import MODELS, build_model, count_parameters
-from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, inference_times, set_threads
+from kdtheory.neural.timing import inference_times, set_threads
+from kdtheory.neural.training import FitConfig, History, evaluate, fit, predict_logits
 
 __all__ = [
     "FitConfig",
@@ -75,509 +72,19 @@ __all__ = [
     "predict_logits",
     "resolve_device",
     "save_checkpoint",
+    "save_png",
 ]
 
-
-# ---------------------------------------------------------------------------------- device ---
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; otherwise ``torch.device(spec)``.
-
-    Raises
-    ------
-    ValueError
-        A CUDA device was asked for but none is available, or the spec is not a device.
-    """
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError as exc:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N; got {spec!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"--device {spec}: CUDA is not available on this machine (use auto or cpu)"
-        )
-    return dev
-
-
-def _autocast(device: torch.device, enabled: bool):
-    """Autocast context: mixed precision on CUDA only (bfloat16 if supported, else float16)."""
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# ------------------------------------------------------------------------------ checkpoints ---
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` (parents created) via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def save_png(fig, path: str | Path) -> None:
-    """Save a matplotlib figure as PNG at ``path`` atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def save_checkpoint(
-    path: str | Path, state_dict: dict, config: dict, extra: dict | None = None
-) -> None:
-    """Atomically save ``{"state_dict", "config", "extra"}`` with ``torch.save``.
-
-    ``config`` and ``extra`` must hold only JSON-like values (so that loading with
-    ``weights_only=True`` accepts them); a ``.json`` copy of ``config`` is written alongside.
-    """
-    import io
-
-    buf = io.BytesIO()
-    cpu_state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    torch.save({"state_dict": cpu_state, "config": config, "extra": extra or {}}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-    atomic_write_bytes(Path(path).with_suffix(".json"), json.dumps(config, indent=2).encode())
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
-
-
-# ---------------------------------------------------------------------------------- training ---
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Optimisation settings of :func:`fit`.
-
-    Attributes
-    ----------
-    epochs : int
-        Passes over the training split (≥ 1).
-    batch_size : int
-        Minibatch size (≥ 1); the last batch of an epoch may be smaller.
-    lr : float
-        Learning rate γ > 0.
-    momentum : float
-        SGD momentum in [0, 1) (ignored by Adam).
-    weight_decay : float
-        L2 coefficient ≥ 0.
-    optimizer : str
-        ``"sgd"`` or ``"adam"``.
-    seed : int
-        Seed of the minibatch order.
-    amp : bool
-        Mixed precision (CUDA only; the CPU always runs float32).
-    """
-
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    optimizer: str = "sgd"
-    seed: int = 0
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        _range("epochs", self.epochs, 1, None, integer=True)
-        _range("batch_size", self.batch_size, 1, None, integer=True)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0.0:
-            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay!r}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-
-
-def _range(name: str, value, low, high, *, integer: bool = False) -> None:
-    ok = isinstance(value, int | np.integer) if integer else isinstance(value, int | float)
-    if not ok or value < low or (high is not None and value > high):
-        hi = f"{high}]" if high is not None else "∞)"
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} in [{low}, {hi}, got {value!r}")
-
-
-@dataclass
-class History:
-    """Per-epoch learning curve of :func:`fit` (``train_time`` excludes evaluation)."""
-
-    epoch: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
-    train_time: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def _make_optimizer(model: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-
-
-def fit(
-    model: nn.Module,
-    train: Split,
-    *,
-    config: FitConfig,
-    val: Split | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    lambda1: float = 1.0,
-    temperature: float = 1.0,
-    t2_scaling: bool = False,
-    t_val: float = 1.0,
-    device: torch.device | str = "cpu",
-    desc: str = "train",
-    quiet: bool = False,
-    soft: str = "cross-entropy",
-) -> History:
-    """Train ``model`` in place on whole-data tensors with the KD loss.
-
-    Minimises L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)) over minibatches of a seeded
-    permutation; after each epoch records the running training loss and accuracy and, when
-    ``val`` is given, L_val = CE(y, σ(g/T_val)) and the validation accuracy.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Trained in place (moved to ``device``).
-    train : Split
-        Training inputs and labels (moved to ``device`` once, if not already there).
-    config : FitConfig
-        Epochs, batch size, optimiser, seed, AMP.
-    val : Split or None
-        Validation split for the learning curve.
-    teacher_logits : Tensor or None
-        f on the training inputs, shape (n, K), computed once; required when λ₁ < 1.
-    lambda1 : float
-        λ₁ = 1 − χ ∈ [0, 1].
-    temperature : float
-        T > 0.
-    t2_scaling : bool
-        Multiply the soft term by T².
-    t_val : float
-        T_val of the validation loss.
-    device : torch.device or str
-        Where to train.
-    desc : str
-        Progress-bar label.
-    quiet : bool
-        Disable the progress bar.
-    soft : str
-        The soft term D of :func:`~kdtheory.neural.losses.kd_loss` (``SOFT_TARGETS``): the
-        cross-entropy (default) or the forward or reverse KL divergence.
-
-    Returns
-    -------
-    History
-        Learning curve and training wall time in seconds.
-    """
-    device = torch.device(device)
-    if lambda1 < 1.0 and teacher_logits is None:
-        raise ValueError("teacher_logits are required when lambda1 < 1")
-    model.to(device)
-    x, y = train.x.to(device), train.y.to(device)
-    f = teacher_logits.to(device) if teacher_logits is not None else None
-    n = int(y.shape[0])
-    opt = _make_optimizer(model, config)
-    use_amp = device.type == "cuda" and config.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    gen = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    hist = History()
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch, desc=desc, disable=quiet, leave=False, unit="step"
-    )
-    every = max(1, steps_per_epoch // 10)
-    try:
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            _sync(device)
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            perm = torch.randperm(n, generator=gen).to(device)
-            for step, start in enumerate(range(0, n, config.batch_size)):
-                idx = perm[start : start + config.batch_size]
-                xb, yb = x[idx], y[idx]
-                with _autocast(device, config.amp):
-                    g = model(xb)
-                loss = kd_loss(
-                    g,
-                    f[idx] if f is not None else None,
-                    yb,
-                    lambda1,
-                    temperature,
-                    t2_scaling=t2_scaling,
-                    soft=soft,
-                )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                loss_sum += loss.detach() * idx.numel()
-                correct += (g.detach().argmax(dim=1) == yb).sum()
-                bar.update(1)
-                if not quiet and (step + 1) % every == 0:
-                    bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", refresh=False)
-            _sync(device)
-            hist.train_time += time.perf_counter() - t0
-            hist.epoch.append(epoch)
-            hist.train_loss.append(float(loss_sum) / n)
-            hist.train_acc.append(float(correct) / n)
-            if val is not None:
-                vl, va = evaluate(model, val, t_val=t_val, device=device, amp=config.amp)
-                hist.val_loss.append(vl)
-                hist.val_acc.append(va)
-            if not quiet:
-                post = {
-                    "epoch": epoch,
-                    "loss": f"{hist.train_loss[-1]:.4f}",
-                    "acc": f"{hist.train_acc[-1]:.3f}",
-                }
-                if val is not None:
-                    post["val_acc"] = f"{hist.val_acc[-1]:.3f}"
-                bar.set_postfix(post)
-            if not math.isfinite(hist.train_loss[-1]):
-                raise FloatingPointError(
-                    f"{desc}: training loss is {hist.train_loss[-1]} at epoch {epoch}"
-                )
-    finally:
-        bar.close()
-    return hist
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    batch_size: int = 2048,
-    device: torch.device | str | None = None,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Logits of ``model`` on all of ``x`` in eval mode, as float32 (computed once, then cached).
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any model of :mod:`kdtheory.neural.models`.
-    x : Tensor
-        Inputs, shape (n, …).
-    batch_size : int
-        Evaluation batch size (memory only; the result does not depend on it).
-    device : torch.device, str or None
-        Where to run (default: where the model's parameters are).
-    amp : bool
-        Autocast on CUDA.
-    """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval().to(device)
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        with _autocast(device, amp):
-            out.append(model(x[start : start + batch_size].to(device)).float())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, device=device)
-
-
-def evaluate(
-    model: nn.Module,
-    split: Split,
-    *,
-    t_val: float = 1.0,
-    device: torch.device | str | None = None,
-    amp: bool = True,
-) -> tuple[float, float]:
-    """(L_val, accuracy) of ``model`` on ``split``: CE(y, σ(g/T_val)) and mean [argmax g = y]."""
-    g = predict_logits(model, split.x, device=device, amp=amp)
-    y = split.y.to(g.device)
-    return float(validation_loss(g, y, t_val)), float((g.argmax(dim=1) == y).float().mean())
-
-
-# -------------------------------------------------------------------------------- teacher ---
-
-
-def _config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_cache_dir() -> Path:
-    """The per-user folder of teacher checkpoints: ``$XDG_CACHE_HOME/kdtheory/teachers``, or
-    ``~/.cache/kdtheory/teachers`` when ``XDG_CACHE_HOME`` is unset or not an absolute path."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "kdtheory" / "teachers"
-
-
-_RETRAIN = "; rerun with --retrain-teacher (retrain=True) to train the teacher again over it"
-
-
-def _short(exc: BaseException) -> str:
-    """``Type: the first sentence that says what is wrong``. torch's messages run to many lines;
-    its weights-only refusal opens by advising ``weights_only=False``, which is not repeated."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    prefix = ""
-    if lines and lines[0].startswith(("Weights only load failed", "Error(s) in loading")):
-        prefix = "refused by the safe loader: " if lines[0].startswith("Weights") else ""
-        skip = ("Please file an issue", "Check the documentation")
-        lines = [ln for ln in lines[1:] if not ln.startswith(skip)] or lines[:1]
-    first = lines[0].split(". ")[0][:200] if lines else ""
-    return f"{type(exc).__name__}: {prefix}{first}" if first else type(exc).__name__
-
-
-def _load_cached_teacher(path: Path, model: nn.Module, cfg: dict) -> dict | None:
-    """Load the checkpoint ``path`` into ``model``; its ``extra`` dict, or None if it was saved
-    for another configuration. Raises :class:`DataError` naming the file when it is unreadable,
-    not a checkpoint, or its weights do not fit ``model`` or are not finite."""
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, … by case
-        raise DataError(f"{path}: unreadable teacher checkpoint ({_short(exc)}){_RETRAIN}") from exc
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        what = f"dict with keys {list(ckpt)[:5]}" if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise DataError(f"{path}: not a teacher checkpoint (a {what}){_RETRAIN}")
-    if ckpt.get("config") != cfg:
-        return None
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:  # keys, shapes, non-tensors
-        raise DataError(
-            f"{path}: its weights do not fit the {cfg['model']} teacher ({_short(exc)}){_RETRAIN}"
-        ) from exc
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise DataError(f"{path}: non-finite teacher weights in {', '.join(bad[:3])}{_RETRAIN}")
-    extra = ckpt.get("extra")
-    return extra if isinstance(extra, dict) else {}
-
-
-def load_or_train_teacher(
-    data: DataSplits,
-    name: str,
-    *,
-    config: FitConfig,
-    cache_dir: str | Path | None,
-    data_config: dict,
-    device: torch.device | str = "cpu",
-    model_options: dict | None = None,
-    retrain: bool = False,
-    quiet: bool = False,
-) -> tuple[nn.Module, dict]:
-    """Train teacher ``name`` on ``data.teacher_split``, or load it from ``cache_dir``.
-
-    The checkpoint ``teacher-<dataset>-<name>-<hash>.pt`` stores the state dict and the full
-    configuration (data set and its options, model, :class:`FitConfig`, torch version); it is
-    reused only if the stored configuration equals the requested one, and loaded with
-    ``weights_only=True``. ``cache_dir`` None: no cache (see :func:`default_cache_dir`).
-
-    Raises
-    ------
-    DataError
-        The cached checkpoint cannot be used (unreadable, not a checkpoint, weights of another
-        shape, non-finite weights) and ``retrain`` is False; the message names the file.
-
-    Returns
-    -------
-    model : nn.Module
-        The teacher on ``device``, in eval mode.
-    info : dict
-        ``loaded`` (bool), ``train_time_s`` (of the original training), ``history``, ``config``,
-        ``checkpoint`` path.
-    """
-    device = torch.device(device)
-    model_options = model_options or {}
-    cfg = {
-        "kind": "teacher",
-        "data": data_config,
-        "model": name,
-        "model_options": model_options,
-        "fit": asdict(config),
-        "device_type": device.type,
-    }
-    model = build_model(name, data.input_shape, data.num_classes, seed=config.seed, **model_options)
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"teacher-{data.name}-{name}-{_config_hash(cfg)}.pt"
-        extra = None if retrain or not path.is_file() else _load_cached_teacher(path, model, cfg)
-        if extra is not None:
-            model.to(device).eval()
-            return model, {
-                "loaded": True,
-                "checkpoint": str(path),
-                "train_time_s": extra.get("train_time_s"),
-                "history": extra.get("history"),
-                "config": cfg,
-            }
-    split = data.teacher_split
-    hist = fit(
-        model,
-        split,
-        config=config,
-        val=data.val,
-        device=device,
-        desc=f"teacher {name}",
-        quiet=quiet,
-    )
-    model.eval()
-    if path is not None:
-        save_checkpoint(
-            path,
-            model.state_dict(),
-            cfg,
-            {"train_time_s": hist.train_time, "history": hist.as_dict()},
-        )
-    return model, {
-        "loaded": False,
-        "checkpoint": str(path) if path else None,
-        "train_time_s": hist.train_time,
-        "history": hist.as_dict(),
-        "config": cfg,
-    }
-
-
-# ------------------------------------------------------------------------------------- CLI ---
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+PROG = "kdtheory.neural.train"
 
 
 def _fail(msg: str) -> None:
-    sys.stderr.write(f"kdtheory.neural.train: error: {msg}\n")
-    raise SystemExit(2)
+    fail(PROG, msg)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` CLI's argument parser."""
-    p = _Parser(
+    p = Parser(
         prog="python -m kdtheory.neural.train",
         description=(
             "Train (or load) a teacher, then a student with knowledge distillation "
@@ -692,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ignore a cached teacher (also an unusable one) and train it again",
     )
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    add_threads(p)
     p.add_argument(
         "--out",
         default="results/neural/train",
         help="output folder for metrics.json and learning_curves.png",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     return p
 
 

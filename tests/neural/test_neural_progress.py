@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import tqdm as tqdm_package  # noqa: E402
 
-from kdtheory.neural import lambda_path, methods, table, train  # noqa: E402
+from kdtheory.neural import lambda_path, methods, table, training  # noqa: E402
 from kdtheory.neural.data import make_synthetic  # noqa: E402
 from kdtheory.neural.methods import Budget, KDExperiment  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
@@ -29,7 +29,7 @@ class Recorder(tqdm_package.tqdm):
 @pytest.fixture
 def bars(monkeypatch):
     Recorder.bars = []
-    for module in (train, lambda_path, methods):
+    for module in (training, lambda_path, methods):
         monkeypatch.setattr(module, "tqdm", Recorder)
     monkeypatch.setattr(tqdm_package, "tqdm", Recorder)  # the table's bar (imported when run)
     return Recorder.bars
