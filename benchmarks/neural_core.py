@@ -5,7 +5,7 @@ reproducibility (issue 13).
 loss (λ₁ = 0.1, T = 3.5, forward KL with T²) for one epoch over 8192 inputs of MNIST shape in
 batches of 32 (256 steps), by
 
-* **core**: ``kdtheory.neural.train.fit`` (the loop that ``neural.train``, the λ-path table and
+* **core**: ``kdtheory.neural.training.fit`` (the loop that ``neural.train``, the λ-path table and
   ``neural.compress`` share: seeded permutation, index slices of whole-data tensors, running loss
   and accuracy, progress bar off);
 * **plain**: the textbook loop written here — the same model and initial weights, the same
@@ -40,7 +40,7 @@ from kdtheory.neural.data import Split
 from kdtheory.neural.losses import kd_loss
 from kdtheory.neural.models import build_model
 from kdtheory.neural.timing import inference_times
-from kdtheory.neural.train import FitConfig, fit
+from kdtheory.neural.training import FitConfig, fit
 
 KD = {"lambda1": 0.1, "temperature": 3.5, "t2_scaling": True, "soft": "forward-kl"}
 

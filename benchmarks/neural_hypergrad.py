@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from kdtheory.neural.data import Split
+from kdtheory.neural.device import resolve_device
 from kdtheory.neural.hypergrad import lambda_from_raw
 from kdtheory.neural.lambda_path import LambdaPathOptimizer
 from kdtheory.neural.losses import kd_loss, validation_loss
 from kdtheory.neural.models import build_model
-from kdtheory.neural.train import resolve_device
 
 CASES = {
     # name: (model, options, input shape, classes, n_train, batch, val batch)

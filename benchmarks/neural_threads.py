@@ -2,7 +2,7 @@
 
 Part 1, threads. Each recipe is a fixed piece of the real work of a neural CLI:
 
-* teachers of ``neural.train`` / ``neural.table``: epochs of :func:`~kdtheory.neural.train.fit` —
+* teachers of ``neural.train`` / ``neural.table``: epochs of :func:`~kdtheory.neural.training.fit` —
   the CNN on digits (``neural.train``'s default), the CNN on Fashion-MNIST-shaped inputs (random
   values: times do not depend on them), the synthetic set's MLP(128, 128);
 * the ``neural.train`` student: KD epochs of the MLP(100) on digits;
@@ -53,7 +53,7 @@ def _recipes() -> dict:
     from kdtheory.neural.lambda_path import LambdaPathOptimizer
     from kdtheory.neural.models import build_model
     from kdtheory.neural.table import RECIPES
-    from kdtheory.neural.train import FitConfig, fit
+    from kdtheory.neural.training import FitConfig, fit
 
     digits = load_dataset("digits", seed=0)
     syn_recipe = RECIPES["synthetic"]

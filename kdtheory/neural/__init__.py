@@ -11,11 +11,18 @@ the validation temperature:
     L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),     L_val = CE(y, σ(g/T_val)).
 
 Modules (one idea per file): :mod:`~kdtheory.neural.data` (readers, splits),
-:mod:`~kdtheory.neural.models`, :mod:`~kdtheory.neural.losses`, :mod:`~kdtheory.neural.train`
-(training loop and the ``train`` CLI), :mod:`~kdtheory.neural.hypergrad` (one-step unrolled
-hypergradient), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, Algorithm 1),
-:mod:`~kdtheory.neural.methods` (the comparison methods) and :mod:`~kdtheory.neural.table`
-(the table CLI).
+:mod:`~kdtheory.neural.models` (the model registry), :mod:`~kdtheory.neural.losses` (KD losses),
+:mod:`~kdtheory.neural.device` (device choice, autocast), :mod:`~kdtheory.neural.training` (the
+one training loop and evaluation), :mod:`~kdtheory.neural.timing` (threads, inference time),
+:mod:`~kdtheory.neural.checkpoints` (atomic files, checkpoints, the teacher cache),
+:mod:`~kdtheory.neural.cli` (the CLI conventions), :mod:`~kdtheory.neural.train` (the ``train``
+CLI), :mod:`~kdtheory.neural.table` (the table CLI), :mod:`~kdtheory.neural.methods` (the
+comparison methods), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, Algorithm 1),
+:mod:`~kdtheory.neural.hypergrad` (one-step unrolled hypergradient),
+:mod:`~kdtheory.neural.compress` (the compression study CLI), :mod:`~kdtheory.neural.grow`
+(growth operators of anti-distillation), :mod:`~kdtheory.neural.phi` (φ by optimisation),
+:mod:`~kdtheory.neural.anti` (the anti-distillation experiment and its CLI) and :mod:`~kdtheory.neural.solvable`
+(the solvable model's λ path).
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 from kdtheory.journal import Journal, check_output_dir, one_line_warnings, write_atomic
+from kdtheory.neural.checkpoints import save_png
+from kdtheory.neural.cli import Parser, add_threads
 from kdtheory.neural.data import DatasetNotFoundError, Split, load_dataset
 from kdtheory.neural.grow import (
     FAMILIES,
@@ -62,8 +64,8 @@ from kdtheory.neural.grow import (
     shrink,
 )
 from kdtheory.neural.phi import PhiObjective, fit_phi, perturb, perturbed_loss
-from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, set_threads
-from kdtheory.neural.train import FitConfig, evaluate, fit, predict_logits, save_png
+from kdtheory.neural.timing import set_threads
+from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
 
 __all__ = ["ALL_SCHEMES", "GrowthTask", "Settings", "main", "make_task", "run", "run_cell"]
 
@@ -608,11 +610,6 @@ def write_outputs(res: RunResult, s: Settings, task: GrowthTask, out: Path) -> N
 # ------------------------------------------------------------------------------------ CLI ---
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _list(choices: Sequence[str]):
     def parse(text: str) -> tuple[str, ...]:
         items = tuple(t for t in text.split(",") if t)
@@ -627,7 +624,7 @@ def _list(choices: Sequence[str]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--preset",
         choices=PRESETS,
@@ -653,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=d.delta, help="δ of L₃^δ (L∞ radius)")
     p.add_argument("--phi-steps", type=int, default=d.phi_steps)
     p.add_argument("--train-size", type=int, default=None, help="Fashion-MNIST training images")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    add_threads(p)
     return p
 
 

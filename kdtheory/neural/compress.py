@@ -59,6 +59,13 @@ import numpy as np
 import torch
 
 from kdtheory.journal import Journal, check_output_dir, one_line_warnings
+from kdtheory.neural.checkpoints import (
+    atomic_write_bytes,
+    default_cache_dir,
+    load_or_train_teacher,
+    save_png,
+)
+from kdtheory.neural.cli import Parser, add_cache_dir, add_device, add_quiet, add_threads
 from kdtheory.neural.data import (
     DataError,
     DatasetNotFoundError,
@@ -66,6 +73,7 @@ from kdtheory.neural.data import (
     load_dataset,
     load_fashion_mnist,
 )
+from kdtheory.neural.device import resolve_device
 from kdtheory.neural.losses import SOFT_TARGETS
 from kdtheory.neural.models import (
     MODELS,
@@ -74,18 +82,8 @@ from kdtheory.neural.models import (
     model_size_bytes,
     quantize_linear,
 )
-from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, inference_times, set_threads
-from kdtheory.neural.train import (
-    FitConfig,
-    atomic_write_bytes,
-    default_cache_dir,
-    evaluate,
-    fit,
-    load_or_train_teacher,
-    predict_logits,
-    resolve_device,
-    save_png,
-)
+from kdtheory.neural.timing import inference_times, set_threads
+from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
 
 __all__ = [
     "LOSSES",
@@ -728,11 +726,6 @@ def _write_outputs(out, preset, cells, records, teacher, skipped) -> list[str]:
 # ------------------------------------------------------------------------------------ CLI ---
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _list(kind, flag: str):
     """argparse type: a comma-separated list of ``kind`` values."""
 
@@ -759,7 +752,7 @@ def _kd(v: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m kdtheory.neural.compress",
         description="The compression study of Khetarpaul et al. (2024): students of several sizes "
         "trained with and without KD from one teacher; test accuracy, training time, inference "
@@ -868,14 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=TIMING_ROUNDS,
         help="interleaved timing rounds of teacher and student (≥ 1)",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="folder of teacher checkpoints (default: $XDG_CACHE_HOME/kdtheory/"
-        "teachers, else ~/.cache/kdtheory/teachers)",
-    )
+    add_device(p)
+    add_threads(p)
+    add_cache_dir(p)
     p.add_argument(
         "--retrain-teacher",
         action="store_true",
@@ -884,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output folder (default: results/neural/compress-<preset>)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     return p  # fmt: skip
 
 

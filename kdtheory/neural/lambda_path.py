@@ -43,7 +43,7 @@ from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress war
 from kdtheory.neural.data import Split
 from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda, weight_penalty
 from kdtheory.neural.losses import kd_loss
-from kdtheory.neural.train import evaluate
+from kdtheory.neural.training import evaluate
 
 __all__ = [
     "MODES",

@@ -133,7 +133,7 @@ def kd_loss(
     student_logits : Tensor
         g, shape (n, K).
     teacher_logits : Tensor or None
-        f, shape (n, K) (cached once, see :func:`kdtheory.neural.train.predict_logits`); may be
+        f, shape (n, K) (cached once, see :func:`kdtheory.neural.training.predict_logits`); may be
         None only when λ₁ is the float 1.0 (plain cross-entropy).
     targets : Tensor
         y, int64 class indices, shape (n,).

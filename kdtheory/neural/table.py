@@ -21,7 +21,7 @@ dropped silently. An exception in one (data set, method, run) cell fails that ce
 journalled with its message, listed in the outputs, and computed again by the next run of the
 command. The recipe of each data set (teacher, student, budget) is ``RECIPES``; ``--steps`` and
 ``--trials`` override the budget. Teachers are cached in ``--cache-dir`` (default: the per-user
-folder of :func:`kdtheory.neural.train.default_cache_dir`).
+folder of :func:`kdtheory.neural.checkpoints.default_cache_dir`).
 """
 
 from __future__ import annotations
@@ -40,20 +40,19 @@ import numpy as np
 import torch
 
 from kdtheory.journal import Journal, check_output_dir, one_line_warnings
-from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
-from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
-from kdtheory.neural.models import build_model
-from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP, set_threads
-from kdtheory.neural.train import (
-    FitConfig,
+from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     default_cache_dir,
-    evaluate,
     load_or_train_teacher,
-    predict_logits,
-    resolve_device,
     save_png,
 )
+from kdtheory.neural.cli import Parser, add_cache_dir, add_device, add_quiet, add_threads
+from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
+from kdtheory.neural.device import resolve_device
+from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
+from kdtheory.neural.models import build_model
+from kdtheory.neural.timing import set_threads
+from kdtheory.neural.training import FitConfig, evaluate, predict_logits
 
 __all__ = ["RECIPES", "Recipe", "main", "run_table"]
 
@@ -265,7 +264,7 @@ def run_table(
 ) -> dict:
     """Run (or resume) the table.
 
-    ``cache_dir`` None: the per-user folder :func:`~kdtheory.neural.train.default_cache_dir`.
+    ``cache_dir`` None: the per-user folder :func:`~kdtheory.neural.checkpoints.default_cache_dir`.
     ``retrain_teacher``: train the teachers again over their cached checkpoints.
 
     Returns ``{"results": {dataset: [record]}, "skipped": {dataset: reason}, "failed": [(dataset,
@@ -544,11 +543,6 @@ def _write_outputs(out: Path, datasets, methods, results, skipped) -> list[str]:
 # ------------------------------------------------------------------------------------- CLI ---
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _csv_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
@@ -560,7 +554,7 @@ def _csv_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m kdtheory.neural.table",
         description="The table of Gorpinich, Bakhteev & Strijov (2021–2022): test accuracy of each "
         "way of choosing the KD metaparameters "
@@ -593,23 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder, e.g. --root cifar10=/data/cifar-10-batches-py "
         "(fashion-mnist default: /usr/share/datasets/fashion-mnist)",
     )
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="folder of teacher checkpoints (default: "
-        "$XDG_CACHE_HOME/kdtheory/teachers, else ~/.cache/kdtheory/teachers)",
-    )
+    add_cache_dir(p)
     p.add_argument(
         "--retrain-teacher",
         action="store_true",
         help="ignore cached teachers (also unusable ones) and train them again",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=THREADS_HELP)
+    add_device(p)
+    add_threads(p)
     p.add_argument(
         "--out", default="results/neural/table", help="output folder (default: %(default)s)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     return p  # fmt: skip
 
 
