@@ -413,13 +413,22 @@ def at_bound(value: float, opt: Optimise) -> bool:
     return min(x - lo, hi - x) <= 1e-3 * (hi - lo)
 
 
-def optimise_point(problem: Problem, opts: Sequence[Optimise], init=None, tol: float = 1e-10):
+def optimise_point(
+    problem: Problem,
+    opts: Sequence[Optimise],
+    init=None,
+    tol: float = 1e-10,
+    starts: Sequence[dict[str, float]] = (),
+):
     """min of the student's ε_g over the parameters ``opts`` (each in its box), others fixed.
 
     One parameter: a coarse scan and bounded Brent (:func:`_solve_optimised`).  Several:
     ``replica.optimise`` where the package has it (exact gradients), else :func:`_solve_jointly`
-    (derivative-free).  Returns (solution at the optimum, {name: argmin}); NaN argmins if no
-    solve converged (the solution is then the last attempt).
+    (derivative-free), from the best of the problem's own values and ``starts`` (values of the
+    parameters, e.g. a known optimum on a face of the box: χ = 0 with its best λ; only those of
+    ``opts`` are taken, and a start outside the box is skipped).
+    Returns (solution at the optimum, {name: argmin}); NaN argmins if no solve converged (the
+    solution is then the last attempt).
     """
     import replica
 
@@ -427,6 +436,15 @@ def optimise_point(problem: Problem, opts: Sequence[Optimise], init=None, tol: f
     if len(opts) == 1:
         sol, arg = _solve_optimised(problem, opts[0], init, tol)
         return sol, {opts[0].name: arg}
+    best = math.inf
+    inside = [{o.name: x[o.name] for o in opts if o.name in x} for x in starts]
+    inside = [x for x in inside if all(o.lo <= x.get(o.name, o.lo) <= o.hi for o in opts)]
+    for start in [{}, *inside]:  # the best start in the box (a failing one is skipped)
+        candidate = problem.replace(**start)
+        with contextlib.suppress(Exception):
+            sol = replica.solve(candidate, init=init, tol=tol)
+            if sol.converged and sol.student.eg < best:
+                best, problem = sol.student.eg, candidate
     if hasattr(replica, "optimise"):
         res = replica.optimise(problem, over=tuple(o.name for o in opts),
                                bounds={o.name: (o.lo, o.hi) for o in opts}, objective="eg",
@@ -440,7 +458,8 @@ def optimise_point(problem: Problem, opts: Sequence[Optimise], init=None, tol: f
 def _solve_jointly(problem: Problem, opts: tuple[Optimise, ...], init, tol: float):
     """Derivative-free joint minimum of ε_g: coordinates x = log v (lam, temperature) or v (chi);
     from the problem's own values (clipped to the box) a coarse scan of 5 points along each
-    coordinate in turn moves to the best, then bounded Powell (xtol 1e-3 of each box width,
+    coordinate in turn (two passes) moves to the best if it improves (a plateau does not move it),
+    then bounded Powell (xtol 1e-3 of each box width,
     ftol 1e-8, at most 250 solves) polishes.  Every solve is warm-started from the last converged
     one; a solve that fails or raises counts as ε_g = +∞."""
     from scipy.optimize import minimize
@@ -477,15 +496,15 @@ def _solve_jointly(problem: Problem, opts: tuple[Optimise, ...], init, tol: floa
     start = np.array([problem.params[o.name] for o in opts], dtype=float)
     start = np.array([math.log(v) if o.log else v for o, v in zip(opts, start, strict=True)])
     u = np.clip((start - lo) / width, 0.0, 1.0)
-    for k in range(len(opts)):  # coordinate scans
-        grid = np.linspace(0.0, 1.0, 5)
-        values = []
-        for g in grid:
+    for k in [*range(len(opts))] * 2:  # coordinate scans, two passes; move on strict improvement
+        here, values = eg(u), []
+        for g in np.linspace(0.0, 1.0, 5):
             v = u.copy()
             v[k] = g
-            values.append(eg(v))
-        if math.isfinite(min(values)):
-            u[k] = grid[int(np.argmin(values))]
+            values.append((eg(v), g))
+        value, g = min(values)
+        if value < here:
+            u[k] = g
     if state["best"] is not None:
         u = np.clip((state["x"] - lo) / width, 0.0, 1.0)
         minimize(eg, u, method="Powell", bounds=[(0.0, 1.0)] * len(opts),
@@ -504,7 +523,8 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
     import replica
 
     record: dict = {}
-    for variant in [None, *sweep.variants]:
+    starts: list[dict] = []  # the optima found so far: starts of the next searches
+    for variant in [*sweep.variants, None]:
         p = sweep.problem(index, variant)
         suffix = "" if variant is None else f"_{variant}"
         opts = sweep.optimised(variant)
@@ -515,7 +535,9 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
             if not opts:
                 sol = replica.solve(p, init=init, tol=sweep.tol)
             else:
-                sol, args = optimise_point(p, opts, init, sweep.tol)
+                sol, args = optimise_point(
+                    p, opts, init, sweep.tol, starts if variant is None else ()
+                )
                 for o in opts:
                     record[f"{o.name}_opt{suffix}"] = args[o.name]
                     record[f"{o.name}_at_bound{suffix}"] = int(
@@ -530,6 +552,8 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
             continue
         if sol.converged:
             inits[variant] = sol
+            if opts:
+                starts.append({o.name: p.params[o.name] for o in sweep.optimise} | args)
         record.update(_record(sol, suffix))
     if "nokd" in sweep.variants:
         record["gain"] = record["eg_nokd"] - record["eg"]
