@@ -535,9 +535,7 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
             if not opts:
                 sol = replica.solve(p, init=init, tol=sweep.tol)
             else:
-                sol, args = optimise_point(
-                    p, opts, init, sweep.tol, starts if variant is None else ()
-                )
+                sol, args = optimise_point(p, opts, init, sweep.tol, starts)
                 for o in opts:
                     record[f"{o.name}_opt{suffix}"] = args[o.name]
                     record[f"{o.name}_at_bound{suffix}"] = int(
