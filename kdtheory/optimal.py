@@ -31,7 +31,16 @@ from kdtheory.headline import ETAS, STORY
 from kdtheory.problem import BayesTeacher, LogisticTeacher, Problem, Student
 from kdtheory.sweep import Axis, Optimise, Sweep
 
-__all__ = ["BOUNDS", "MAPS", "Grids", "findings", "optimal_sweeps", "run_optimal", "summary_lines"]
+__all__ = [
+    "BOUNDS",
+    "MAPS",
+    "VARIANTS",
+    "Grids",
+    "findings",
+    "optimal_sweeps",
+    "run_optimal",
+    "summary_lines",
+]
 
 #: the box of the metaparameters: λ and T on a log scale
 BOUNDS = (
