@@ -263,19 +263,23 @@ def _figure(ds, stem: str, f: dict, path: Path) -> None:
     fig, axes = plotting.plt.subplots(len(etas), len(_PANELS), figsize=(17, 3.2 * len(etas)),
                                       layout="constrained", squeeze=False)  # fmt: skip
     xs, ys = ds["alpha"].values, ds[y].values
+    edges = _edges(xs, log=False), _edges(ys, log=y == "lam_t")
     for row, eta in zip(axes, etas, strict=True):
         one = ds.sel(eta=eta)
         ok = _ok(one.transpose(y, "alpha"))
         for ax, (name, title, log) in zip(row, _PANELS, strict=True):
-            z = np.where(ok, one[name].transpose(y, "alpha").values, np.nan)
+            cell = ok
+            if name == "temperature_opt":  # T matters only where the teacher is used
+                cell = ok & (one["chi_opt"].transpose(y, "alpha").values >= 0.01)
+            z = np.where(cell, one[name].transpose(y, "alpha").values, np.nan)
             kw = {"norm": LogNorm(*_log_limits(name))} if log else {}
             if name == "chi_opt":
                 kw = {"vmin": 0.0, "vmax": 1.0}
-            mesh = ax.pcolormesh(xs, ys, z, shading="nearest", **kw)
+            mesh = ax.pcolormesh(*edges, z, shading="flat", **kw)
             plotting.plt.colorbar(mesh, ax=ax)
             bound = f"{name.removesuffix('_opt')}_at_bound"
             if bound in one:
-                hit = (one[bound].transpose(y, "alpha").values == 1) & ok
+                hit = (one[bound].transpose(y, "alpha").values == 1) & cell
                 yy, xx = np.meshgrid(ys, xs, indexing="ij")
                 ax.plot(xx[hit], yy[hit], "o", mfc="none", mec="k", ms=6, label="at a bound")
             if (~ok).any():
@@ -304,7 +308,7 @@ def _figure(ds, stem: str, f: dict, path: Path) -> None:
         fig,
         f"Optimal KD metaparameters, {teacher}, Δ = 1{', ' + fixed if fixed else ''}: ε_g minimised "
         "jointly over λ ∈ [1e-4, 10], χ ∈ [0, 1], T ∈ [0.1, 10] at every point (open circles: the "
-        f"optimum lies on a bound of the box). χ* < 1 on {100 * v['chi_below_1']:.0f}% of the points "
+        f"optimum lies on a bound of the box; T* is left blank where χ* = 0). χ* < 1 on {100 * v['chi_below_1']:.0f}% of the points "
         f"(χ* = 0, no KD at all, on {100 * v['chi_zero']:.0f}%); T* ranges over "
         f"[{v['t_range'][0]:.2g}, {v['t_range'][1]:.2g}] where χ* > 0 and lies outside [0.9, 1.1] "
         f"on {100 * v['t_off_1']:.0f}% of those points, but it gains little over the best student "
@@ -315,6 +319,14 @@ def _figure(ds, stem: str, f: dict, path: Path) -> None:
         "along a valley of (λ, χ, T) the argmins are poorly determined even when ε_g is.",
     )
     plotting.save(fig, path)
+
+
+def _edges(v, *, log: bool) -> np.ndarray:
+    """Cell edges around the grid values ``v``: midpoints, geometric on a log axis."""
+    u = np.log(v) if log else np.asarray(v, float)
+    mid = (u[1:] + u[:-1]) / 2
+    e = np.concatenate([[2 * u[0] - mid[0]], mid, [2 * u[-1] - mid[-1]]])
+    return np.exp(e) if log else e
 
 
 def _log_limits(name: str) -> tuple[float, float]:
