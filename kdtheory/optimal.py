@@ -200,6 +200,11 @@ def findings(datasets: dict) -> dict:
     return f
 
 
+def _t(t: float) -> str:
+    """A median T*, or why there is none (the teacher unused: χ* = 0 at every α and η)."""
+    return f"{t:.2g}" if math.isfinite(t) else "none (χ* = 0)"
+
+
 def _fmt_where(w: dict) -> str:
     names = {"alpha": "α", "lam_t": "λ̃", "rho": "ρ", "eta": "η"}
     return ", ".join(f"{names.get(k, k)} = {v:.3g}" for k, v in w.items())
@@ -220,7 +225,7 @@ def summary_lines(f: dict) -> list[str]:
         "2. T* as the logistic teacher worsens (median over α and η, where χ* > 0, of T* at λ̃ = "
         + ", ".join(f"{x:.3g}" for x in lt["lam_t"])
         + "): "
-        + ", ".join(f"{t:.2g}" for t in lt["t_median"])
+        + ", ".join(_t(t) for t in lt["t_median"])
         + "; median χ*: "
         + ", ".join(f"{c:.2f}" for c in lt["chi_median"])
         + ".",
@@ -299,7 +304,7 @@ def _figure(ds, stem: str, f: dict, path: Path) -> None:
             " Median T* over α and η along λ̃ = "
             + ", ".join(f"{x:.2g}" for x in v["lam_t"])
             + ": "
-            + ", ".join(f"{t:.2g}" for t in v["t_median"])
+            + ", ".join(_t(t) for t in v["t_median"])
             + " (where χ* > 0); median χ*: "
             + ", ".join(f"{c:.2f}" for c in v["chi_median"])
             + "."
