@@ -111,6 +111,22 @@ def test_bad_optimise_and_figures_input_one_line_exit_2(tmp_path, capsys, args, 
     assert not out.exists()
 
 
+def test_repeated_optimise_on_the_command_line(tmp_path):
+    """``--optimise chi --optimise temperature:0.5:4`` at one point: both argmins and flags in the
+    data, inside their boxes, at an ε_g no worse than the problem's own (χ, T) = (1, 1) (1e-9:
+    solver tolerance); a rerun resumes from the journal and writes the same numbers."""
+    args = ["--x", "alpha=2", "--optimise", "chi", "--optimise", "temperature:0.5:4", "--jobs", "1",
+            "--out", str(tmp_path), "--name", "m", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    ds = xr.load_dataset(tmp_path / "m.nc", engine="scipy")
+    assert 0.0 <= ds["chi_opt"].values[0] <= 1.0 and 0.5 <= ds["temperature_opt"].values[0] <= 4.0
+    assert {"chi_at_bound", "temperature_at_bound"} <= set(ds)
+    assert ds["eg"].values[0] <= replica.solve(P.replace(alpha=2.0)).student.eg + 1e-9
+    assert main(args) == 0
+    again = xr.load_dataset(tmp_path / "m.nc", engine="scipy")
+    assert again["eg"].values[0] == ds["eg"].values[0]
+
+
 # ----------------------------------------------------------------------------- the figure set
 
 
