@@ -445,10 +445,10 @@ def optimise_point(
             sol = replica.solve(candidate, init=init, tol=tol)
             if sol.converged and sol.student.eg < best:
                 best, problem = sol.student.eg, candidate
-    if hasattr(replica, "optimise"):
-        res = replica.optimise(problem, over=tuple(o.name for o in opts),
-                               bounds={o.name: (o.lo, o.hi) for o in opts}, objective="eg",
-                               tol=tol)  # fmt: skip
+    joint = getattr(replica, "optimise", None)  # exact-gradient optimiser, where the package has it
+    if callable(joint):
+        res = joint(problem, over=tuple(o.name for o in opts),
+                    bounds={o.name: (o.lo, o.hi) for o in opts}, objective="eg", tol=tol)  # fmt: skip
         if not res.solution.converged:
             return res.solution, dict.fromkeys((o.name for o in opts), math.nan)
         return res.solution, {o.name: float(res.problem.params[o.name]) for o in opts}
