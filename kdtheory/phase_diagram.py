@@ -8,7 +8,9 @@ teacher's regularisation, 2. the limit (best KD student against the best ridge s
 
 Any other grid: ``--x name:start:stop:num[:log]`` (and ``--y`` for a map) over α, ρ, Δ, λ̃ (lam_t),
 λ (lam), χ (chi), T (temperature), η (eta); ``--set`` the others; ``--optimise lam`` to minimise the
-student's error over λ at every point.  Results go to ``--out`` as NetCDF (xarray) and PNG, written
+student's error over λ at every point (repeat it to optimise several jointly).  ``--figures optimal``
+(instead of the default headline): the optimal metaparameters (χ*, T*, λ*) over (α, λ̃) and (α, ρ)
+(``kdtheory.optimal``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
 
 Everything is checked before any work: parameters, output folder and name, the grid size (at most
@@ -36,6 +38,7 @@ from kdtheory.journal import (
     check_output_dir,
     one_line_warnings,
 )
+from kdtheory.optimal import optimal_sweeps, run_optimal
 from kdtheory.problem import (
     PARAMETERS,
     BayesTeacher,
@@ -85,12 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                    + ", ".join(f"{k}={v:g}" for k, v in DEFAULTS.items()))  # fmt: skip
     g.add_argument("--quantity", default="eg", choices=PLOTTABLE, metavar="Q",
                    help=f"quantity to plot (all are saved): {', '.join(PLOTTABLE)} (default: eg)")  # fmt: skip
-    g.add_argument("--optimise", metavar="NAME[:LO:HI]",
+    g.add_argument("--optimise", metavar="NAME[:LO:HI]", action="append",
                    help="at every point minimise the student error over lam (default range 1e-4…10), "
-                   "chi (0…1) or temperature (0.1…20)")  # fmt: skip
+                   "chi (0…1) or temperature (0.1…20); repeat it to optimise jointly, e.g. "
+                   "--optimise lam --optimise chi --optimise temperature:0.1:10")  # fmt: skip
     g.add_argument("--simulate", type=int, metavar="N", help="overlay finite-N simulations of dimension "
                    "N (1-D grids; integer ≥ 10)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=8, help="seeds per simulated point (default: 8)")
+    g.add_argument("--figures", choices=["headline", "optimal"], default="headline",
+                   help="without --x: the headline figures (default) or the optimal-metaparameter "
+                   "maps (kdtheory.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes)")  # fmt: skip
+    g.add_argument("--map-size", type=int, metavar="N",
+                   help="points per axis of the --figures optimal maps (default 4; ≥ 2)")  # fmt: skip
     r = p.add_argument_group("run")
     r.add_argument("--jobs", type=int, default=2, help="local worker processes (default: 2)")
     r.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -142,8 +151,8 @@ def custom_sweep(args) -> Sweep:
             "lam_t is the logistic teacher's ridge; it cannot be swept with --teacher bayes"
         )
     variants = {"nokd": {"chi": 0.0}} if args.quantity in ("gain", "eg_nokd") else {}
-    opt = Optimise.parse(args.optimise) if args.optimise else None
-    return Sweep(base_problem(args.teacher, fixed), tuple(axes), variants, opt, args.tol)
+    opts = tuple(Optimise.parse(o) for o in args.optimise or ())
+    return Sweep(base_problem(args.teacher, fixed), tuple(axes), variants, opts, args.tol)
 
 
 def max_alpha(sweep: Sweep) -> float:
@@ -273,12 +282,12 @@ def run_custom(
 def _title(sweep: Sweep) -> str:
     swept = {a.name for a in sweep.axes}
     fixed = {k: v for k, v in sweep.base.params.items() if k not in swept and not math.isnan(v)}
-    if sweep.optimise is not None:
-        fixed.pop(sweep.optimise.name, None)
+    for o in sweep.optimise:
+        fixed.pop(o.name, None)
     teacher = (
         "Bayes teacher" if isinstance(sweep.base.teacher, BayesTeacher) else "logistic teacher"
     )
-    opt = f", {sweep.optimise.name} optimised" if sweep.optimise else ""
+    opt = f", {', '.join(o.name for o in sweep.optimise)} optimised" if sweep.optimise else ""
     return f"{teacher}{opt}: " + ", ".join(f"{k}={v:g}" for k, v in fixed.items())
 
 
@@ -302,12 +311,23 @@ def main(argv: list[str] | None = None) -> int:
                         "--y, --set, --optimise, --quantity, --teacher and --name need --x "
                         "(a custom grid)"
                     )
-                sweeps = headline_sweeps(args)
+                if args.map_size is not None and args.figures != "optimal":
+                    raise ValueError("--map-size sets the grids of --figures optimal")
+                if args.figures == "optimal":
+                    if args.simulate:
+                        raise ValueError("--simulate is for the headline and custom grids; the "
+                                         "optimal set is validated by benchmarks/optimal_validation.py")  # fmt: skip
+                    sweeps = optimal_sweeps(args)
+                else:
+                    sweeps = headline_sweeps(args)
                 if args.simulate:
                     check_simulation_args(args.simulate, args.seeds, sweeps["inheritance"],
                                           jobs=args.jobs, flags=_SIM_FLAGS)  # fmt: skip
                 check_output_dir(args.out)
             else:
+                if args.figures != "headline" or args.map_size is not None:
+                    raise ValueError("--figures and --map-size name a set of the main job; they "
+                                     "take no --x")  # fmt: skip
                 sweep = custom_sweep(args)
                 if args.simulate:
                     check_simulation_args(args.simulate, args.seeds, sweep, jobs=args.jobs,
@@ -324,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         start = time.perf_counter()
         if args.x is None:
+            run, prefix = (
+                (run_optimal, "optimal")
+                if args.figures == "optimal"
+                else (run_headline, "headline")
+            )
             try:
-                run_headline(args)
+                run(args)
             except (JournalLockedError, JournalMismatchError) as exc:
-                parser.error(f"{exc} (the headline writes headline_*.journal.jsonl in --out)")
+                parser.error(f"{exc} (the {prefix} set writes {prefix}_*.journal.jsonl in --out)")
         else:
             run_custom(args, sweep, stem, journals)
     print(f"done in {time.perf_counter() - start:.1f} s")

@@ -7,9 +7,10 @@ over an ``Axis`` each, solves every grid point with ``replica.solve`` and collec
 * Variants: the same grid with some parameters changed, e.g. ``{"nokd": {"chi": 0}}``; their
   quantities carry the suffix ``_nokd``, and with that variant present ``gain = eg_nokd − eg``
   (the KD gain: error without KD minus error with KD).
-* Optimisation: ``Optimise("lam", 1e-3, 10)`` replaces each student solve by the minimum of the
-  student's ε_g over λ at that grid point (reported as ``eg`` and ``lam_opt``); variants are
-  optimised separately.
+* Optimisation: ``Optimise("lam", 1e-3, 10)`` (or several, e.g. over lam, chi and temperature)
+  replaces each student solve by the minimum of the student's ε_g over them at that grid point
+  (:func:`optimise_point`; reported as ``eg``, ``<name>_opt`` and ``<name>_at_bound``); variants
+  are optimised separately, over the optimised parameters that they do not fix.
 * Work is cut into short chunks of neighbouring points (snake order), each warm-started from its
   predecessor (continuation along the grid).  Chunks run on local joblib workers or, given a
   scheduler address, on a Dask cluster through joblib's dask backend.
@@ -49,6 +50,7 @@ __all__ = [
     "Optimise",
     "Sweep",
     "failure_summary",
+    "optimise_point",
     "run_sweep",
     "simulate_points",
     "simulation_journal",
@@ -205,12 +207,13 @@ class Optimise:
 
 @dataclass(frozen=True)
 class Sweep:
-    """What to compute: a base problem, one or two axes, variants and an optional optimisation."""
+    """What to compute: a base problem, one or two axes, variants and optional optimisations
+    (one :class:`Optimise` or a tuple of them, stored as a tuple; distinct names, none swept)."""
 
     base: Problem
     axes: tuple[Axis, ...]
     variants: dict[str, dict[str, float]] = field(default_factory=dict)
-    optimise: Optimise | None = None
+    optimise: Optimise | tuple[Optimise, ...] | None = None
     tol: float = 1e-10
 
     def __post_init__(self):
@@ -219,8 +222,15 @@ class Sweep:
         names = [a.name for a in self.axes]
         if len(set(names)) != len(names):
             raise ValueError(f"the same parameter appears twice: {names}")
-        if self.optimise is not None and self.optimise.name in names:
-            raise ValueError(f"cannot both sweep and optimise {self.optimise.name!r}")
+        opts = self.optimise
+        opts = () if opts is None else (opts,) if isinstance(opts, Optimise) else tuple(opts)
+        object.__setattr__(self, "optimise", opts)
+        opt_names = [o.name for o in opts]
+        if len(set(opt_names)) != len(opt_names):
+            raise ValueError(f"the same parameter is optimised twice: {opt_names}")
+        for name in opt_names:
+            if name in names:
+                raise ValueError(f"cannot both sweep and optimise {name!r}")
         n_points = math.prod(self.shape)
         if n_points > MAX_POINTS:
             raise ValueError(
@@ -234,6 +244,11 @@ class Sweep:
                 self.base.replace(**{a.name: v})
         for changes in self.variants.values():
             self.base.replace(**changes)
+
+    def optimised(self, variant: str | None = None) -> tuple[Optimise, ...]:
+        """The parameters optimised at each point of ``variant`` (those it does not fix)."""
+        fixed = self.variants[variant] if variant is not None else {}
+        return tuple(o for o in self.optimise if o.name not in fixed)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -262,17 +277,15 @@ class Sweep:
             "base": {k: v for k, v in self.base.params.items() if not math.isnan(v)},
             "axes": [[a.name, list(a.values), a.log] for a in self.axes],
             "variants": self.variants,
-            "optimise": None if self.optimise is None else [self.optimise.name, self.optimise.lo, self.optimise.hi],
+            "optimise": _describe_optimise(self.optimise),
             "tol": self.tol,
         }  # fmt: skip
 
     def quantity_names(self) -> list[str]:
         base = [*QUANTITIES, "converged", "status", "residual", "iterations"]
-        if self.optimise is not None:
-            base += [f"{self.optimise.name}_opt", f"{self.optimise.name}_at_bound"]
-        names = list(base)
+        names = base + _optimised_names(self.optimised())
         for v in self.variants:
-            names += [f"{q}_{v}" for q in base]
+            names += [f"{q}_{v}" for q in base + _optimised_names(self.optimised(v))]
         if "nokd" in self.variants:
             names.append("gain")
         return names
@@ -298,6 +311,17 @@ class Sweep:
             js = range(cols) if i % 2 == 0 else range(cols - 1, -1, -1)
             out += [(i, j) for j in js]
         return out
+
+
+def _describe_optimise(opts: tuple[Optimise, ...]) -> list | None:
+    """None, ``[name, lo, hi]`` for one optimised parameter (as before several were allowed, so a
+    single-optimise sweep keeps its fingerprint), or a list of them."""
+    rows = [[o.name, o.lo, o.hi] for o in opts]
+    return None if not rows else rows[0] if len(rows) == 1 else rows
+
+
+def _optimised_names(opts: tuple[Optimise, ...]) -> list[str]:
+    return [f"{o.name}{k}" for o in opts for k in ("_opt", "_at_bound")]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -389,6 +413,109 @@ def at_bound(value: float, opt: Optimise) -> bool:
     return min(x - lo, hi - x) <= 1e-3 * (hi - lo)
 
 
+def optimise_point(
+    problem: Problem,
+    opts: Sequence[Optimise],
+    init=None,
+    tol: float = 1e-10,
+    starts: Sequence[dict[str, float]] = (),
+):
+    """min of the student's ε_g over the parameters ``opts`` (each in its box), others fixed.
+
+    One parameter: a coarse scan and bounded Brent (:func:`_solve_optimised`).  Several:
+    ``replica.optimise`` where the package has it (exact gradients), else :func:`_solve_jointly`
+    (derivative-free), from the best of the problem's own values and ``starts`` (values of the
+    parameters, e.g. a known optimum on a face of the box: χ = 0 with its best λ; only those of
+    ``opts`` are taken, and a start outside the box is skipped).
+    Returns (solution at the optimum, {name: argmin}); NaN argmins if no solve converged (the
+    solution is then the last attempt).
+    """
+    import replica
+
+    opts = tuple(opts)
+    if len(opts) == 1:
+        sol, arg = _solve_optimised(problem, opts[0], init, tol)
+        return sol, {opts[0].name: arg}
+    best = math.inf
+    inside = [{o.name: x[o.name] for o in opts if o.name in x} for x in starts]
+    inside = [x for x in inside if all(o.lo <= x.get(o.name, o.lo) <= o.hi for o in opts)]
+    for start in [{}, *inside]:  # the best start in the box (a failing one is skipped)
+        candidate = problem.replace(**start)
+        with contextlib.suppress(Exception):
+            sol = replica.solve(candidate, init=init, tol=tol)
+            if sol.converged and sol.student.eg < best:
+                best, problem = sol.student.eg, candidate
+    joint = getattr(replica, "optimise", None)  # exact-gradient optimiser, where the package has it
+    if callable(joint):
+        res = joint(problem, over=tuple(o.name for o in opts),
+                    bounds={o.name: (o.lo, o.hi) for o in opts}, objective="eg", tol=tol)  # fmt: skip
+        if not res.solution.converged:
+            return res.solution, dict.fromkeys((o.name for o in opts), math.nan)
+        return res.solution, {o.name: float(res.problem.params[o.name]) for o in opts}
+    return _solve_jointly(problem, opts, init, tol)
+
+
+def _solve_jointly(problem: Problem, opts: tuple[Optimise, ...], init, tol: float):
+    """Derivative-free joint minimum of ε_g: coordinates x = log v (lam, temperature) or v (chi);
+    from the problem's own values (clipped to the box) a coarse scan of 5 points along each
+    coordinate in turn (two passes) moves to the best if it improves (a plateau does not move it),
+    then bounded Powell (xtol 1e-3 of each box width,
+    ftol 1e-8, at most 250 solves) polishes.  Every solve is warm-started from the last converged
+    one; a solve that fails or raises counts as ε_g = +∞."""
+    from scipy.optimize import minimize
+
+    import replica
+
+    lo = np.array([math.log(o.lo) if o.log else o.lo for o in opts])
+    hi = np.array([math.log(o.hi) if o.log else o.hi for o in opts])
+    width = hi - lo
+    state = {"init": init, "best": None, "x": None}
+    cache: dict = {}
+
+    def point(x):
+        return problem.replace(**{o.name: (math.exp(v) if o.log else float(v))
+                                  for o, v in zip(opts, x, strict=True)})  # fmt: skip
+
+    def eg(u):  # u ∈ [0, 1]^d: the box rescaled, so Powell's tolerances are per coordinate
+        x = lo + width * np.clip(u, 0.0, 1.0)
+        key = tuple(np.round(x, 12))
+        if key in cache:
+            return cache[key]
+        try:
+            sol = replica.solve(point(x), init=state["init"], tol=tol)
+        except Exception:  # one bad point: not a minimum
+            sol = None
+        value = sol.student.eg if sol is not None and sol.converged else math.inf
+        if math.isfinite(value):
+            state["init"] = sol
+            if state["best"] is None or value < state["best"].student.eg:
+                state["best"], state["x"] = sol, x.copy()
+        cache[key] = value
+        return value
+
+    start = np.array([problem.params[o.name] for o in opts], dtype=float)
+    start = np.array([math.log(v) if o.log else v for o, v in zip(opts, start, strict=True)])
+    u = np.clip((start - lo) / width, 0.0, 1.0)
+    for k in [*range(len(opts))] * 2:  # coordinate scans, two passes; move on strict improvement
+        here, values = eg(u), []
+        for g in np.linspace(0.0, 1.0, 5):
+            v = u.copy()
+            v[k] = g
+            values.append((eg(v), g))
+        value, g = min(values)
+        if value < here:
+            u[k] = g
+    if state["best"] is not None:
+        u = np.clip((state["x"] - lo) / width, 0.0, 1.0)
+        minimize(eg, u, method="Powell", bounds=[(0.0, 1.0)] * len(opts),
+                 options={"xtol": 1e-3, "ftol": 1e-8, "maxfev": 250})  # fmt: skip
+    if state["best"] is None:  # nothing converged: report the last attempt as it is
+        return replica.solve(point(lo + width * u), tol=tol), {o.name: math.nan for o in opts}
+    x = state["x"]
+    return state["best"], {o.name: (math.exp(v) if o.log else float(v))
+                           for o, v in zip(opts, x, strict=True)}  # fmt: skip
+
+
 def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
     """All quantities at one grid point (with variants); ``inits`` carries the warm starts.
 
@@ -396,30 +523,35 @@ def _evaluate(sweep: Sweep, index, inits: dict) -> dict:
     import replica
 
     record: dict = {}
-    for variant in [None, *sweep.variants]:
+    starts: list[dict] = []  # the optima found so far: starts of the next searches
+    for variant in [*sweep.variants, None]:
         p = sweep.problem(index, variant)
         suffix = "" if variant is None else f"_{variant}"
+        opts = sweep.optimised(variant)
         init = inits.get(variant)
         if init is not None and not init.converged:
             init = None
         try:
-            if sweep.optimise is None:
+            if not opts:
                 sol = replica.solve(p, init=init, tol=sweep.tol)
             else:
-                sol, arg = _solve_optimised(p, sweep.optimise, init, sweep.tol)
-                record[f"{sweep.optimise.name}_opt{suffix}"] = arg
-                record[f"{sweep.optimise.name}_at_bound{suffix}"] = int(
-                    at_bound(arg, sweep.optimise)
-                )
+                sol, args = optimise_point(p, opts, init, sweep.tol, starts)
+                for o in opts:
+                    record[f"{o.name}_opt{suffix}"] = args[o.name]
+                    record[f"{o.name}_at_bound{suffix}"] = int(
+                        math.isfinite(args[o.name]) and at_bound(args[o.name], o)
+                    )
         except Exception as exc:  # one point must not stop the grid
             record.update(_error_record(exc, suffix))
-            if sweep.optimise is not None:
-                record[f"{sweep.optimise.name}_opt{suffix}"] = math.nan
-                record[f"{sweep.optimise.name}_at_bound{suffix}"] = 0
+            for o in opts:
+                record[f"{o.name}_opt{suffix}"] = math.nan
+                record[f"{o.name}_at_bound{suffix}"] = 0
             inits.pop(variant, None)
             continue
         if sol.converged:
             inits[variant] = sol
+            if opts:
+                starts.append({o.name: p.params[o.name] for o in sweep.optimise} | args)
         record.update(_record(sol, suffix))
     if "nokd" in sweep.variants:
         record["gain"] = record["eg_nokd"] - record["eg"]
@@ -681,7 +813,7 @@ def simulate_points(
 ) -> xr.Dataset:
     """Finite-N simulations (``simulations.run``) at every point of a 1-D sweep.
 
-    Each point is simulated at the theory's parameters (with the optimised parameter at its
+    Each point is simulated at the theory's parameters (with the optimised parameters at their
     optimum, if the sweep optimises).  Adds ``<q>_sim`` and ``<q>_sim_sem`` for the quantities in
     ``SIM_FIELDS``, ``sim_failed`` (seeds whose fits failed), ``sim_status`` (0, 5 = "error": the
     simulation raised; −1: not simulated because the theory has no optimum there) and
@@ -729,11 +861,10 @@ def _simulate_points(sweep, theory, n, seeds, seed, jobs, journal, progress) -> 
             if index in done:
                 continue
             p = sweep.problem(index)
-            if sweep.optimise is not None:
-                opt = float(theory[f"{sweep.optimise.name}_opt"].values[index])
-                if not math.isfinite(opt):
-                    continue
-                p = p.replace(**{sweep.optimise.name: opt})
+            opt = {o.name: float(theory[f"{o.name}_opt"].values[index]) for o in sweep.optimise}
+            if not all(math.isfinite(v) for v in opt.values()):
+                continue
+            p = p.replace(**opt)
             values = _simulate_point(p, n, seeds, seed, jobs)
             if journal:
                 journal.append([(index, values)])
