@@ -66,7 +66,7 @@ class Grids:
     """Resolution of the maps: ``n`` × ``n`` points, α ∈ [0.5, 4], λ̃ ∈ [1e-3, 10] (log),
     ρ ∈ [0.1, 0.5]; the defaults (4 × 4) take about ten minutes on 2 busy cores."""
 
-    n: int = 4
+    n: int = 8
     etas: tuple[float, ...] = ETAS
 
     def __post_init__(self):

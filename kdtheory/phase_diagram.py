@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --x: the headline figures (default) or the optimal-metaparameter "
                    "maps (kdtheory.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes)")  # fmt: skip
     g.add_argument("--map-size", type=int, metavar="N",
-                   help="points per axis of the --figures optimal maps (default 4; ≥ 2)")  # fmt: skip
+                   help="points per axis of the --figures optimal maps (default 8; ≥ 2)")  # fmt: skip
     r = p.add_argument_group("run")
     r.add_argument("--jobs", type=int, default=2, help="local worker processes (default: 2)")
     r.add_argument("--scheduler", metavar="tcp://HOST:PORT",
