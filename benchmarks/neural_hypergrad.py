@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from kdtheory.journal import write_atomic
 from kdtheory.neural.data import Split
 from kdtheory.neural.device import resolve_device
 from kdtheory.neural.hypergrad import lambda_from_raw
@@ -170,9 +171,7 @@ def main() -> None:
     report["loadavg_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(
         f"load average {report['loadavg_start'][0]:.2f} → {report['loadavg_end'][0]:.2f}; wrote {out}"
     )

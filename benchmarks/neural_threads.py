@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kdtheory.journal import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -248,9 +250,7 @@ def main() -> None:
     report["loadavg_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(
         f"load average {report['loadavg_start'][0]:.2f} → {report['loadavg_end'][0]:.2f}; wrote {out}"
     )

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import replica  # noqa: E402
 from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student  # noqa: E402
+from kdtheory.journal import write_atomic  # noqa: E402
 
 ro = importlib.import_module("replica.optimise")  # the module (replica.optimise is the function)
 
@@ -157,9 +158,8 @@ def main(argv=None) -> int:
             print(f"  fewest solves of the others / ours = {min(others) / ours:.1f}×")
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=1, default=str))
-    tmp.replace(args.out)
+    report = {"load": os.getloadavg(), "rows": rows}
+    write_atomic(args.out, lambda tmp: tmp.write_text(json.dumps(report, indent=1, default=str)))
     return 0
 
 

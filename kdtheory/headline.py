@@ -388,7 +388,7 @@ def run_headline(args, grids: Grids = Grids()) -> list[Path]:
     import xarray as xr
 
     from kdtheory.journal import write_atomic
-    from kdtheory.sweep import failure_summary, run_sweep, simulate_points
+    from kdtheory.sweep import failure_summary, open_journals, run_sweep, simulate_points
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -396,12 +396,7 @@ def run_headline(args, grids: Grids = Grids()) -> list[Path]:
     wait = getattr(args, "wait", False)
     fix = "choose another --out, or delete the headline_*.journal.jsonl files there"
     with contextlib.ExitStack() as stack:  # every journal opened (and locked) before any work
-        journals = {
-            stem: stack.enter_context(
-                sweep.journal(out / f"{stem}.journal.jsonl", wait=wait, fix=fix)
-            )
-            for stem, sweep in sweeps.items()
-        }
+        journals = open_journals(stack, sweeps, out, wait=wait, fix=fix)
         limit_j = stack.enter_context(
             limit_journal(
                 out / "headline_2_limit.journal.jsonl",

@@ -108,7 +108,7 @@ def run_optimal(args, grids: Grids | None = None) -> list[Path]:
     import xarray as xr
 
     from kdtheory.journal import write_atomic
-    from kdtheory.sweep import failure_summary, run_sweep
+    from kdtheory.sweep import failure_summary, open_journals, run_sweep
 
     grids = grids or grids_of(args)
     out = Path(args.out)
@@ -117,12 +117,7 @@ def run_optimal(args, grids: Grids | None = None) -> list[Path]:
     wait = getattr(args, "wait", False)
     fix = "choose another --out, or delete the optimal_*.journal.jsonl files there"
     with contextlib.ExitStack() as stack:  # every journal opened (and locked) before any work
-        journals = {
-            stem: stack.enter_context(
-                sweep.journal(out / f"{stem}.journal.jsonl", wait=wait, fix=fix)
-            )
-            for stem, sweep in sweeps.items()
-        }
+        journals = open_journals(stack, sweeps, out, wait=wait, fix=fix)
         res = {
             stem: run_sweep(sweep, journals[stem], jobs=args.jobs, scheduler=args.scheduler,
                             progress=not args.quiet, description=stem.removeprefix("optimal_"))

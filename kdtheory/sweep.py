@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -50,6 +51,7 @@ __all__ = [
     "Optimise",
     "Sweep",
     "failure_summary",
+    "open_journals",
     "optimise_point",
     "run_sweep",
     "simulate_points",
@@ -633,6 +635,17 @@ def _single_thread():
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+
+
+def open_journals(
+    stack: contextlib.ExitStack, sweeps: dict[str, Sweep], out: Path, *, wait: bool, fix: str
+) -> dict[str, Journal]:
+    """The journal ``<out>/<stem>.journal.jsonl`` of every named sweep, opened (locked, records
+    validated) before any work and closed when ``stack`` closes."""
+    return {
+        stem: stack.enter_context(sweep.journal(out / f"{stem}.journal.jsonl", wait=wait, fix=fix))
+        for stem, sweep in sweeps.items()
+    }
 
 
 def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
