@@ -127,16 +127,22 @@ class GaussianMixture(_Validated):
         Fraction of the positive cluster, 0 < ρ < 1.
     delta : float
         Noise variance Δ > 0.
+    flip : float
+        Label noise θ, 0 ≤ θ ≤ 1: each training label is flipped, independently, with probability
+        θ (the cluster, hence x, is unchanged). Test errors are on clean labels. θ = ½: the
+        training labels carry no information.
     """
 
     alpha: float
     rho: float = 0.5
     delta: float = 1.0
+    flip: float = 0.0
 
     _ranges: ClassVar = {
         "alpha": (0.0, _INF, True, True),
         "rho": (0.0, 1.0, True, True),
         "delta": (0.0, _INF, True, True),
+        "flip": (0.0, 1.0, False, False),
     }
 
     def error(self, m: Any, q: Any, b: Any) -> Any:
@@ -279,7 +285,7 @@ class BayesTeacher(_Validated):
 
 @dataclass(frozen=True)
 class Student(_Validated):
-    r"""KD student: min Σ_μ [(1−χ) ℓ(y, h) + χ H(sig(h̃/T), sig(h/T))] + (λ/2)‖w‖² on ηN weights.
+    r"""KD student: min Σ_μ [(1−χ) ℓ(y, h) + χ H(sig(h̃/T), sig(h/T_s))] + (λ/2)‖w‖² on ηN weights.
 
     Parameters
     ----------
@@ -291,12 +297,18 @@ class Student(_Validated):
         Distillation temperature T > 0.
     eta : float
         Fraction of trained weights 0 < η ≤ 1 (η = 1: full student).
+    tempered : str
+        Which outputs the temperature divides: ``"both"`` (T_s = T, H(sig(h̃/T), sig(h/T)), the
+        convention of Saglietti & Zdeborová 2022) or ``"teacher"`` (T_s = 1, H(sig(h̃/T), sig(h)),
+        the convention of Takanami, Takahashi & Sakata 2025). At χ = 1 the two are the same
+        estimator up to w → w/T, λ → λT²; at T = 1 they coincide.
     """
 
     lam: float
     chi: float = 1.0
     temperature: float = 1.0
     eta: float = 1.0
+    tempered: str = "both"
 
     _ranges: ClassVar = {
         "lam": (0.0, _INF, False, True),
@@ -304,6 +316,12 @@ class Student(_Validated):
         "temperature": (0.0, _INF, True, True),
         "eta": (0.0, 1.0, True, False),
     }
+    _choices: ClassVar = {"tempered": ("both", "teacher")}
+
+    @property
+    def student_temperature(self) -> float:
+        """T_s, the temperature of the student's own output: T if ``tempered == "both"``, else 1."""
+        return self.temperature if self.tempered == "both" else 1.0
 
 
 Teacher = LogisticTeacher | BayesTeacher
@@ -313,6 +331,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "alpha": ("data", "alpha"),
     "rho": ("data", "rho"),
     "delta": ("data", "delta"),
+    "flip": ("data", "flip"),
     "lam_t": ("teacher", "lam"),
     "lam": ("student", "lam"),
     "chi": ("student", "chi"),
@@ -343,11 +362,17 @@ class Problem:
                 raise ValueError(
                     f"Problem.{name} must be a {_names(cls)}, got {type(getattr(self, name)).__name__}"
                 )
+        if isinstance(self.teacher, BayesTeacher) and self.data.flip > 0.0:
+            raise ValueError(
+                f"GaussianMixture.flip must be 0 with a BayesTeacher, got {self.data.flip!r}: under "
+                "label noise the posterior of v is a mixture of 2^M Gaussians, the Bayes-optimal "
+                "teacher is not linear and has no closed form here; use a LogisticTeacher"
+            )
 
     @property
     def params(self) -> dict[str, float]:
-        """Flat parameters {alpha, rho, delta, lam_t, lam, chi, temperature, eta}; lam_t is NaN for
-        the Bayes teacher."""
+        """Flat parameters {alpha, rho, delta, flip, lam_t, lam, chi, temperature, eta}; lam_t is NaN
+        for the Bayes teacher."""
         out = {}
         for key, (owner, name) in PARAMETERS.items():
             out[key] = float(getattr(getattr(self, owner), name, math.nan))

@@ -53,7 +53,11 @@ class Gradient:
         return np.array([self.d[quantity][k] for k in self.wrt])
 
 
-def gradient(solution: Solution, wrt: Iterable[str] = tuple(PARAMETERS)) -> Gradient:
+#: parameters ``gradient`` differentiates in (all flat parameters but the label noise θ)
+DIFFERENTIABLE = tuple(k for k in PARAMETERS if k != "flip")
+
+
+def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradient:
     r"""Exact derivatives of a converged solution with respect to problem parameters.
 
     dx*/dθ = −(∂F/∂x)⁻¹ dF/dθ for the teacher, then for the student with
@@ -84,6 +88,10 @@ def gradient(solution: Solution, wrt: Iterable[str] = tuple(PARAMETERS)) -> Grad
             )
     if not wrt:
         raise ValueError("gradient: wrt must name at least one parameter")
+    if "flip" in wrt:
+        raise ValueError(
+            "gradient: flip (the label noise θ) is not differentiated; use finite differences"
+        )
     if not solution.converged:
         raise ValueError(
             f"gradient: the solution did not converge ({solution.status}); no derivatives"

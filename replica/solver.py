@@ -153,6 +153,10 @@ def solve(
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
     """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
     check_instance("problem", problem, Problem)
+    if problem.data.flip > 0.0 or problem.student.tempered != "both":  # (being wired in)
+        raise NotImplementedError(
+            "replica.solve: flip > 0 and tempered='teacher' are not wired yet"
+        )
     if init is not None:
         check_instance("init", init, init_types)
     check_real("tol", tol, 0.0, math.inf, True, True)

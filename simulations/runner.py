@@ -161,6 +161,8 @@ def run(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
+    if problem.data.flip > 0.0 or problem.student.tempered != "both":  # (being wired in)
+        raise NotImplementedError("simulations.run: flip > 0 and tempered='teacher' not wired yet")
     check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
     n = int(n)
     n_samples(problem.data, n)  # validates α·n
