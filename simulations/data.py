@@ -1,11 +1,15 @@
 r"""Finite-N samples of the binary Gaussian mixture of docs/theory.md.
 
-N features, M = round(αN) samples, y_μ = +1 with probability ρ (else −1),
+N features, M = round(αN) samples, cluster labels y_μ = +1 with probability ρ (else −1),
 
-    x_μ = y_μ v/√N + √Δ z_μ,   v ~ N(0, I_N) once per data set,   z_μ ~ N(0, I_N).
+    x_μ = y_μ v/√N + √Δ z_μ,   v ~ N(0, I_N) once per data set,   z_μ ~ N(0, I_N),
 
-Everything is drawn from an explicit ``np.random.Generator`` in a fixed order (v, then y, then z),
-so a sample is reproducible from the generator's seed alone.
+and training labels ŷ_μ = −y_μ with probability θ (the label noise ``flip``), independently, else
+ŷ_μ = y_μ. Every fit trains on ŷ; test errors are on the clean clusters y.
+
+Everything is drawn from an explicit ``np.random.Generator`` in a fixed order (v, then y, then z,
+then, only if θ > 0, the flips), so a sample is reproducible from the generator's seed alone, and
+θ > 0 keeps the (x, y, v) of the θ = 0 draw from the same generator.
 """
 
 from __future__ import annotations
@@ -32,14 +36,22 @@ class TrainingSet:
     x : ndarray, shape (M, N), float64, C-contiguous
         Inputs x_μ = y_μ v/√N + √Δ z_μ (rows).
     y : ndarray, shape (M,), float64
-        Labels ±1.
+        Cluster labels ±1 (the ones that place x).
     v : ndarray, shape (N,), float64
         The centroid v of this draw (needed for m = w·v/N).
+    y_hat : ndarray, shape (M,), float64
+        Training labels ŷ ±1, the ones every fit sees: y with a fraction θ flipped (``y`` itself,
+        the same array, when omitted or θ = 0).
     """
 
     x: np.ndarray
     y: np.ndarray
     v: np.ndarray
+    y_hat: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.y_hat is None:
+            object.__setattr__(self, "y_hat", self.y)
 
     @property
     def n(self) -> int:
@@ -75,17 +87,17 @@ def sample(data: GaussianMixture, n: int, rng: np.random.Generator) -> TrainingS
     Parameters
     ----------
     data : GaussianMixture
-        α, ρ, Δ.
+        α, ρ, Δ, θ.
     n : int
         Dimension N ≥ 10.
     rng : numpy.random.Generator
         Source of randomness; draws v ~ N(0, I_N), then y (P(y = +1) = ρ), then z ~ N(0, I_N) per
-        sample.
+        sample, then (only if θ > 0) u_μ ~ U(0, 1) and flips the labels with u_μ < θ.
 
     Returns
     -------
     TrainingSet
-        x (M×N, float64; the only O(MN) allocation), y, v.
+        x (M×N, float64; the only O(MN) allocation), y, v, ŷ.
     """
     if not isinstance(data, GaussianMixture):
         raise ValueError(f"data must be a GaussianMixture, got {type(data).__name__}")
@@ -101,7 +113,8 @@ def sample(data: GaussianMixture, n: int, rng: np.random.Generator) -> TrainingS
     for lo in range(0, m, _CHUNK_ROWS):
         hi = min(lo + _CHUNK_ROWS, m)
         x[lo:hi] += y[lo:hi, None] * signal
-    return TrainingSet(x=x, y=y, v=v)
+    y_hat = np.where(rng.random(m) < data.flip, -y, y) if data.flip > 0.0 else y
+    return TrainingSet(x=x, y=y, v=v, y_hat=y_hat)
 
 
 def subset_size(n: int, eta: float) -> int:

@@ -2,9 +2,11 @@ r"""Exact fits of the teachers and the KD student of docs/theory.md at finite N.
 
 Every fit minimises a strictly convex (for λ > 0) empirical risk of the form
 
-    F(w, b) = Σ_μ ℓ_KD(y_μ, h̃_μ, h_μ) + (λ/2)‖w‖²,   h_μ = x_μ·w/√N + b,   b not penalised,
+    F(w, b) = Σ_μ ℓ_KD(ŷ_μ, h̃_μ, h_μ) + (λ/2)‖w‖²,   h_μ = x_μ·w/√N + b,   b not penalised,
 
-— the logistic teacher is the case χ = 0 (h̃ unused), λ = λ̃ — by a truncated Newton method
+on the training labels ŷ (:attr:`simulations.data.TrainingSet.y_hat`, the cluster labels y with a
+fraction θ flipped) — the logistic teacher is the case χ = 0 (h̃ unused), λ = λ̃ — by a truncated
+Newton method
 (:func:`newton_cg`): Newton directions from preconditioned conjugate gradients on Hessian–vector
 products (one pass over the data each, :mod:`simulations.kernels`), an exact line search along the
 direction in h-space (O(M) per trial, no pass over the data), and a stop on the gradient norm
@@ -78,7 +80,7 @@ class Fit:
     train_loss : float
         Per-sample mean of the data term (no ridge): logistic loss for a teacher, ℓ_KD for a student.
     train_error : float
-        Fraction of training points with y_μ h_μ ≤ 0.
+        Fraction of training points with y_μ h_μ ≤ 0, y the labels fitted (the noisy ŷ).
     """
 
     w: np.ndarray
@@ -105,12 +107,15 @@ def newton_cg(
     lam: float,
     chi: float = 0.0,
     temperature: float = 1.0,
+    student_temperature: float | None = None,
     scale: float | None = None,
     gtol: float = 1e-10,
     max_iter: int = 100,
     cg_max_iter: int = 1000,
 ) -> Fit:
     r"""Minimise F(w, b) = Σ_μ ℓ_KD(y_μ, h̃_μ, s x_μ·w + b) + (λ/2)‖w‖² by truncated Newton.
+
+    ℓ_KD(y, h̃, h) = (1−χ) log(1 + e^{−yh}) + χ H(sig(h̃/T), sig(h/T_s)).
 
     Parameters
     ----------
@@ -122,6 +127,8 @@ def newton_cg(
         Teacher preactivations h̃_μ (ignored when χ = 0; None is allowed then).
     lam, chi, temperature : float
         λ ≥ 0, χ ∈ [0, 1], T > 0 of ℓ_KD.
+    student_temperature : float, optional
+        T_s > 0, the temperature of the student's output; defaults to T (both outputs tempered).
     scale : float, optional
         s = 1/√N; defaults to 1/√k.
     gtol : float
@@ -135,10 +142,12 @@ def newton_cg(
         ``w`` of length k.
     """
     _check_solver(gtol, max_iter)
+    ts = temperature if student_temperature is None else student_temperature
     for name, value, ok, allowed in (
         ("lam", lam, lam >= 0.0, "[0, ∞)"),
         ("chi", chi, 0.0 <= chi <= 1.0, "[0, 1]"),
         ("temperature", temperature, temperature > 0.0, "(0, ∞)"),
+        ("student_temperature", ts, ts > 0.0, "(0, ∞)"),
     ):
         if not (ok and math.isfinite(value)):
             raise ValueError(f"{name} must be in {allowed}, got {value!r}")
@@ -149,7 +158,7 @@ def newton_cg(
     if ht.shape != (m,) or y.shape != (m,):
         raise ValueError(f"y and ht must have shape ({m},), got {y.shape} and {ht.shape}")
     s = 1.0 / math.sqrt(k) if scale is None else float(scale)
-    lam, chi, t_ = float(lam), float(chi), float(temperature)
+    lam, chi, t_, ts = float(lam), float(chi), float(temperature), float(ts)
 
     theta = np.zeros(k + 1)  # (w, b)
     grad = np.empty(k + 1)
@@ -159,7 +168,7 @@ def newton_cg(
     tol = gtol * m
     status, cg_total, g0, data, gnorm = "max_iter", 0, None, math.nan, math.nan
     for it in range(max_iter + 1):
-        data = loss_grad(x, y, ht, theta, theta[k], s, chi, t_, grad, h, curv)
+        data = loss_grad(x, y, ht, theta, theta[k], s, chi, t_, ts, grad, h, curv)
         grad[:k] += lam * theta[:k]
         gnorm = float(np.linalg.norm(grad))
         if not (math.isfinite(gnorm) and math.isfinite(data)):
@@ -184,7 +193,7 @@ def newton_cg(
             x, curv, grad, lam, s, prec, max(forcing * gnorm, 0.1 * tol), cg_max_iter
         )
         cg_total += n_cg
-        t = _line_search(y, ht, h, hstep, theta[:k], step[:k], lam, chi, t_)
+        t = _line_search(y, ht, h, hstep, theta[:k], step[:k], lam, chi, (t_, ts))
         if t <= 0.0:
             status = "failed"
             break
@@ -240,19 +249,19 @@ def _pcg(x, curv, grad, lam, scale, prec, tol, max_iter):
     return step, hstep, j
 
 
-def _line_search(y, ht, h, hstep, w, step_w, lam, chi, temperature) -> float:
+def _line_search(y, ht, h, hstep, w, step_w, lam, chi, temperatures) -> float:
     r"""Step t along the direction with h-space image ``hstep``: safeguarded Newton on φ'(t) = 0,
     φ(t) = Σ ℓ_KD(h + t·hstep) + (λ/2)‖w + t·step_w‖² (convex), starting from the Newton step t = 1.
-    Returns 0 when the direction is not a descent direction."""
+    ``temperatures`` = (T, T_s). Returns 0 when the direction is not a descent direction."""
     ws = w @ step_w
     ss = step_w @ step_w
-    _, d0, _ = line_derivs(y, ht, h, hstep, 0.0, chi, temperature)
+    _, d0, _ = line_derivs(y, ht, h, hstep, 0.0, chi, *temperatures)
     slope0 = d0 + lam * ws
     if not slope0 < 0.0:
         return 0.0
     lo, hi, t = 0.0, math.inf, 1.0
     for _ in range(100):
-        _, d1, d2 = line_derivs(y, ht, h, hstep, t, chi, temperature)
+        _, d1, d2 = line_derivs(y, ht, h, hstep, t, chi, *temperatures)
         slope = d1 + lam * (ws + t * ss)
         if abs(slope) <= _LINE_C * abs(slope0) or t > 1e8:
             return t
@@ -268,22 +277,28 @@ def _line_search(y, ht, h, hstep, w, step_w, lam, chi, temperature) -> float:
 
 
 def bayes_teacher(data: GaussianMixture, train: TrainingSet) -> Fit:
-    r"""The Bayes-optimal teacher of docs/theory.md on ``train``, in closed form.
+    r"""The Bayes-optimal teacher of docs/theory.md on ``train``, in closed form (clean labels only:
+    ``data.flip`` must be 0).
 
     With α = M/N: posterior mean v̂ = Σ_μ y_μ x_μ /(√N (Δ + α)), posterior variance s² = Δ/(Δ + α) per
     component, and the posterior log-odds h̃(x) = log(ρ/(1−ρ)) + 2 x·v̂/(√N (Δ + s²/N)), i.e.
 
         w̃ = 2 v̂/(Δ + s²/N),   b̃ = log(ρ/(1−ρ)).
     """
+    if data.flip > 0.0:
+        raise ValueError(
+            f"GaussianMixture.flip must be 0 for the Bayes teacher, got {data.flip!r} (no closed "
+            "form under label noise; use a LogisticTeacher)"
+        )
     n, m = train.n, train.m
     alpha = m / n
     delta = data.delta
-    v_hat = row_combination(train.x, train.y, 1.0 / math.sqrt(n), np.empty(n)) / (delta + alpha)
+    v_hat = row_combination(train.x, train.y_hat, 1.0 / math.sqrt(n), np.empty(n)) / (delta + alpha)
     s2 = delta / (delta + alpha)
     w = 2.0 * v_hat / (delta + s2 / n)
     b = math.log(data.rho / (1.0 - data.rho))
     h = preact(train.x, w, b, 1.0 / math.sqrt(n), np.empty(m))
-    loss, _, _ = line_derivs(train.y, h, h, h, 0.0, 0.0, 1.0)  # χ = 0: logistic loss of h
+    loss, _, _ = line_derivs(train.y_hat, h, h, h, 0.0, 0.0, 1.0, 1.0)  # χ = 0: logistic loss of h
     return Fit(
         w=w,
         b=b,
@@ -293,7 +308,7 @@ def bayes_teacher(data: GaussianMixture, train: TrainingSet) -> Fit:
         cg_iterations=0,
         grad_norm=math.nan,
         train_loss=loss / m,
-        train_error=float(np.mean(train.y * h <= 0.0)),
+        train_error=float(np.mean(train.y_hat * h <= 0.0)),
     )
 
 
@@ -307,7 +322,8 @@ def fit_teacher(
 ) -> Fit:
     r"""Fit the teacher on ``train``.
 
-    ``LogisticTeacher``: min Σ_μ log(1 + e^{−y_μ h̃_μ}) + (λ̃/2)‖w̃‖² (:func:`newton_cg`, χ = 0) — the
+    ``LogisticTeacher``: min Σ_μ log(1 + e^{−ŷ_μ h̃_μ}) + (λ̃/2)‖w̃‖² (:func:`newton_cg`, χ = 0) on
+    the training labels ŷ = ``train.y_hat`` — the
     objective of scikit-learn's ``LogisticRegression(C=1/λ̃)`` on x/√N. ``BayesTeacher``: the closed
     form of :func:`bayes_teacher`, which needs the mixture ``data`` (ρ, Δ).
     """
@@ -321,7 +337,7 @@ def fit_teacher(
         )
     return newton_cg(
         train.x,
-        train.y,
+        train.y_hat,
         None,
         lam=teacher.lam,
         scale=1.0 / math.sqrt(train.n),
@@ -341,8 +357,9 @@ def fit_student(
 ) -> Fit:
     r"""Fit the KD student on ``train`` given the teacher's training preactivations ``ht``.
 
-    Minimises Σ_μ ℓ_KD(y_μ, h̃_μ, h_μ) + (λ/2)‖w_S‖², h_μ = w_S·x_{μ,S}/√N + b (χ, T, λ from
-    ``student``), over the coordinates S = ``subset`` (size round(ηN), see
+    Minimises Σ_μ ℓ_KD(ŷ_μ, h̃_μ, h_μ) + (λ/2)‖w_S‖², h_μ = w_S·x_{μ,S}/√N + b, on the training
+    labels ŷ = ``train.y_hat`` with ℓ_KD = (1−χ) log(1 + e^{−ŷh}) + χ H(sig(h̃/T), sig(h/T_s)) (χ, T,
+    T_s = ``student.student_temperature``, λ from ``student``), over the coordinates S = ``subset`` (size round(ηN), see
     :func:`simulations.data.draw_subset`; may be omitted when round(ηN) = N). The returned ``w`` has
     length N with zeros off S.
     """
@@ -371,11 +388,12 @@ def fit_student(
     x = train.x if k == n else train.x[:, subset]  # a copy of ηMN values for a sparse student
     fit = newton_cg(
         x,
-        train.y,
+        train.y_hat,
         ht,
         lam=student.lam,
         chi=student.chi,
         temperature=student.temperature,
+        student_temperature=student.student_temperature,
         scale=1.0 / math.sqrt(n),
         gtol=gtol,
         max_iter=max_iter,
@@ -447,7 +465,7 @@ def fit_gd(
     s = 1.0 / math.sqrt(k) if scale is None else float(scale)
     grad, h, curv, ht = np.empty(k + 1), np.empty(m), np.empty(m), np.zeros(m)
     for it in range(steps + 1):
-        data = loss_grad(x, y, ht, theta, theta[k], s, 0.0, 1.0, grad, h, curv)
+        data = loss_grad(x, y, ht, theta, theta[k], s, 0.0, 1.0, 1.0, grad, h, curv)
         grad[:k] += lam * theta[:k]
         if it == steps:
             break

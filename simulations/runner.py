@@ -2,10 +2,11 @@ r"""Many seeds of the finite-N experiment, summarised like ``replica.solve``.
 
 One seed s of ``run(problem, n, seeds, seed=seed)`` draws everything from
 ``np.random.default_rng(np.random.SeedSequence(seed).spawn(seeds)[s])``, in this order: the training
-set (v, y, z; :func:`simulations.data.sample`) and the student's subset S. It then fits the teacher
-and the student and records, for each, m = w·v/N, q = ‖w‖²/N, b, the exact test error
-ε_g = ``problem.data.error(m, q, b)`` of that (w, b) on this draw of v, the training loss (per-sample
-mean of the data term) and the training error (fraction with y h ≤ 0); for the student also
+set (v, y, z, and the label flips if θ > 0; :func:`simulations.data.sample`) and the student's subset
+S. It then fits the teacher and the student on the training labels ŷ and records, for each,
+m = w·v/N, q = ‖w‖²/N, b, the exact clean-label test error ε_g = ``problem.data.error(m, q, b)`` of
+that (w, b) on this draw of v, the training loss (per-sample mean of the data term) and the training
+error (fraction with ŷ h ≤ 0, against the labels fitted); for the student also
 r = w·w̃/N and the test-time agreement with the teacher. A seed's result depends on (seed, s) only,
 not on ``n_jobs``.
 """
@@ -21,7 +22,7 @@ import xarray as xr
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from kdtheory.problem import BayesTeacher, Problem
+from kdtheory.problem import BayesTeacher, GaussianMixture, Problem
 from simulations.data import draw_subset, n_samples, sample, subset_size
 from simulations.fit import Fit, fit_student, fit_teacher
 
@@ -161,8 +162,6 @@ def run(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
-    if problem.data.flip > 0.0 or problem.student.tempered != "both":  # (being wired in)
-        raise NotImplementedError("simulations.run: flip > 0 and tempered='teacher' not wired yet")
     check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
     n = int(n)
     n_samples(problem.data, n)  # validates α·n
@@ -247,12 +246,12 @@ def simulate_seed(
         train = sample(problem.data, n, rng)
         subset = draw_subset(n, problem.student.eta, rng)
         teacher = fit_teacher(problem.teacher, train, problem.data, gtol=gtol, max_iter=max_iter)
-        row = _record("teacher", teacher, train.v, problem)
+        row = _record("teacher", teacher, train.v, problem.data)
         if teacher.converged:
             student = fit_student(
                 problem.student, train, teacher.h, subset, gtol=gtol, max_iter=max_iter
             )
-            row |= _record("student", student, train.v, problem)
+            row |= _record("student", student, train.v, problem.data)
             if student.converged:
                 r = float(student.w @ teacher.w) / n
                 row["student_r"] = r
@@ -266,45 +265,47 @@ def simulate_seed(
                     r,
                 )
         else:  # no soft labels to learn from
-            row |= _record("student", None, train.v, problem)
+            row |= _record("student", None, train.v, problem.data)
         row.setdefault("student_r", math.nan)
         row.setdefault("student_agreement", math.nan)
     row["converged"] = bool(row["teacher_converged"] and row["student_converged"])
     return row
 
 
-def _record(role: str, fit: Fit | None, v: np.ndarray, problem: Problem) -> dict:
-    """m, q, b, ε_g, training loss/error (NaN unless converged) and diagnostics of one fit."""
+def _record(role: str | None, fit: Fit | None, v: np.ndarray, data: GaussianMixture) -> dict:
+    """m, q, b, clean-label ε_g, training loss/error (NaN unless converged) and diagnostics of one
+    fit (``None``: not fitted, for want of a converged teacher); keys prefixed ``{role}_`` if a
+    role is given."""
     if fit is None:
-        out = {f"{role}_{k}": math.nan for k in _METRICS}
-        out |= {
-            f"{role}_status": "no_teacher",
-            f"{role}_converged": False,
-            f"{role}_iterations": 0,
-            f"{role}_cg_iterations": 0,
-            f"{role}_grad_norm": math.nan,
+        out = {k: math.nan for k in _METRICS} | {
+            "status": "no_teacher",
+            "converged": False,
+            "iterations": 0,
+            "cg_iterations": 0,
+            "grad_norm": math.nan,
         }
-        return out
-    n = v.size
-    out = {
-        f"{role}_status": fit.status,
-        f"{role}_converged": fit.converged,
-        f"{role}_iterations": fit.iterations,
-        f"{role}_cg_iterations": fit.cg_iterations,
-        f"{role}_grad_norm": fit.grad_norm,
-    }
-    if not fit.converged:
-        return out | {f"{role}_{k}": math.nan for k in _METRICS}
-    m = float(fit.w @ v) / n
-    q = float(fit.w @ fit.w) / n
-    return out | {
-        f"{role}_eg": float(problem.data.error(m, q, fit.b)),
-        f"{role}_m": m,
-        f"{role}_q": q,
-        f"{role}_b": fit.b,
-        f"{role}_train_loss": fit.train_loss,
-        f"{role}_train_error": fit.train_error,
-    }
+    else:
+        out = {
+            "status": fit.status,
+            "converged": fit.converged,
+            "iterations": fit.iterations,
+            "cg_iterations": fit.cg_iterations,
+            "grad_norm": fit.grad_norm,
+        }
+        if fit.converged:
+            n = v.size
+            m, q = float(fit.w @ v) / n, float(fit.w @ fit.w) / n
+            out |= {
+                "eg": float(data.error(m, q, fit.b)),
+                "m": m,
+                "q": q,
+                "b": fit.b,
+                "train_loss": fit.train_loss,
+                "train_error": fit.train_error,
+            }
+        else:
+            out |= {k: math.nan for k in _METRICS}
+    return {f"{role}_{k}" if role else k: value for k, value in out.items()}
 
 
 def _table(rows: list[dict], problem: Problem, n: int, seed: int, gtol: float) -> xr.Dataset:
@@ -316,6 +317,7 @@ def _table(rows: list[dict], problem: Problem, n: int, seed: int, gtol: float) -
     ds.attrs = {
         **problem.params,
         "teacher": "bayes" if isinstance(problem.teacher, BayesTeacher) else "logistic",
+        "tempered": problem.student.tempered,
         "n": n,
         "m": n_samples(problem.data, n),
         "k": subset_size(n, problem.student.eta),

@@ -59,3 +59,24 @@ def test_bad_sizes_and_rng():
         draw_subset(20, 0.01, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"rng must be a numpy\.random\.Generator"):
         sample(GaussianMixture(alpha=1.0), 20, 0)
+
+
+def test_training_labels_are_flipped_at_rate_flip_and_x_keeps_the_clusters():
+    theta = 0.2
+    clean = sample(GaussianMixture(alpha=4.0, rho=0.3, delta=0.5), 300, np.random.default_rng(5))
+    noisy = sample(
+        GaussianMixture(alpha=4.0, rho=0.3, delta=0.5, flip=theta), 300, np.random.default_rng(5)
+    )
+    # the flips are drawn last: (x, y, v) are those of the θ = 0 draw, so x is placed by the cluster
+    # y (test_moments_match_the_model checks that draw), not by the training label ŷ
+    for name in ("x", "y", "v"):
+        np.testing.assert_array_equal(getattr(noisy, name), getattr(clean, name))
+    assert clean.y_hat is clean.y
+    assert set(np.unique(noisy.y_hat)) <= {-1.0, 1.0}
+    flipped = noisy.y_hat != noisy.y
+    # Binomial(M, θ) per cluster and overall: within z = 5 standard errors √(θ(1−θ)/count)
+    for mask in (np.ones(noisy.m, bool), noisy.y == 1, noisy.y == -1):
+        count = mask.sum()
+        assert abs(flipped[mask].mean() - theta) < 5 * np.sqrt(theta * (1 - theta) / count)
+    every = sample(GaussianMixture(alpha=1.0, flip=1.0), 50, np.random.default_rng(0))
+    np.testing.assert_array_equal(every.y_hat, -every.y)  # θ = 1: every label flipped

@@ -203,3 +203,40 @@ def test_bad_arguments(train, mixture):
         newton_cg(train.x, train.y, None, lam=-1.0)
     with pytest.raises(ValueError, match="y and ht must have shape"):
         newton_cg(train.x, train.y[:-1], None, lam=1.0)
+
+
+@pytest.mark.parametrize(("lam", "t"), [(0.05, 2.5), (0.3, 0.5)])
+def test_tempered_teacher_is_tempered_both_rescaled(train, lam, t):
+    # χ = 1: H(p̃, sig(h/T)) + (λ/2)‖w‖² at (w, b) equals H(p̃, sig(h')) + (λT²/2)‖w'‖² at
+    # (w', b') = (w, b)/T, so tempered="teacher" at (λT², T) has the minimiser of "both" at (λ, T) / T
+    ht = fit_teacher(LogisticTeacher(lam=0.1), train).h
+    both = fit_student(Student(lam=lam, chi=1.0, temperature=t), train, ht)
+    teacher = fit_student(
+        Student(lam=lam * t * t, chi=1.0, temperature=t, tempered="teacher"), train, ht
+    )
+    assert both.converged and teacher.converged
+    # each stops at ‖∇F‖ ≤ 1e-10·M; with curvature ≥ λ that pins θ to ~1e-8 (max norm)
+    np.testing.assert_allclose(teacher.w, both.w / t, rtol=0, atol=1e-7 * np.abs(both.w).max())
+    assert teacher.b == pytest.approx(both.b / t, rel=1e-7, abs=1e-8)
+    # h' = h/T has the signs of h (no training point sits within 1e-7 of the boundary here)
+    assert teacher.train_error == both.train_error
+
+
+def test_bayes_teacher_refuses_label_noise(train):
+    with pytest.raises(ValueError, match=r"GaussianMixture\.flip must be 0 for the Bayes teacher"):
+        fit_teacher(BayesTeacher(), train, GaussianMixture(alpha=2.0, rho=0.3, flip=0.1))
+
+
+def test_fits_train_on_the_noisy_labels():
+    data = GaussianMixture(alpha=2.0, rho=0.3, delta=1.0, flip=0.3)
+    noisy = sample(data, 100, np.random.default_rng(2))
+    assert (noisy.y_hat != noisy.y).any()
+    fit = fit_teacher(LogisticTeacher(lam=0.1), noisy)
+    lam = 0.1
+    # the objective on ŷ (scikit-learn on the training labels), not on the clusters y
+    clf = LogisticRegression(C=1.0 / lam, solver="newton-cholesky", tol=1e-12, max_iter=1000)
+    w_ref = clf.fit(noisy.x / np.sqrt(noisy.n), noisy.y_hat).coef_[0]
+    _assert_same_weights(fit.w, fit.b, w_ref, clf.intercept_[0])
+    assert fit.train_error == np.mean(noisy.y_hat * fit.h <= 0)  # against ŷ
+    student = fit_student(Student(lam=lam, chi=0.0), noisy, np.zeros(noisy.m))  # labels only
+    np.testing.assert_allclose(student.w, fit.w, rtol=0, atol=1e-6)  # as in the χ = 0 test above

@@ -1,5 +1,6 @@
 """simulations.run: seeds, aggregation, failure reporting, validation."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -119,6 +120,66 @@ def test_failed_fits_are_reported_not_kept():
     assert res.n_failed == 2 and (res.table["teacher_status"] == "max_iter").all()
     assert (res.table["teacher_iterations"] == 1).all()
     assert np.isfinite(res.table["teacher_grad_norm"]).all()
+
+
+def test_label_noise_trains_on_the_flipped_labels_and_scores_on_clean_ones():
+    p = PROBLEM.replace(flip=0.25)
+    row = run(p, n=100, seeds=1, seed=5).table.isel(seed=0)
+    rng = np.random.default_rng(np.random.SeedSequence(5).spawn(1)[0])
+    train = sample(p.data, 100, rng)
+    subset = draw_subset(100, p.student.eta, rng)
+    assert (train.y_hat != train.y).any()
+    clf = LogisticRegression(C=1 / p.teacher.lam, solver="newton-cholesky", tol=1e-12)
+    for labels, same in ((train.y_hat, True), (train.y, False)):
+        clf.fit(train.x / np.sqrt(100), labels)
+        m_t = clf.coef_[0] @ train.v / 100
+        # weights agree to ~1e-9 on the right labels; the clean-label fit is another classifier
+        assert bool(float(row["teacher_m"]) == pytest.approx(m_t, rel=1e-7)) == same
+    w_t, b_t = clf.fit(train.x / np.sqrt(100), train.y_hat).coef_[0], clf.intercept_[0]
+    h_t = train.x @ w_t / np.sqrt(100) + b_t
+    assert float(row["teacher_train_error"]) == np.mean(train.y_hat * h_t <= 0)  # against ŷ
+    # the test error is the clean-label ε_g of (m, q, b): the erfc formula of the test above
+    m_t, q_t, d = w_t @ train.v / 100, w_t @ w_t / 100, p.data
+    s = math.sqrt(2 * d.delta * q_t)
+    eg = 0.5 * d.rho * math.erfc((m_t + b_t) / s) + 0.5 * (1 - d.rho) * math.erfc((m_t - b_t) / s)
+    assert float(row["teacher_eg"]) == pytest.approx(eg, rel=1e-7)  # as in that test
+    student = fit_student(p.student, train, h_t, subset)
+    assert float(row["student_m"]) == pytest.approx(student.w @ train.v / 100, rel=1e-6)
+    assert float(row["student_train_error"]) == np.mean(train.y_hat * student.h <= 0)
+
+
+def test_labels_at_flip_one_half_carry_no_information():
+    # θ = ½: ŷ is independent of (x, y) and symmetric, so (w, b) → −(w, b) is a symmetry of the
+    # law of every fit and E m = 0 exactly, for the teacher and for the KD student
+    res = run(PROBLEM.replace(flip=0.5), n=100, seeds=24, seed=1)
+    assert res.n_failed == 0
+    for est in (res.teacher.m, res.student.m):
+        assert abs(est.mean) < 4 * est.sem  # 4 standard errors: a false alarm once in ~16 000
+    # the classifiers are no better than chance on the clean test set: mean ε_g ≥ min(ρ, 1 − ρ)
+    # up to 4 standard errors (a biased constant guess is the best an uninformed rule can do)
+    assert res.teacher.eg.mean > 0.3 - 4 * res.teacher.eg.sem
+
+
+def test_tempered_teacher_at_lam_t_squared_is_tempered_both_rescaled():
+    # χ = 1: tempered="teacher" at (λT², T) trains (w, b)/T of tempered="both" at (λ, T) on the
+    # same draws (test_sim_fit); ε_g depends on (m, q, b) only through m/√q and b/√q
+    t, both = 2.0, PROBLEM.replace(chi=1.0, eta=1.0)
+    teacher = Problem(
+        both.data,
+        both.teacher,
+        Student(lam=both.student.lam * t * t, chi=1.0, temperature=t, tempered="teacher"),
+    )
+    a, b = (run(p, n=100, seeds=2, seed=4).table for p in (both, teacher))
+    assert a.attrs["tempered"] == "both" and b.attrs["tempered"] == "teacher"
+    # fits pinned to ~1e-8 by the gradient tolerance; these are smooth functions of them
+    for name, power in (("eg", 0), ("m", 1), ("q", 2), ("b", 1), ("r", 1)):
+        np.testing.assert_allclose(b[f"student_{name}"] * t**power, a[f"student_{name}"], rtol=1e-6)
+    # T = 1: the two conventions are the same loss, evaluated by the same arithmetic
+    one = both.replace(temperature=1.0)
+    other = Problem(one.data, one.teacher, dataclasses.replace(one.student, tempered="teacher"))
+    a1, b1 = (run(p, n=100, seeds=1).table for p in (one, other))
+    for name in ("eg", "m", "q", "b", "r", "train_loss"):
+        np.testing.assert_array_equal(b1[f"student_{name}"], a1[f"student_{name}"])
 
 
 @pytest.mark.parametrize(
