@@ -7,11 +7,14 @@ r"""Finite-N simulations of the KD model of docs/theory.md: real fits, many seed
 >>> res = simulations.run(p, n=400, seeds=4)        # doctest: +SKIP
 >>> res.student.eg.mean, res.student.eg.sem          # doctest: +SKIP
 
+Chains of self-distillation stages on one training set: :func:`run_chain`.
+
 Building blocks: :func:`sample` (the data), :func:`fit_teacher`, :func:`fit_student` (exact
 truncated-Newton fits, :func:`newton_cg`), :func:`draw_subset` (the sparse student's coordinates).
 Importing this package compiles nothing; the numba kernels compile (or load from cache) on first use.
 """
 
+from simulations.chain import ChainSimulationResult, StageEstimates, run_chain, simulate_chain_seed
 from simulations.data import TrainingSet, draw_subset, sample
 from simulations.fit import Fit, bayes_teacher, fit_gd, fit_student, fit_teacher, newton_cg
 from simulations.runner import (
@@ -24,9 +27,11 @@ from simulations.runner import (
 )
 
 __all__ = [
+    "ChainSimulationResult",
     "Estimate",
     "Fit",
     "SimulationResult",
+    "StageEstimates",
     "StudentEstimates",
     "TeacherEstimates",
     "TrainingSet",
@@ -37,6 +42,8 @@ __all__ = [
     "fit_teacher",
     "newton_cg",
     "run",
+    "run_chain",
     "sample",
+    "simulate_chain_seed",
     "simulate_seed",
 ]
