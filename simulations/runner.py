@@ -142,7 +142,8 @@ def run(
     Parameters
     ----------
     problem : Problem
-        Data model (α, ρ, Δ), teacher (λ̃ or Bayes) and student (λ, χ, T, η).
+        Data model (α, ρ, Δ, label noise θ), teacher (λ̃ or Bayes) and student (λ, χ, T, η,
+        ``tempered``).
     n : int
         Dimension N ≥ 10; M = round(αN) samples, round(ηN) trained student weights.
     seeds : int
