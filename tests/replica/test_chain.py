@@ -48,10 +48,11 @@ def test_chi_zero_restarts_from_the_labels():
     students = [Student(0.05, temperature=0.5, tempered="teacher"), Student(0.2, chi=0.0)]
     chain = replica.solve_chain(data, LogisticTeacher(0.2), students)
     one, _, three = chain.stages
-    # the χ = 0 stage has the same loss as stage 1: equal up to the 3-d vs 1-d rule (~1e-9)
-    assert (three.m, three.q, three.b) == pytest.approx((one.m, one.q, one.b), rel=AGREE)
-    assert chain.Q[2, 0] == pytest.approx(one.q, rel=AGREE)
-    assert chain.R[2, 1] == pytest.approx(0.0, abs=AGREE)  # no response to the ignored stage
+    # the χ = 0 stage has the same loss as stage 1: equal up to the accuracy of stage 3's rule
+    # (order 4 panels in the earlier directions: ~1e-6 relative in q)
+    assert (three.m, three.q, three.b) == pytest.approx((one.m, one.q, one.b), rel=1e-5)
+    assert chain.Q[2, 0] == pytest.approx(one.q, rel=1e-5)
+    assert chain.R[2, 1] == pytest.approx(0.0, abs=1e-12)  # no response to the ignored stage
 
 
 def test_tempered_conventions_are_rescalings():
@@ -76,12 +77,18 @@ def test_labels_without_information():
     """θ = ½: the labels are independent of x, so m = 0 at every stage, and at ρ = ½ also b = 0
     and ε_g = ½; θ → 1 − θ flips the sign of m (ρ = ½)."""
     students = [Student(0.1, temperature=0.7, tempered="teacher")] * 2
-    half = replica.solve_chain(GaussianMixture(2.0, 0.5, 1.0, flip=0.5), LogisticTeacher(0.1), students)
+    half = replica.solve_chain(
+        GaussianMixture(2.0, 0.5, 1.0, flip=0.5), LogisticTeacher(0.1), students
+    )
     for s in half.stages:
         assert abs(s.m) < 1e-10  # E[y f] cancels between the two equally likely labels ŷ
         assert abs(s.b) < 1e-10 and s.eg == pytest.approx(0.5, abs=1e-10)
-    a = replica.solve_chain(GaussianMixture(2.0, 0.5, 1.0, flip=0.2), LogisticTeacher(0.1), students)
-    b = replica.solve_chain(GaussianMixture(2.0, 0.5, 1.0, flip=0.8), LogisticTeacher(0.1), students)
+    a = replica.solve_chain(
+        GaussianMixture(2.0, 0.5, 1.0, flip=0.2), LogisticTeacher(0.1), students
+    )
+    b = replica.solve_chain(
+        GaussianMixture(2.0, 0.5, 1.0, flip=0.8), LogisticTeacher(0.1), students
+    )
     for s, u in zip(a.stages, b.stages, strict=True):
         assert u.m == pytest.approx(-s.m, rel=1e-9) and u.q == pytest.approx(s.q, rel=1e-9)
 
@@ -131,6 +138,7 @@ def test_four_stages_use_qmc_with_an_error_bar():
         ({"teacher": BayesTeacher(), "data": GaussianMixture(2.0, flip=0.1)}, "flip must be 0"),
         ({"nodes": (10, 10)}, "nodes must give 3"),
         ({"qmc_points": 40}, "qmc_points must be in"),
+        ({"orders": (4,)}, "orders must give 2"),
         ({"exact_stages": 0}, "exact_stages must be in"),
     ],
 )
