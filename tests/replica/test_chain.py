@@ -76,7 +76,7 @@ def test_tempered_conventions_are_rescalings():
 def test_labels_without_information():
     """θ = ½: the labels are independent of x, so m = 0 at every stage, and at ρ = ½ also b = 0
     and ε_g = ½; θ → 1 − θ flips the sign of m (ρ = ½)."""
-    students = [Student(0.1, temperature=0.7, tempered="teacher")] * 2
+    students = [Student(0.1, temperature=0.7, tempered="teacher")]
     half = replica.solve_chain(
         GaussianMixture(2.0, 0.5, 1.0, flip=0.5), LogisticTeacher(0.1), students
     )
