@@ -6,6 +6,7 @@
 >>> sol.converged, round(sol.student.eg, 4)  # doctest: +SKIP
 """
 
+from replica.chain import ChainSolution, StageState, solve_chain
 from replica.gradient import Gradient, gradient
 from replica.optimise import OptimiseResult, optimise
 from replica.population import PopulationLoss, population_loss
@@ -22,11 +23,13 @@ from replica.student import StudentState
 from replica.teacher import TeacherSolution, TeacherState
 
 __all__ = [
+    "ChainSolution",
     "ConvergenceError",
     "Gradient",
     "OptimiseResult",
     "PopulationLoss",
     "Solution",
+    "StageState",
     "StudentState",
     "TeacherSolution",
     "TeacherState",
@@ -37,5 +40,6 @@ __all__ = [
     "population_loss",
     "separability_threshold",
     "solve",
+    "solve_chain",
     "solve_teacher",
 ]

@@ -1,0 +1,583 @@
+r"""Multi-stage self-distillation: the replica theory of a chain of students (docs/theory.md).
+
+Stage 1 is the teacher trained on the (possibly flipped) labels ŷ; stage t ≥ 2 minimises
+Σ_μ ℓ_t(ŷ_μ, h_{t−1,μ}, h_{t,μ}) + (λ_t/2)‖w_t‖², its own KD loss with stage t − 1's preactivation on
+the same training inputs as the teacher output (χ_t = 0: the labels only).
+
+Cavity picture.  The cavity fields ω = (ω_1, …, ω_K) of a training point are Gaussian given the
+cluster label y, with means y m_t + b_t and covariance Δ Q, Q_{st} = w_s·w_t/N.  Putting the point
+back moves every stage, and each stage's move feeds the later ones through their teachers:
+
+    h_t = prox_{ΔR_tt, ℓ_t(ŷ, h_{t−1}, ·)}(ω_t + Δ Σ_{s<t} R_ts f_s),   f_t = −∂_h ℓ_t(ŷ, h_{t−1}, h_t).
+
+The weights solve λ_t w_t = Σ_μ x_μ f_tμ/√N; Stein's lemma on x = y v/√N + √Δ z gives
+L w = m̂ v + g with the lower-triangular L = diag(λ) − αΔ E[J], J_ts = ∂f_t/∂ω_s (total derivative,
+through every earlier stage), m̂_t = α E[y f_t] and Gaussian g with E[g_s·g_t]/N = q̂_st = αΔ E[f_s f_t].
+Hence, with R = L⁻¹ (the response, whose entries are the susceptibilities above),
+
+    m = R m̂,   Q = R (m̂ m̂ᵀ + Q̂) Rᵀ,   E[f_t] = 0 (unpenalised bias).
+
+Two stages give the teacher–student equations of ``replica.solve`` (V = R_22, V_c = R_21).  Stages are
+solved in order; stage t needs a t-dimensional Gaussian expectation.  Up to ``EXACT_STAGES`` stages it
+is a nested product rule: along each earlier stage's direction a composite Gauss–Legendre rule whose
+breakpoints follow that stage's output across the kinks of the soft label sig(h/T) read from it
+(so small T, nearly hard labels, is resolved), along the new stage's own direction Gauss–Hermite.
+Beyond, randomised quasi-Monte Carlo (scrambled Sobol points): independent scramblings give the
+error bar ``eg_se``, the one place where the package estimates an integral by sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit
+from scipy import optimize
+from scipy.special import expit, ndtri
+from scipy.stats import qmc
+
+from kdtheory.losses import _d1_p, _prox_curv_p
+from kdtheory.problem import (
+    BayesTeacher,
+    GaussianMixture,
+    LogisticTeacher,
+    Student,
+    check_instance,
+    check_integer,
+    check_real,
+)
+from replica.quadrature import Quadrature, composite_rule, feature_breaks
+from replica.teacher import bayes_constant
+
+__all__ = ["EXACT_STAGES", "ChainSolution", "StageState", "solve_chain"]
+
+#: chains up to this many stages (teacher included) are integrated by tensor Gauss–Hermite
+EXACT_STAGES = 3
+#: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
+NODES = (96, 48, 24)
+#: Gauss–Legendre points per panel of the composite rules of the earlier stages' directions, in
+#: the rules of stages 2 and 3 (stage 2 to ~1e-9; stage 3, at (order)² the cost, to ~1e-6 in q)
+ORDERS = (6, 4)
+_F = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 36.0])
+#: feature points h_k/s of a kink of width s (a leaner set than the one-stage solver's: with the
+#: defaults, stage 2 agrees with ``replica.solve`` to ~1e-8 down to T = 0.02, and stage 3 moves by
+#: ≤ 1e-7 when the orders and node counts are raised)
+FEATURES = np.concatenate([-_F[:0:-1], _F])
+
+
+@dataclass(frozen=True)
+class StageState:
+    """One stage of a chain: m = w·v/N, q = ‖w‖²/N, b, r = w_t·w_{t−1}/N (NaN for stage 1), V = R_tt,
+    the clean-label test error ``eg`` = ρΦ(−(m + b)/√(Δq)) + (1 − ρ)Φ(−(m − b)/√(Δq)) and its
+    quasi-Monte-Carlo standard error ``eg_se`` (0 for the exact rule), ``converged``, ``residual``."""
+
+    m: float
+    q: float
+    b: float
+    r: float
+    V: float
+    eg: float
+    eg_se: float
+    converged: bool
+    residual: float
+
+
+@dataclass(frozen=True)
+class ChainSolution:
+    """Every stage of a chain (``stages[0]`` is the teacher, "stage 1") and the matrices Q (overlaps
+    w_s·w_t/N), R (responses; R_ts is stage t's susceptibility to stage s's output), m̂ and Q̂.
+    ``status`` is "converged" or names the first failing stage in ``message``."""
+
+    data: GaussianMixture
+    teacher: LogisticTeacher | BayesTeacher
+    students: tuple[Student, ...]
+    stages: tuple[StageState, ...]
+    converged: bool
+    status: str
+    message: str = ""
+    Q: np.ndarray = field(default=None, repr=False, compare=False)
+    R: np.ndarray = field(default=None, repr=False, compare=False)
+    m_hat: np.ndarray = field(default=None, repr=False, compare=False)
+    Q_hat: np.ndarray = field(default=None, repr=False, compare=False)
+
+    @property
+    def eg(self) -> np.ndarray:
+        """Test error of every stage, stage 1 first."""
+        return np.array([s.eg for s in self.stages])
+
+
+@dataclass(frozen=True)
+class _Loss:
+    """Stage loss: 'bayes' (linear, f = cŷ, λ = 1), or ℓ_KD with (χ, T, T_s); the teacher is χ = 0."""
+
+    kind: str
+    lam: float
+    chi: float = 0.0
+    temperature: float = 1.0
+    ts: float = 1.0
+    c: float = 0.0
+
+
+@njit(cache=True)
+def _prox_nodes(yhat, pt, om, var, chi, ts, h):
+    """h = prox_{var, ℓ_KD(ŷ, p̃, ·)}(ω) at every node (warm start: ``h`` on entry, NaN: none), and
+    f = −∂_hℓ_KD(h), ℓ″ = ∂²_hℓ_KD(h)."""
+    n = om.shape[0]
+    f = np.empty(n)
+    d2 = np.empty(n)
+    for k in range(n):
+        h0 = h[k] if h[k] == h[k] else om[k]
+        hk, d2k = _prox_curv_p(yhat[k], pt[k], om[k], var, chi, ts, h0)
+        h[k] = hk
+        f[k] = -_d1_p(yhat[k], pt[k], hk, chi, ts)
+        d2[k] = d2k
+    return f, d2
+
+
+class _Nodes:
+    """Nodes (y, ŷ, ξ) with weights P(y) P(ŷ|y) w_ξ, and the stages' (h, f, ∂h/∂ω, ∂f/∂ω) there."""
+
+    def __init__(self, y: np.ndarray, yhat: np.ndarray, w: np.ndarray, xi: np.ndarray):
+        self.y, self.yhat, self.w, self.xi = y, yhat, w, xi
+        self.h, self.f, self.dh, self.df = [], [], [], []
+
+    @classmethod
+    def product(cls, data: GaussianMixture, xi: np.ndarray, wxi: np.ndarray) -> _Nodes:
+        """The label pairs (y, ŷ) times one rule (ξ_i, w_i) for all of them."""
+        pairs = _pairs(data)
+        n = xi.shape[0]
+        return cls(
+            np.repeat([y for y, _, _ in pairs], n),
+            np.repeat([s for _, s, _ in pairs], n),
+            np.concatenate([p * wxi for _, _, p in pairs]),
+            np.tile(xi, (len(pairs), 1)),
+        )
+
+
+def _pairs(data: GaussianMixture) -> list[tuple[float, float, float]]:
+    """(y, ŷ, P(y) P(ŷ | y)) for the cluster label y and the training label ŷ (flipped w.p. θ)."""
+    return [
+        (y, s * y, py * ps)
+        for y, py in ((1.0, data.rho), (-1.0, 1.0 - data.rho))
+        for s, ps in ((1.0, 1.0 - data.flip), (-1.0, data.flip))
+        if ps > 0.0
+    ]
+
+
+@njit(cache=True)
+def _expand(yhat, pt, centre, spread, var, chi, ts, hk, gap, base, glx, glw, width):
+    """Per prefix node i, the composite Gauss–Legendre rule in the next ξ with breakpoints where
+    the stage's output crosses the feature points ``hk`` (``feature_breaks``): ``width`` columns
+    of nodes and weights per row (zero weight where a row has fewer)."""
+    n = yhat.shape[0]
+    xs = np.zeros((n, width))
+    ws = np.zeros((n, width))
+    ext = np.empty(hk.shape[0])
+    for i in range(n):
+        k = feature_breaks(hk, yhat[i], pt[i], var, chi, ts, centre[i], spread, gap, ext)
+        composite_rule(base, ext, k, glx, glw, xs[i], ws[i])
+    return xs, ws
+
+
+def _tensor_rule(dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss–Hermite rule in ``dim`` dimensions, n nodes per axis, weights sum to 1."""
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    grids = np.meshgrid(*([z] * dim), indexing="ij")
+    weights = np.meshgrid(*([w] * dim), indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1), np.prod([g.ravel() for g in weights], 0)
+
+
+def _sobol_rule(dim: int, log2_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scrambled Sobol points mapped to N(0, I_dim) by Φ⁻¹, equal weights."""
+    u = qmc.Sobol(d=dim, scramble=True, seed=seed).random_base2(log2_points)
+    return ndtri(u), np.full(u.shape[0], 1.0 / u.shape[0])
+
+
+class _Chain:
+    """The state of the stages solved so far: m, b, Q, R, m̂, Q̂, Cholesky factor C of ΔQ."""
+
+    def __init__(self, data: GaussianMixture, losses: list[_Loss]):
+        k = len(losses)
+        self.data, self.losses = data, losses
+        self.m, self.b = np.zeros(k), np.zeros(k)
+        self.Q, self.R, self.C = np.zeros((k, k)), np.zeros((k, k)), np.zeros((k, k))
+        self.m_hat, self.Q_hat = np.zeros(k), np.zeros((k, k))
+
+    def cholesky_row(self, t: int, q_row: np.ndarray) -> np.ndarray:
+        """Row t of the Cholesky factor of ΔQ given Q_{t,0..t} (rows < t fixed); a non-positive
+        pivot (Q not positive definite along the way) is clipped to 0."""
+        d = self.data.delta
+        c = np.zeros(t + 1)
+        for u in range(t):
+            cuu = self.C[u, u]
+            c[u] = (d * q_row[u] - c[:u] @ self.C[u, :u]) / cuu if cuu > 0.0 else 0.0
+        c[t] = math.sqrt(max(d * q_row[t] - c[:t] @ c[:t], 0.0))
+        return c
+
+    def forward(self, nodes: _Nodes, t: int, m, b, q_row, r_row, h_warm=None):
+        """Stage t at the nodes given its (m, b, Q_{t,·}, R_{t,·}) and the earlier stages' values
+        there: (h, f, ℓ″-free derivatives ∂h/∂ω_u, ∂f/∂ω_u for u ≤ t)."""
+        loss, d = self.losses[t], self.data.delta
+        c = self.cholesky_row(t, q_row)
+        om = nodes.y * m + b + nodes.xi[:, : t + 1] @ c
+        dom = np.zeros((om.shape[0], t + 1))
+        dom[:, t] = 1.0
+        for s in range(t):
+            om = om + d * r_row[s] * nodes.f[s]
+            dom[:, : s + 1] += d * r_row[s] * nodes.df[s]
+        if loss.kind == "bayes":  # h = ω + Δ c ŷ (V = 1/λ = 1), f = cŷ
+            f = loss.c * nodes.yhat
+            return om + d * f, f, dom, np.zeros_like(dom)
+        var = d * r_row[t]
+        if t == 0:
+            pt, kappa, dprev = np.full(om.shape[0], 0.5), 0.0, np.zeros_like(dom)
+        else:
+            pt = expit(nodes.h[t - 1] / loss.temperature)
+            kappa = -loss.chi * pt * (1.0 - pt) / (loss.temperature * loss.ts)
+            dprev = np.zeros_like(dom)
+            dprev[:, :t] = nodes.dh[t - 1]
+            kappa = kappa[:, None]
+        h = np.full(om.shape[0], np.nan) if h_warm is None else h_warm
+        f, d2 = _prox_nodes(nodes.yhat, pt, om, var, loss.chi, loss.ts, h)
+        den = (1.0 + var * d2)[:, None]
+        dh = (dom - var * kappa * dprev) / den
+        df = -d2[:, None] * dh - kappa * dprev
+        return h, f, dh, df
+
+    def update(self, nodes: _Nodes, t: int, x: np.ndarray, h_warm=None):
+        """One step of stage t's fixed point x = (m, b, Q_{t,0..t}, R_{t,0..t}) → new x."""
+        alpha, d, loss = self.data.alpha, self.data.delta, self.losses[t]
+        m, b, q_row, r_row = x[0], x[1], x[2 : t + 3], x[t + 3 :]
+        h, f, dh, df = self.forward(nodes, t, m, b, q_row, r_row, h_warm)
+        w = nodes.w
+        m_hat = alpha * (w @ (nodes.y * f))
+        q_hat = np.array([alpha * d * (w @ (f * nodes.f[u])) for u in range(t)] + [0.0])
+        q_hat[t] = alpha * d * (w @ (f * f))
+        jac = w @ df  # E[∂f_t/∂ω_u], u ≤ t
+        lrow = -alpha * d * jac
+        lrow[t] += loss.lam
+        r_new = np.zeros(t + 1)
+        r_new[t] = 1.0 / lrow[t]
+        for u in range(t):
+            r_new[u] = -(lrow[u:t] @ self.R[u:t, u]) / lrow[t]
+        mh = np.append(self.m_hat[:t], m_hat)
+        qh = np.zeros((t + 1, t + 1))
+        qh[:t, :t] = self.Q_hat[:t, :t]
+        qh[t, :], qh[:, t] = q_hat, q_hat
+        rr = np.zeros((t + 1, t + 1))
+        rr[:t, :t] = self.R[:t, :t]
+        rr[t] = r_new
+        s = mh[:, None] * mh[None, :] + qh
+        q_new = rr @ s @ r_new
+        if loss.kind == "bayes":
+            b_new = math.log(self.data.rho / (1.0 - self.data.rho))
+        else:
+            b_new = b - (w @ f) / jac[t] if jac[t] < 0.0 else b
+        x_new = np.concatenate([[r_new @ mh, b_new], q_new, r_new])
+        return x_new, (h, f, dh, df, m_hat, q_hat)
+
+    def accept(self, nodes: _Nodes, t: int, x: np.ndarray, extra) -> None:
+        """Store stage t's solution x and its node values for the later stages."""
+        h, f, dh, df, m_hat, q_hat = extra
+        self.m[t], self.b[t] = x[0], x[1]
+        self.Q[t, : t + 1] = self.Q[: t + 1, t] = x[2 : t + 3]
+        self.R[t, : t + 1] = x[t + 3 :]
+        self.C[t, : t + 1] = self.cholesky_row(t, x[2 : t + 3])
+        self.m_hat[t] = m_hat
+        self.Q_hat[t, : t + 1] = self.Q_hat[: t + 1, t] = q_hat
+        nodes.h.append(h)
+        nodes.f.append(f)
+        nodes.dh.append(dh)
+        nodes.df.append(df)
+
+    def replay(self, nodes: _Nodes, t: int) -> None:
+        """Evaluate the solved stages 0..t−1 at new nodes."""
+        for s in range(t):
+            x = np.concatenate([[self.m[s], self.b[s]], self.Q[s, : s + 1], self.R[s, : s + 1]])
+            h, f, dh, df = self.forward(nodes, s, x[0], x[1], x[2 : s + 3], x[s + 3 :])
+            nodes.h.append(h)
+            nodes.f.append(f)
+            nodes.dh.append(dh)
+            nodes.df.append(df)
+
+
+def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
+    """Stage t's rule, with the solved stages 0..t−1 evaluated at its nodes.
+
+    Axis j < t (stage j's own Gaussian direction, given the earlier ones) gets, per prefix node, the
+    composite Gauss–Legendre rule of ``replica.quadrature`` with breakpoints where stage j's output
+    h_j crosses its feature points: the soft-label scale T_{j+1} of the stage reading it, its own
+    loss's scales (1 for labels, T_s for distillation); so a small temperature (a nearly hard
+    label sig(h_j/T)) is resolved.  Axis t, the new stage's own direction: Gauss–Hermite, n_own.
+    """
+    quad = Quadrature(order=order)
+    base, (glx, glw) = quad.base(), quad.legendre()
+    nd = _Nodes.product(chain.data, np.zeros((1, 0)), np.ones(1))
+    d = chain.data.delta
+    for j in range(t):
+        nd.h, nd.f, nd.dh, nd.df = [], [], [], []
+        chain.replay(nd, j)
+        loss, spread = chain.losses[j], chain.C[j, j]
+        centre = nd.y * chain.m[j] + chain.b[j] + nd.xi[:, :j] @ chain.C[j, :j]
+        for s in range(j):
+            centre = centre + d * chain.R[j, s] * nd.f[s]
+        if j == 0:
+            pt = np.full(centre.shape[0], 0.5)
+        else:
+            pt = expit(nd.h[j - 1] / loss.temperature)
+        nxt = chain.losses[j + 1]
+        unit = (
+            1.0 if (loss.chi < 1.0 or nxt.chi < 1.0) and 1.0 < quad.feature_ratio * spread else 0.0
+        )
+        soft = (
+            nxt.temperature
+            if nxt.chi > 0.0 and nxt.temperature < quad.feature_ratio * spread
+            else 0.0
+        )
+        own = loss.ts if loss.chi > 0.0 and loss.ts < quad.feature_ratio * spread else 0.0
+        hk = np.unique(
+            np.concatenate([s_ * FEATURES for s_ in (unit, soft, own) if s_ > 0.0] + [[]])
+        )
+        var = d * chain.R[j, j]
+        if loss.kind == "bayes":  # h_j = ω_j + Δcŷ: the features' ξ are (h_k − Δcŷ − centre)/spread
+            centre, var = centre + d * loss.c * nd.yhat, 0.0
+        width = (len(base) + len(hk)) * order
+        xs, ws = _expand(
+            nd.yhat, pt, centre, spread, var, loss.chi, loss.ts, hk,
+            quad.feature_gap, base, glx, glw, width,
+        )  # fmt: skip
+        keep = ws > 0.0
+        rows = np.nonzero(keep)[0]
+        nd = _Nodes(
+            nd.y[rows], nd.yhat[rows], nd.w[rows] * ws[keep],
+            np.column_stack([nd.xi[rows], xs[keep]]),
+        )  # fmt: skip
+    x1, w1 = _tensor_rule(1, n_own)
+    p = nd.w.shape[0]
+    nd = _Nodes(
+        np.repeat(nd.y, n_own), np.repeat(nd.yhat, n_own), (nd.w[:, None] * w1).ravel(),
+        np.column_stack([np.repeat(nd.xi, n_own, axis=0), np.tile(x1[:, 0], p)]),
+    )  # fmt: skip
+    chain.replay(nd, t)
+    return nd
+
+
+def _initial(chain: _Chain, t: int) -> np.ndarray:
+    """Stage t's starting point: stage t − 1's values (a copy of it), or a small classifier."""
+    if t == 0:
+        return np.array([0.5, 0.0, 1.0, 1.0])
+    qr = np.append(chain.Q[t - 1, :t], chain.Q[t - 1, t - 1])
+    rr = np.zeros(t + 1)
+    rr[t] = chain.R[t - 1, t - 1]
+    return np.concatenate([[chain.m[t - 1], chain.b[t - 1]], qr, rr])
+
+
+def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int):
+    """Damped iteration of stage t's map, finished by a Newton-type root solve (MINPACK hybrd);
+    returns (x, extra, residual, converged)."""
+    x = _initial(chain, t)
+    h_warm = None
+    scale = lambda z: np.maximum(1.0, np.abs(z))  # noqa: E731  (relative change, absolute near 0)
+    res = math.inf
+    for _ in range(min(max_iter, 40)):
+        x_new, extra = chain.update(nodes, t, x, h_warm)
+        h_warm = extra[0]
+        res = float(np.max(np.abs(x_new - x) / scale(x_new)))
+        x = 0.5 * x + 0.5 * x_new if res > 1e-2 else x_new
+        if not np.all(np.isfinite(x)):
+            return x, extra, math.inf, False
+        if res < tol:
+            return x_new, extra, res, True
+    warm = [h_warm]
+
+    def residual(z):
+        z_new, ex = chain.update(nodes, t, z, warm[0].copy())
+        warm[0] = ex[0]
+        return (z_new - z) / scale(z)
+
+    sol = optimize.root(
+        residual, x, method="hybr", options={"xtol": tol * 1e-2, "maxfev": max_iter}
+    )
+    x = sol.x
+    x_new, extra = chain.update(nodes, t, x, warm[0].copy())
+    res = float(np.max(np.abs(x_new - x) / scale(x_new)))
+    return x_new, extra, res, bool(res < tol and np.all(np.isfinite(x_new)))
+
+
+def _losses(data, teacher, students) -> list[_Loss]:
+    if isinstance(teacher, BayesTeacher):
+        out = [_Loss("bayes", 1.0, c=bayes_constant(data))]
+    else:
+        out = [_Loss("kd", teacher.lam)]
+    for s in students:
+        out.append(_Loss("kd", s.lam, s.chi, s.temperature, s.student_temperature))
+    return out
+
+
+def _check(data, teacher, students, nodes, qmc_points, qmc_repeats, tol, max_iter) -> tuple:
+    check_instance("data", data, GaussianMixture)
+    check_instance("teacher", teacher, (LogisticTeacher, BayesTeacher))
+    if isinstance(students, Student) or not isinstance(students, Sequence):
+        raise ValueError(f"students must be a sequence of Student, got {students!r}")
+    students = tuple(students)
+    for i, s in enumerate(students):
+        check_instance(f"students[{i}]", s, Student)
+        if s.eta != 1.0:
+            raise ValueError(
+                f"students[{i}].eta must be 1 in a chain (sparse stages are not derived), got {s.eta}"
+            )
+        if s.lam <= 0.0:
+            raise ValueError(f"students[{i}].lam must be > 0 in a chain, got {s.lam}")
+    if isinstance(teacher, BayesTeacher) and data.flip > 0.0:
+        raise ValueError(
+            f"GaussianMixture.flip must be 0 with a BayesTeacher, got {data.flip!r}: use a "
+            "LogisticTeacher under label noise"
+        )
+    if isinstance(teacher, LogisticTeacher) and teacher.lam <= 0.0:
+        raise ValueError(f"teacher.lam must be > 0 in a chain, got {teacher.lam}")
+    if nodes is None:
+        nodes = NODES
+    nodes = tuple(check_integer(f"nodes[{i}]", n, 4, 400) for i, n in enumerate(nodes))
+    if len(nodes) != EXACT_STAGES:
+        raise ValueError(
+            f"nodes must give {EXACT_STAGES} counts (one per exact stage), got {nodes}"
+        )
+    check_integer("qmc_points", qmc_points, 6, 22)
+    check_integer("qmc_repeats", qmc_repeats, 2, 64)
+    check_real("tol", tol, 0.0, 1.0, True, True)
+    check_integer("max_iter", max_iter, 1)
+    return students, nodes
+
+
+def solve_chain(
+    data: GaussianMixture,
+    teacher: LogisticTeacher | BayesTeacher,
+    students: Sequence[Student],
+    *,
+    nodes: Sequence[int] | None = None,
+    qmc_points: int = 13,
+    qmc_repeats: int = 8,
+    tol: float = 1e-9,
+    max_iter: int = 400,
+    exact_stages: int = EXACT_STAGES,
+    orders: Sequence[int] | None = None,
+) -> ChainSolution:
+    r"""Solve a self-distillation chain: the teacher (stage 1), then ``students`` in order.
+
+    Parameters
+    ----------
+    data : GaussianMixture
+        α, ρ, Δ and the label noise θ = ``data.flip`` of the training labels.
+    teacher : LogisticTeacher or BayesTeacher
+        Stage 1, trained on the noisy labels (λ̃ > 0; the Bayes teacher needs θ = 0).
+    students : sequence of Student
+        Stages 2, 3, …: each trained with its own (λ_t > 0, χ_t, T_t, tempered) on the previous
+        stage's preactivations; η = 1.
+    nodes : three ints, optional
+        Gauss–Hermite nodes of the own direction of stages 1, 2, 3 (default ``NODES``).
+    orders : two ints, optional
+        Gauss–Legendre points per panel of the earlier stages' directions in the rules of stages
+        2 and 3 (default ``ORDERS``).
+    qmc_points, qmc_repeats : int
+        Stages beyond ``EXACT_STAGES``: 2^qmc_points scrambled Sobol points, ``qmc_repeats``
+        independent scramblings (mean and standard error over them).
+    tol, max_iter
+        Relative change of every order parameter at convergence; map evaluations per stage.
+    exact_stages : int
+        Stages integrated by the tensor rule, 1 ≤ … ≤ ``EXACT_STAGES`` (fewer: QMC from earlier on,
+        to check the QMC estimate against the exact rule).
+
+    Returns
+    -------
+    ChainSolution
+    """
+    students, nodes = _check(data, teacher, students, nodes, qmc_points, qmc_repeats, tol, max_iter)
+    check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
+    orders = ORDERS if orders is None else tuple(orders)
+    if len(orders) != EXACT_STAGES - 1:
+        raise ValueError(f"orders must give {EXACT_STAGES - 1} counts (stages 2, 3), got {orders}")
+    for i, o in enumerate(orders):
+        check_integer(f"orders[{i}]", o, 2, 32)
+    losses = _losses(data, teacher, students)
+    chain = _Chain(data, losses)
+    stages: list[StageState] = []
+    k = len(losses)
+    exact = min(k, exact_stages)
+    status, message, ok = "converged", "", True
+    for t in range(exact):
+        nd = _nested_rule(chain, t, nodes[t], orders[t - 1] if t > 0 else 2)
+        x, extra, res, ok = _solve_stage(chain, nd, t, tol, max_iter)
+        chain.accept(nd, t, x, extra)
+        stages.append(_state(chain, t, 0.0, ok, res))
+        if not ok:
+            status, message = "max_iter", f"stage {t + 1} did not converge (residual {res:.2g})"
+            break
+    if ok and k > exact:
+        stages += _qmc_stages(chain, exact, k, qmc_points, qmc_repeats, tol, max_iter)
+        bad = [i + 1 for i, s in enumerate(stages) if not s.converged]
+        if bad:
+            status, message = "max_iter", f"stage {bad[0]} did not converge in every QMC replica"
+    return ChainSolution(
+        data,
+        teacher,
+        students,
+        tuple(stages),
+        status == "converged",
+        status,
+        message,
+        chain.Q.copy(),
+        chain.R.copy(),
+        chain.m_hat.copy(),
+        chain.Q_hat.copy(),
+    )
+
+
+def _state(chain: _Chain, t: int, eg_se: float, ok: bool, res: float) -> StageState:
+    m, q, b = chain.m[t], chain.Q[t, t], chain.b[t]
+    r = chain.Q[t, t - 1] if t > 0 else math.nan
+    eg = float(chain.data.error(m, q, b))
+    return StageState(
+        float(m), float(q), float(b), float(r), float(chain.R[t, t]), eg, eg_se, ok, res
+    )
+
+
+def _qmc_stages(chain, first, k, log2_points, repeats, tol, max_iter) -> list[StageState]:
+    """Stages first..k−1 by randomised QMC: each replica solves them on its own scrambled Sobol
+    points (earlier stages replayed there); the states are replica means, eg_se the s.e. of eg."""
+    runs = []
+    for rep in range(repeats):
+        sub = _Chain(chain.data, chain.losses)
+        for name in ("m", "b", "Q", "R", "C", "m_hat", "Q_hat"):
+            setattr(sub, name, getattr(chain, name).copy())
+        nd = _Nodes.product(chain.data, *_sobol_rule(k, log2_points, seed=rep))
+        sub.replay(nd, first)
+        states = []
+        for t in range(first, k):
+            x, extra, res, ok = _solve_stage(sub, nd, t, tol, max_iter)
+            sub.accept(nd, t, x, extra)
+            states.append(_state(sub, t, 0.0, ok, res))
+        runs.append((sub, states))
+    out = []
+    for i in range(k - first):
+        rows = [states[i] for _, states in runs]
+        eg = np.array([s.eg for s in rows])
+        mean = {f: float(np.mean([getattr(s, f) for s in rows])) for f in ("m", "q", "b", "r", "V")}
+        out.append(
+            StageState(
+                **mean,
+                eg=float(eg.mean()),
+                eg_se=float(eg.std(ddof=1) / math.sqrt(len(eg))),
+                converged=all(s.converged for s in rows),
+                residual=max(s.residual for s in rows),
+            )
+        )
+    for name in ("m", "b", "m_hat"):
+        getattr(chain, name)[first:] = np.mean([getattr(s, name)[first:] for s, _ in runs], 0)
+    for name in ("Q", "R", "Q_hat"):
+        mean = np.mean([getattr(s, name) for s, _ in runs], 0)
+        getattr(chain, name)[first:, :] = mean[first:, :]
+        getattr(chain, name)[:, first:] = mean[:, first:]
+    return out
