@@ -6,7 +6,7 @@
 >>> sol.converged, round(sol.student.eg, 4)  # doctest: +SKIP
 """
 
-from replica.chain import ChainSolution, StageState, solve_chain
+from replica.chain import ChainOptimum, ChainSolution, StageState, optimise_chain, solve_chain
 from replica.gradient import Gradient, gradient
 from replica.optimise import OptimiseResult, optimise
 from replica.population import PopulationLoss, population_loss
@@ -23,6 +23,7 @@ from replica.student import StudentState
 from replica.teacher import TeacherSolution, TeacherState
 
 __all__ = [
+    "ChainOptimum",
     "ChainSolution",
     "ConvergenceError",
     "Gradient",
@@ -37,6 +38,7 @@ __all__ = [
     "bayes_error",
     "gradient",
     "optimise",
+    "optimise_chain",
     "population_loss",
     "separability_threshold",
     "solve",

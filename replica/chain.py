@@ -51,10 +51,19 @@ from kdtheory.problem import (
 from replica.quadrature import Quadrature, composite_rule, feature_breaks
 from replica.teacher import bayes_constant
 
-__all__ = ["EXACT_STAGES", "ChainSolution", "StageState", "solve_chain"]
+__all__ = [
+    "EXACT_STAGES",
+    "ChainOptimum",
+    "ChainSolution",
+    "StageState",
+    "optimise_chain",
+    "solve_chain",
+]
 
 #: chains up to this many stages (teacher included) are integrated by tensor Gauss–Hermite
 EXACT_STAGES = 3
+#: relative change below which stage t's damped iteration hands over to the root solver
+SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
 NODES = (96, 48, 24)
 #: Gauss–Legendre points per panel of the composite rules of the earlier stages' directions, in
@@ -101,6 +110,8 @@ class ChainSolution:
     R: np.ndarray = field(default=None, repr=False, compare=False)
     m_hat: np.ndarray = field(default=None, repr=False, compare=False)
     Q_hat: np.ndarray = field(default=None, repr=False, compare=False)
+    #: the rule settings (nodes, orders) the stages were integrated with
+    rule: tuple = field(default=(), repr=False, compare=False)
 
     @property
     def eg(self) -> np.ndarray:
@@ -293,6 +304,20 @@ class _Chain:
         nodes.dh.append(dh)
         nodes.df.append(df)
 
+    def restore(self, sol: ChainSolution, t: int) -> None:
+        """Copy stage t of a solution (its earlier stages already restored)."""
+        self.m[t], self.b[t] = sol.stages[t].m, sol.stages[t].b
+        self.Q[t, : t + 1] = self.Q[: t + 1, t] = sol.Q[t, : t + 1]
+        self.R[t, : t + 1] = sol.R[t, : t + 1]
+        self.C[t, : t + 1] = self.cholesky_row(t, sol.Q[t, : t + 1])
+        self.m_hat[t] = sol.m_hat[t]
+        self.Q_hat[t, : t + 1] = self.Q_hat[: t + 1, t] = sol.Q_hat[t, : t + 1]
+
+    def guess(self, sol: ChainSolution, t: int) -> np.ndarray:
+        """Stage t's values in a related solution, as a starting point."""
+        st = sol.stages[t]
+        return np.concatenate([[st.m, st.b], sol.Q[t, : t + 1], sol.R[t, : t + 1]])
+
     def replay(self, nodes: _Nodes, t: int) -> None:
         """Evaluate the solved stages 0..t−1 at new nodes."""
         for s in range(t):
@@ -375,10 +400,11 @@ def _initial(chain: _Chain, t: int) -> np.ndarray:
     return np.concatenate([[chain.m[t - 1], chain.b[t - 1]], qr, rr])
 
 
-def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int):
-    """Damped iteration of stage t's map, finished by a Newton-type root solve (MINPACK hybrd);
-    returns (x, extra, residual, converged)."""
-    x = _initial(chain, t)
+def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None):
+    """Damped iteration of stage t's map from ``x0`` (default: ``_initial``) to a relative change
+    of 1e-3, finished by a Newton-type root solve (MINPACK hybrd); returns (x, extra, residual,
+    converged)."""
+    x = _initial(chain, t) if x0 is None else x0
     h_warm = None
     scale = lambda z: np.maximum(1.0, np.abs(z))  # noqa: E731  (relative change, absolute near 0)
     res = math.inf
@@ -391,6 +417,8 @@ def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int
             return x, extra, math.inf, False
         if res < tol:
             return x_new, extra, res, True
+        if res < SWITCH:
+            break
     warm = [h_warm]
 
     def residual(z):
@@ -401,9 +429,18 @@ def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int
     sol = optimize.root(
         residual, x, method="hybr", options={"xtol": tol * 1e-2, "maxfev": max_iter}
     )
-    x = sol.x
+    x = sol.x if np.all(np.isfinite(sol.x)) else x
     x_new, extra = chain.update(nodes, t, x, warm[0].copy())
     res = float(np.max(np.abs(x_new - x) / scale(x_new)))
+    damping = 1.0
+    for _ in range(max_iter):  # the root solver stalled: finish by the (damped) iteration
+        if res < tol or not np.all(np.isfinite(x_new)):
+            break
+        x = (1.0 - damping) * x + damping * x_new
+        x_new, extra = chain.update(nodes, t, x, extra[0])
+        new_res = float(np.max(np.abs(x_new - x) / scale(x_new)))
+        damping = max(0.1, 0.5 * damping) if new_res > res else min(1.0, 1.5 * damping)
+        res = new_res
     return x_new, extra, res, bool(res < tol and np.all(np.isfinite(x_new)))
 
 
@@ -464,6 +501,7 @@ def solve_chain(
     max_iter: int = 400,
     exact_stages: int = EXACT_STAGES,
     orders: Sequence[int] | None = None,
+    init: ChainSolution | None = None,
 ) -> ChainSolution:
     r"""Solve a self-distillation chain: the teacher (stage 1), then ``students`` in order.
 
@@ -481,6 +519,9 @@ def solve_chain(
     orders : two ints, optional
         Gauss–Legendre points per panel of the earlier stages' directions in the rules of stages
         2 and 3 (default ``ORDERS``).
+    init : ChainSolution, optional
+        A solution of a related chain: its leading stages are reused where the data, teacher,
+        students and rule are the same, and its later stages start the others' iterations.
     qmc_points, qmc_repeats : int
         Stages beyond ``EXACT_STAGES``: 2^qmc_points scrambled Sobol points, ``qmc_repeats``
         independent scramblings (mean and standard error over them).
@@ -501,15 +542,22 @@ def solve_chain(
         raise ValueError(f"orders must give {EXACT_STAGES - 1} counts (stages 2, 3), got {orders}")
     for i, o in enumerate(orders):
         check_integer(f"orders[{i}]", o, 2, 32)
+    if init is not None:
+        check_instance("init", init, ChainSolution)
     losses = _losses(data, teacher, students)
     chain = _Chain(data, losses)
     stages: list[StageState] = []
     k = len(losses)
     exact = min(k, exact_stages)
     status, message, ok = "converged", "", True
-    for t in range(exact):
+    reuse = _reusable(init, data, teacher, students, (nodes, orders, tol), exact)
+    for t in range(reuse):
+        chain.restore(init, t)
+        stages.append(init.stages[t])
+    for t in range(reuse, exact):
         nd = _nested_rule(chain, t, nodes[t], orders[t - 1] if t > 0 else 2)
-        x, extra, res, ok = _solve_stage(chain, nd, t, tol, max_iter)
+        x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
+        x, extra, res, ok = _solve_stage(chain, nd, t, tol, max_iter, x0)
         chain.accept(nd, t, x, extra)
         stages.append(_state(chain, t, 0.0, ok, res))
         if not ok:
@@ -532,7 +580,20 @@ def solve_chain(
         chain.R.copy(),
         chain.m_hat.copy(),
         chain.Q_hat.copy(),
+        (nodes, orders, tol),
     )
+
+
+def _reusable(init, data, teacher, students, rule, exact) -> int:
+    """How many leading stages of ``init`` are this chain's own (same problem prefix and rule)."""
+    if init is None or init.data != data or init.teacher != teacher or init.rule != rule:
+        return 0
+    j = 1
+    while j < min(exact, len(init.stages)) and j - 1 < len(students):
+        if init.students[j - 1] != students[j - 1] or not init.stages[j].converged:
+            break
+        j += 1
+    return j if init.stages[0].converged else 0
 
 
 def _state(chain: _Chain, t: int, eg_se: float, ok: bool, res: float) -> StageState:
@@ -581,3 +642,102 @@ def _qmc_stages(chain, first, k, log2_points, repeats, tol, max_iter) -> list[St
         getattr(chain, name)[first:, :] = mean[first:, :]
         getattr(chain, name)[:, first:] = mean[:, first:]
     return out
+
+
+#: the chain rule used inside ``optimise_chain``'s search (stage 3 to ~5e-6); the optimum is then
+#: re-solved with the default rule
+COARSE = {"nodes": (64, 32, 16), "orders": (4, 3)}
+
+
+@dataclass(frozen=True)
+class ChainOptimum:
+    """Stage-by-stage optimal self-distillation: the teacher's λ̃, each student's (λ_t, T_t), the
+    chain solved at them with the default rule, and the number of chain solves of the search."""
+
+    teacher: LogisticTeacher
+    students: tuple[Student, ...]
+    solution: ChainSolution
+    solves: int
+
+    @property
+    def eg(self) -> np.ndarray:
+        return self.solution.eg
+
+
+def optimise_chain(
+    data: GaussianMixture,
+    stages: int = 3,
+    *,
+    hard: bool = False,
+    hard_temperature: float = 0.02,
+    lam_range: tuple[float, float] = (1e-3, 1e2),
+    temperature_range: tuple[float, float] = (0.02, 20.0),
+) -> ChainOptimum:
+    r"""Optimal self-distillation, greedily: λ̃ = argmin ε_1, then for t = 2, …, ``stages`` the
+    student (λ_t, T_t) = argmin ε_t given the optimal earlier stages; every student is χ = 1,
+    tempered="teacher" (soft labels sig(h_{t−1}/T_t), the convention of Takanami, Takahashi &
+    Sakata 2025).  ``hard``: T_t = ``hard_temperature`` fixed (nearly hard pseudo-labels
+    sign h_{t−1}, β = 1/T → ∞), λ_t alone optimised.
+
+    Searches are in log λ, log T: bounded Brent for one parameter, Nelder–Mead from the best
+    point of a 3 × 3 grid for two (both on the ``COARSE`` rule).
+    """
+    check_instance("data", data, GaussianMixture)
+    check_integer("stages", stages, 1, EXACT_STAGES)
+    check_instance("hard", hard, bool)
+    check_real("hard_temperature", hard_temperature, 0.0, math.inf, True, True)
+    lo, hi = (
+        check_real(f"lam_range[{i}]", v, 0.0, math.inf, True, True) for i, v in enumerate(lam_range)
+    )
+    t_lo, t_hi = (
+        check_real(f"temperature_range[{i}]", v, 0.0, math.inf, True, True)
+        for i, v in enumerate(temperature_range)
+    )
+    if not (lo < hi and t_lo < t_hi):
+        raise ValueError("lam_range and temperature_range must be increasing pairs")
+    count = [0]
+    v_hard = math.log(hard_temperature)
+    box = (math.log(lo), math.log(hi), math.log(t_lo), math.log(t_hi))
+
+    def chain(lam_t, students, init=None):
+        count[0] += 1
+        return solve_chain(data, LogisticTeacher(lam_t), students, init=init, **COARSE)
+
+    def last_eg(sol: ChainSolution) -> float:
+        return sol.stages[-1].eg if sol.converged else 1.0
+
+    res = optimize.minimize_scalar(
+        lambda u: last_eg(chain(math.exp(u), [])), bounds=box[:2], method="bounded",
+        options={"xatol": 1e-3},
+    )  # fmt: skip
+    lam_t = float(math.exp(res.x))
+    students: list[Student] = []
+    best = chain(lam_t, [])
+    for _ in range(stages - 1):
+
+        def student(u, v):
+            return Student(math.exp(u), 1.0, math.exp(v), tempered="teacher")
+
+        def f(z, prefix=tuple(students), init=best):
+            u = min(max(z[0], box[0]), box[1])
+            v = min(max(z[1], box[2]), box[3])
+            return last_eg(chain(lam_t, [*prefix, student(u, v)], init))
+
+        if hard:
+            r = optimize.minimize_scalar(
+                lambda u: f((u, v_hard)), bounds=box[:2], method="bounded", options={"xatol": 1e-2}
+            )
+            z = (r.x, v_hard)
+        else:
+            grid = [(u, v) for u in np.log([0.01, 0.1, 1.0]) for v in np.log([0.1, 0.5, 2.0])]
+            z0 = min(grid, key=f)
+            r = optimize.minimize(
+                f, z0, method="Nelder-Mead",
+                options={"xatol": 1e-2, "fatol": 1e-7, "initial_simplex": [
+                    z0, (z0[0] + 0.7, z0[1]), (z0[0], z0[1] + 0.7)]},
+            )  # fmt: skip
+            z = (min(max(r.x[0], box[0]), box[1]), min(max(r.x[1], box[2]), box[3]))
+        students.append(student(*z))
+        best = chain(lam_t, students, best)
+    teacher = LogisticTeacher(lam_t)
+    return ChainOptimum(teacher, tuple(students), solve_chain(data, teacher, students), count[0])

@@ -155,3 +155,23 @@ def test_symmetric_clusters_have_no_bias():
         GaussianMixture(1.5, 0.5, 1.0), BayesTeacher(), [Student(0.1), Student(0.1, chi=0.5)]
     )
     assert np.max(np.abs([s.b for s in chain.stages])) < 1e-10  # ρ = ½: b = 0 by symmetry
+
+
+def test_optimal_self_distillation_beats_its_alternatives_and_not_bayes():
+    """The greedy optimum (hard pseudo-labels, two stages) is no worse than a few other students
+    on the same optimal teacher, and the noiseless problem's Bayes error bounds every stage."""
+    data = GaussianMixture(2.0, 0.4, 1.0, flip=0.2)
+    opt = replica.optimise_chain(data, 2, hard=True)
+    assert opt.solution.converged
+    eg1, eg2 = opt.eg
+    for lam in (0.01, 0.3, 10.0):
+        other = replica.solve_chain(
+            data, opt.teacher, [Student(lam, 1.0, opt.students[0].temperature, tempered="teacher")]
+        )
+        # the search runs on a coarser rule (~5e-6) and stops at a relative step of 1e-2 in λ
+        assert eg2 <= other.stages[1].eg + 1e-5
+    for lam_t in (0.03, 1.0):  # and stage 1 is the best teacher
+        t = replica.solve_chain(data, LogisticTeacher(lam_t), [])
+        assert eg1 <= t.stages[0].eg + 1e-5
+    bayes = replica.bayes_error(GaussianMixture(2.0, 0.4, 1.0))
+    assert bayes < min(eg1, eg2)  # no stage beats the clean-label Bayes error
