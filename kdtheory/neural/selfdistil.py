@@ -1,7 +1,7 @@
 r"""Multi-stage self-distillation under label noise: a small neural counterpart of the replica chain.
 
     python -m kdtheory.neural.selfdistil --thetas 0,0.2,0.4 --stages 3 --seeds 3 \
-        --train-size 10000 --epochs 5 --temperature 2 --out results/neural/selfdistil
+        --train-size 10000 --epochs 20 --temperature 2 --out results/neural/selfdistil
 
 A fraction θ of the Fashion-MNIST training labels is replaced by a uniformly drawn *other* class
 (:func:`noisy_labels`, seeded). Stage 1 trains an MLP on the noisy labels ŷ (cross-entropy);
@@ -116,7 +116,7 @@ class SelfDistilConfig:
     temperature: float = 2.0
     tempered: str = "both"
     chi: float = 1.0
-    epochs: int = 5
+    epochs: int = 20
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
@@ -310,11 +310,13 @@ VARIABLES = {
     "agree_prev": "fraction of training inputs classified as stage t − 1 does (nan at stage 1)",
     "train_time_s": "wall seconds of the training loop",
 }
+GAIN = "clean test accuracy minus that of stage 1 of the same (theta, seed)"
 
 
 def to_dataset(records, cfg, thetas, stages, seeds, data_info, command=""):
     """The cells as an ``xarray.Dataset`` over (theta, stage, seed), nan where a cell is missing,
-    with ``<name>_mean`` and ``<name>_se`` (s.e. = sample std / √n over the seeds present)."""
+    with ``<name>_mean`` and ``<name>_se`` (s.e. = sample std / √n over the seeds present), and
+    ``test_gain`` = test_acc − test_acc at stage 1 of the same (θ, seed) (a paired difference)."""
     import xarray as xr
 
     shape = (len(thetas), stages, seeds)
@@ -323,9 +325,10 @@ def to_dataset(records, cfg, thetas, stages, seeds, data_info, command=""):
     for r in records:
         for k in VARIABLES:
             arrays[k][where[_theta_key(r["theta"])], r["stage"] - 1, r["seed"]] = r[k]
+    arrays["test_gain"] = arrays["test_acc"] - arrays["test_acc"][:, :1]
     coords = {"theta": list(thetas), "stage": np.arange(1, stages + 1), "seed": np.arange(seeds)}
     ds = xr.Dataset(coords=coords)
-    for k, desc in VARIABLES.items():
+    for k, desc in {**VARIABLES, "test_gain": GAIN}.items():
         a = arrays[k]
         n = np.sum(np.isfinite(a), axis=2)
         with np.errstate(invalid="ignore", divide="ignore"):  # no seed (nan) or one (s.e. nan)
@@ -352,11 +355,11 @@ def to_dataset(records, cfg, thetas, stages, seeds, data_info, command=""):
     return ds
 
 
-def _pm(mean: float, se: float) -> str:
+def _pm(mean: float, se: float, sign: str = "") -> str:
     """A fraction as "mean ± s.e." in percent ("–" without a value, no ± with one seed)."""
     if not np.isfinite(mean):
         return "–"
-    return f"{100 * mean:.2f}" + (f" ± {100 * se:.2f}" if np.isfinite(se) else "")
+    return f"{100 * mean:{sign}.2f}" + (f" ± {100 * se:.2f}" if np.isfinite(se) else "")
 
 
 def _markdown(ds, failed) -> str:
@@ -373,6 +376,13 @@ def _markdown(ds, failed) -> str:
         cells = [_pm(a, e) for a, e in zip(m, se, strict=True)]
         n = ds.n_seeds.values[i]
         lines.append(f"| {th:g} | " + " | ".join(cells) + f" | {n.min()}–{n.max()} |")
+    lines += ["", "Gain over stage 1 (percentage points; paired over seeds):", ""]
+    lines += ["| θ | " + " | ".join(f"stage {s}" for s in stages[1:]) + " |"]
+    lines += ["|---|" + "---|" * (len(stages) - 1)]
+    for i, th in enumerate(ds.theta.values):
+        m, se = ds.test_gain_mean.values[i, 1:], ds.test_gain_se.values[i, 1:]
+        cells = [_pm(a, e, sign="+") for a, e in zip(m, se, strict=True)]
+        lines.append(f"| {th:g} | " + " | ".join(cells) + " |")
     lines += ["", "Accuracy on the training inputs against their clean labels (%):", ""]
     lines += ["| θ | " + " | ".join(f"stage {s}" for s in stages) + " |"]
     lines += ["|---|" + "---|" * len(stages)]

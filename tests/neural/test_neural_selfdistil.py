@@ -74,6 +74,10 @@ def test_chain_end_to_end_resume_and_extend(tmp_path, fashion_root, monkeypatch)
     np.testing.assert_allclose(ds.test_acc_mean.values, acc.mean(axis=2), rtol=1e-12)  # a mean
     se = acc.std(axis=2, ddof=1) / math.sqrt(2)
     np.testing.assert_allclose(ds.test_acc_se.values, se, rtol=1e-9, atol=1e-15)  # its s.e.
+    gain = acc[:, 1] - acc[:, 0]  # paired over seeds
+    np.testing.assert_allclose(ds.test_gain_mean.values[:, 1], gain.mean(axis=1), atol=1e-15)
+    se = gain.std(axis=1, ddof=1) / math.sqrt(2)
+    np.testing.assert_allclose(ds.test_gain_se.values[:, 1], se, rtol=1e-9, atol=1e-15)
     assert np.all(np.isnan(ds.agree_prev.values[:, 0])) and np.all(ds.agree_prev.values[:, 1] >= 0)
     # at θ = 0 the noisy labels are the clean ones
     np.testing.assert_array_equal(ds.train_acc_clean.values[0], ds.train_acc_noisy.values[0])
