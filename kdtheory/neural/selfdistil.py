@@ -207,6 +207,22 @@ def _train_stage(
     return model, values, g
 
 
+def _stage_logits(
+    path: Path, cfg: SelfDistilConfig, data: DataSplits, device: torch.device
+) -> torch.Tensor:
+    """Logits on the training inputs of the stage saved at ``path`` (a journalled stage, when a
+    run resumes); ``DataError`` naming the file if it is missing or unusable."""
+    model = build_model("mlp", data.input_shape, data.num_classes, hidden=cfg.hidden)
+    try:
+        model.load_state_dict(load_checkpoint(path)["state_dict"])
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise DataError(
+            f"checkpoint {path} of a journalled stage is missing or unusable "
+            f"({type(exc).__name__}); delete {path.parent.parent} and rerun"
+        ) from None
+    return predict_logits(model, data.train.x, device=device)
+
+
 def run_selfdistil(
     cfg: SelfDistilConfig,
     thetas: Sequence[float],
@@ -220,7 +236,8 @@ def run_selfdistil(
 ) -> dict:
     """Run (or resume) the self-distillation chains of every (θ, seed), stages 1 … ``stages``.
 
-    Returns ``{"records": [values], "failed": [values], "written": [file name]}``.
+    Returns ``{"records": [values of the cells that succeeded], "failed": [values of failed
+    cells], "written": [file name], "dataset": the xarray.Dataset written}``.
 
     Raises
     ------
@@ -265,17 +282,7 @@ def run_selfdistil(
                     bar.set_description(f"θ={th:g} seed {s} stage {st}")
                     try:
                         if st > 1 and f is None:  # resume: the journalled previous stage
-                            prev = build_model("mlp", data.input_shape, data.num_classes,
-                                               hidden=cfg.hidden)  # fmt: skip
-                            path = _checkpoint(out, th, st - 1, s)
-                            try:
-                                prev.load_state_dict(load_checkpoint(path)["state_dict"])
-                            except (OSError, RuntimeError, KeyError) as exc:
-                                raise DataError(
-                                    f"checkpoint {path} of a journalled stage is missing or "
-                                    f"unusable ({type(exc).__name__}); delete {out} and rerun"
-                                ) from None
-                            f = predict_logits(prev, data.train.x, device=dev)
+                            f = _stage_logits(_checkpoint(out, th, st - 1, s), cfg, data, dev)
                         model, values, f = _train_stage(cfg, data, y_noisy, f, theta=th, stage=st,
                                                      seed=s, device=dev)  # fmt: skip
                         _check_record({"index": [_theta_key(th), st, s], "values": values})

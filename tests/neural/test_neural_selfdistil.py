@@ -133,3 +133,48 @@ def test_absent_files_and_another_configuration_refused(tmp_path, fashion_root, 
         main(_argv(root, out, "--stages", "1", "--thetas", "0", "--temperature", "2"))
     assert exc.value.code == 2
     assert "journal of a different computation" in capsys.readouterr().err
+
+
+def test_failed_stage_is_journalled_its_chain_waits_and_the_next_run_computes_it(
+    tmp_path, fashion_root, monkeypatch, capsys
+):
+    root, _ = fashion_root
+    out = tmp_path / "f"
+    real = selfdistil._train_stage
+
+    def failing(cfg, data, y, f, *, theta, stage, seed, device):
+        if (theta, stage, seed) == (0.5, 2, 1):
+            raise FloatingPointError("loss is nan")
+        return real(cfg, data, y, f, theta=theta, stage=stage, seed=seed, device=device)
+
+    monkeypatch.setattr(selfdistil, "_train_stage", failing)
+    argv = _argv(root, out, "--stages", "3")
+    assert main(argv) == 0  # the other chains succeeded
+    err = capsys.readouterr().err
+    assert "failed θ=0.5 stage 2 seed 1: FloatingPointError: loss is nan" in err
+    ds = xr.load_dataset(out / "selfdistil.nc")
+    assert np.isfinite(ds.test_acc.values[1, 0, 1])  # stage 1 of the chain is kept
+    assert np.all(np.isnan(ds.test_acc.values[1, 1:, 1]))  # stages 2 and 3 are missing
+    assert ds.n_seeds.values[1].tolist() == [2, 1, 1] and ds.n_seeds.values[0].tolist() == [2] * 3
+    assert "θ = 0.5, stage 2, seed 1: FloatingPointError" in (out / "table.md").read_text("utf-8")
+
+    calls = []
+
+    def counting(cfg, data, y, f, *, theta, stage, seed, device):
+        calls.append((theta, stage, seed))
+        return real(cfg, data, y, f, theta=theta, stage=stage, seed=seed, device=device)
+
+    monkeypatch.setattr(selfdistil, "_train_stage", counting)
+    assert main(argv) == 0
+    assert calls == [(0.5, 2, 1), (0.5, 3, 1)]  # from the journalled stage 1's checkpoint
+    assert np.all(np.isfinite(xr.load_dataset(out / "selfdistil.nc").test_acc.values))
+    assert "Failed" not in (out / "table.md").read_text("utf-8")
+
+    # a journalled stage whose checkpoint was deleted: the chain's next stage fails, naming it
+    (out / "checkpoints" / "theta0.000000-seed0-stage3.pt").unlink()
+    calls.clear()
+    assert main(_argv(root, out, "--stages", "4", "--thetas", "0")) == 0
+    assert "checkpoint" in capsys.readouterr().err and "theta0.000000-seed0-stage3.pt" in (
+        out / "table.md"
+    ).read_text("utf-8")
+    assert calls == [(0.0, 4, 1)]  # seed 0 could not start stage 4; seed 1 could
