@@ -21,8 +21,9 @@ comparison methods), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, 
 :mod:`~kdtheory.neural.hypergrad` (one-step unrolled hypergradient),
 :mod:`~kdtheory.neural.compress` (the compression study CLI), :mod:`~kdtheory.neural.grow`
 (growth operators of anti-distillation), :mod:`~kdtheory.neural.phi` (φ by optimisation),
-:mod:`~kdtheory.neural.anti` (the anti-distillation experiment and its CLI) and :mod:`~kdtheory.neural.solvable`
-(the solvable model's λ path).
+:mod:`~kdtheory.neural.anti` (the anti-distillation experiment and its CLI),
+:mod:`~kdtheory.neural.solvable` (the solvable model's λ path) and
+:mod:`~kdtheory.neural.selfdistil` (multi-stage self-distillation under label noise, its CLI).
 """
 
 from __future__ import annotations

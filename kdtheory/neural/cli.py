@@ -3,7 +3,7 @@
 One-line errors: a bad flag prints ``prog: error: ...`` on stderr and exits with code 2
 (:class:`Parser` for what argparse finds, :func:`fail` for the checks after it). The flags that
 several tools share (``--device``, ``--threads``, ``--cache-dir``, ``--quiet``) are added here once,
-with one help text each.
+and the KD loss's ``--tempered``, with one help text each.
 """
 
 from __future__ import annotations
@@ -12,9 +12,18 @@ import argparse
 import sys
 from typing import NoReturn
 
+from kdtheory.neural.losses import TEMPERED
 from kdtheory.neural.timing import DEFAULT_THREADS, THREADS_HELP
 
-__all__ = ["Parser", "add_cache_dir", "add_device", "add_quiet", "add_threads", "fail"]
+__all__ = [
+    "Parser",
+    "add_cache_dir",
+    "add_device",
+    "add_quiet",
+    "add_tempered",
+    "add_threads",
+    "fail",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,3 +62,14 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet``: no progress bar."""
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_tempered(p: argparse.ArgumentParser) -> None:
+    """``--tempered`` (default ``both``): which softmaxes of the KD soft term are tempered."""
+    p.add_argument(
+        "--tempered",
+        default="both",
+        choices=TEMPERED,
+        help="which outputs the KD soft term tempers: both, H(σ(f/T), σ(g/T)) (default), or the "
+        "teacher only, H(σ(f/T), σ(g)) (Takanami et al. 2025)",
+    )

@@ -65,7 +65,14 @@ from kdtheory.neural.checkpoints import (
     load_or_train_teacher,
     save_png,
 )
-from kdtheory.neural.cli import Parser, add_cache_dir, add_device, add_quiet, add_threads
+from kdtheory.neural.cli import (
+    Parser,
+    add_cache_dir,
+    add_device,
+    add_quiet,
+    add_tempered,
+    add_threads,
+)
 from kdtheory.neural.data import (
     DataError,
     DatasetNotFoundError,
@@ -225,7 +232,8 @@ class Grid:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named study: data set, teacher, the students' optimiser, λ₁ and the grid."""
+    """A named study: data set, teacher, the students' optimiser, λ₁, which outputs the KD soft
+    term tempers (``tempered``, see :data:`~kdtheory.neural.losses.TEMPERED`) and the grid."""
 
     dataset: str
     teacher: str
@@ -237,6 +245,7 @@ class Preset:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lambda1: float = 0.1
+    tempered: str = "both"
     resnet_width: int = 64
     timing_inputs: int = 1024
 
@@ -372,7 +381,7 @@ def train_cell(
     kd = {}
     if cell.kd:
         kd = dict(teacher_logits=f_train, lambda1=preset.lambda1, temperature=cell.temperature,
-                  **_loss_options(cell.loss))  # fmt: skip
+                  tempered=preset.tempered, **_loss_options(cell.loss))  # fmt: skip
     hist = fit(model, data.train, config=cfg, device=device, quiet=True, **kd)
     _, acc = evaluate(model, data.test, device=device)
     models = {"teacher": teacher, "student": model}
@@ -643,7 +652,8 @@ def _markdown(preset: Preset, rows: list[dict], teacher: dict, skipped: str | No
             f"{1e3 * tt['per_sample_s']:.3f} ms per single input (CPU time, medians; each "
             "student's speed-up divides the teacher's time measured with it, in the same rounds).",
             "",
-            f"Students: λ₁ = {preset.lambda1:g} with KD; accuracy mean ± s.e. over seeds; "
+            f"Students: λ₁ = {preset.lambda1:g} with KD, tempered = {preset.tempered} (which "
+            "softmaxes the soft term divides by T); accuracy mean ± s.e. over seeds; "
             "speed-up = teacher / student CPU inference time.",
             "",
         ]  # fmt: skip
@@ -836,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="λ₁ ∈ [0, 1), weight of the hard-label term with KD (default: preset's)",
     )
+    add_tempered(p)
     p.add_argument(
         "--teacher-epochs",
         type=int,
@@ -886,7 +897,7 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
             parse_student(s, width)
     overrides = {a: getattr(args, a) for a in (*AXES, "kd") if getattr(args, a) is not None}
     grid = replace(grid, full=args.full_grid, **overrides)
-    changes: dict = {"grid": grid, "resnet_width": width}
+    changes: dict = {"grid": grid, "resnet_width": width, "tempered": args.tempered}
     if args.dataset is not None:
         changes["dataset"] = args.dataset
     if args.lambda1 is not None:

@@ -88,6 +88,7 @@ def unrolled_val_loss(
     t2_scaling: bool = False,
     weight_decay: float = 0.0,
     params: dict[str, torch.Tensor] | None = None,
+    tempered: str = "both",
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """φ(θ) = L_val(w − γ ∇_w L_train(w, λ(θ))), differentiable wrt θ.
 
@@ -112,6 +113,8 @@ def unrolled_val_loss(
         μ ≥ 0 of the penalty (μ/2)‖W‖² added to L_train (:func:`weight_penalty`).
     params : dict or None
         w as a name → tensor dict (default: the model's trainable parameters).
+    tempered : str
+        Which softmaxes the soft term tempers (:data:`~kdtheory.neural.losses.TEMPERED`).
 
     Returns
     -------
@@ -127,7 +130,7 @@ def unrolled_val_loss(
     xv, yv = val_batch
     lam1, temp = lambda_from_raw(raw)
     g = functional_call(model, params, (x,))
-    train_loss = kd_loss(g, f, y, lam1, temp, t2_scaling=t2_scaling)
+    train_loss = kd_loss(g, f, y, lam1, temp, t2_scaling=t2_scaling, tempered=tempered)
     train_loss = train_loss + weight_penalty(params, weight_decay)
     names = list(params)
     grads = torch.autograd.grad(train_loss, [params[k] for k in names], create_graph=True)
@@ -170,6 +173,7 @@ def hypergradient(
     t_val: float = 1.0,
     t2_scaling: bool = False,
     weight_decay: float = 0.0,
+    tempered: str = "both",
 ) -> HyperStep:
     """∇_θ L_val(w − γ ∇_w L_train(w, λ(θ))) at the model's current weights w (rule (2)).
 
@@ -183,7 +187,7 @@ def hypergradient(
     theta = raw.detach().clone().requires_grad_(True)
     val, train_loss, grads = unrolled_val_loss(
         model, theta, train_batch, val_batch, lr=lr, t_val=t_val, t2_scaling=t2_scaling,
-        weight_decay=weight_decay,
+        weight_decay=weight_decay, tempered=tempered,
     )  # fmt: skip
     (g_raw,) = torch.autograd.grad(val, theta)
     lam1, temp = (float(v) for v in lambda_from_raw(theta.detach()))

@@ -42,7 +42,7 @@ from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress war
 
 from kdtheory.neural.data import Split
 from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda, weight_penalty
-from kdtheory.neural.losses import kd_loss
+from kdtheory.neural.losses import kd_loss, student_temperature
 from kdtheory.neural.training import evaluate
 
 __all__ = [
@@ -202,6 +202,9 @@ class LambdaPathOptimizer:
         T_val of L_val.
     t2_scaling : bool
         Multiply the soft term by T².
+    tempered : str
+        Which softmaxes the soft term tempers, ``"both"`` (default) or ``"teacher"``
+        (:data:`~kdtheory.neural.losses.TEMPERED`), in the plain and the unrolled steps alike.
     weight_decay : float
         μ ≥ 0: L_train gains (μ/2)‖W‖² over the weight matrices (biases not decayed), in the plain
         and in the unrolled steps alike.
@@ -233,6 +236,7 @@ class LambdaPathOptimizer:
         weight_decay: float = 0.0,
         seed: int = 0,
         device: torch.device | str | None = None,
+        tempered: str = "both",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -263,6 +267,8 @@ class LambdaPathOptimizer:
         self.val_batch_size = val_batch_size or batch_size
         self.e1, self.e2 = e1, e2
         self.t_val, self.t2_scaling = t_val, t2_scaling
+        student_temperature(temperature, tempered)  # refuses an unknown convention
+        self.tempered = tempered
         self.weight_decay = float(weight_decay)
         self._fixed = (float(lambda1), float(temperature))  # exact values for fixed mode
         self.raw = raw_from_lambda(lambda1, temperature, device=self.device)
@@ -327,7 +333,13 @@ class LambdaPathOptimizer:
         idx = self._next_train_idx()
         x, y = self.train_split.x[idx], self.train_split.y[idx]
         loss = kd_loss(
-            self.model(x), self.f[idx], y, lambda1, temperature, t2_scaling=self.t2_scaling
+            self.model(x),
+            self.f[idx],
+            y,
+            lambda1,
+            temperature,
+            t2_scaling=self.t2_scaling,
+            tempered=self.tempered,
         ) + weight_penalty(self._params, self.weight_decay)
         grads = torch.autograd.grad(loss, list(self._params.values()))
         self._apply(dict(zip(self._params, grads, strict=True)))
@@ -339,6 +351,7 @@ class LambdaPathOptimizer:
         hs = hypergradient(
             self.model, self.raw, tb, self._next_val_batch(), lr=self.lr,
             t_val=self.t_val, t2_scaling=self.t2_scaling, weight_decay=self.weight_decay,
+            tempered=self.tempered,
         )  # fmt: skip
         self._apply(hs.weight_grads)  # w ← U(w, λ): the step that was unrolled
         self._meta_opt.zero_grad(set_to_none=True)

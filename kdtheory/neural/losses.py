@@ -7,11 +7,17 @@ rescales the learning rate):
     hard_cross_entropy  CE(y, σ(g))                    = −log σ(g)_y
     soft_cross_entropy  CE(σ(f/T), σ(g/T))             = −Σ_k σ(f/T)_k log σ(g/T)_k
     kl_divergence       KL(σ(f/T) ‖ σ(g/T)) (forward) or KL(σ(g/T) ‖ σ(f/T)) (reverse)
-    kd_loss             λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T)),   s(T) = 1 or T²
+    kd_loss             λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T_s)),   s(T) = 1 or T²
     validation_loss     CE(y, σ(g/T_val))
 
 with the soft term D one of ``SOFT_TARGETS``: the cross-entropy (default), the forward KL or the
 reverse KL. Khetarpaul et al. (2024) write "KL_div(s, t)" without saying which.
+
+Which outputs are tempered (``TEMPERED``): ``"both"`` (default, Hinton et al., Gorpinich et al.)
+divides the student's logits by T too, T_s = T; ``"teacher"`` tempers only the teacher's soft
+labels, T_s = 1, as Takanami, Takahashi & Sakata (2025) do. At T = 1 the two coincide; for a
+model linear in its weights, g = Wx, the "both" loss of W is the "teacher" loss of W/T, so at
+χ = 1 the minimiser with weight decay λ under "both" is T times the one with λT² under "teacher".
 
 The T² factor (``t2_scaling=True``) is Hinton et al.'s: it keeps the soft-term gradient wrt g of
 order one as T grows (that gradient scales as 1/T). The default soft term is Gorpinich et al.'s
@@ -31,16 +37,19 @@ from torch import nn
 
 __all__ = [
     "SOFT_TARGETS",
+    "TEMPERED",
     "KDLoss",
     "hard_cross_entropy",
     "kd_loss",
     "kl_divergence",
     "soft_cross_entropy",
+    "student_temperature",
     "validation_loss",
 ]
 
 Scalar = float | torch.Tensor
 SOFT_TARGETS = ("cross-entropy", "forward-kl", "reverse-kl")
+TEMPERED = ("both", "teacher")
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -60,10 +69,21 @@ def hard_cross_entropy(student_logits: torch.Tensor, targets: torch.Tensor) -> t
     return F.cross_entropy(_up(student_logits), targets)
 
 
+def student_temperature(temperature: Scalar, tempered: str) -> Scalar:
+    """T_s, the temperature of the student's softmax: T for ``"both"``, 1 for ``"teacher"``."""
+    if tempered not in TEMPERED:
+        raise ValueError(f"tempered must be one of {', '.join(TEMPERED)}; got {tempered!r}")
+    return temperature if tempered == "both" else 1.0
+
+
 def soft_cross_entropy(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: Scalar
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: Scalar,
+    *,
+    tempered: str = "both",
 ) -> torch.Tensor:
-    """CE(σ(f/T), σ(g/T)) = −Σ_k σ(f/T)_k log σ(g/T)_k, averaged over the batch.
+    """CE(σ(f/T), σ(g/T_s)) = −Σ_k σ(f/T)_k log σ(g/T_s)_k, averaged over the batch.
 
     Parameters
     ----------
@@ -71,10 +91,13 @@ def soft_cross_entropy(
         g and f, shape (n, K).
     temperature : float or Tensor
         T > 0.
+    tempered : str
+        ``"both"`` (T_s = T) or ``"teacher"`` (T_s = 1), see ``TEMPERED``.
     """
+    ts = student_temperature(temperature, tempered)
     g, f = _up(student_logits), _up(teacher_logits).to(_up(student_logits).dtype)
     p = torch.softmax(f / temperature, dim=-1)
-    return -(p * torch.log_softmax(g / temperature, dim=-1)).sum(dim=-1).mean()
+    return -(p * torch.log_softmax(g / ts, dim=-1)).sum(dim=-1).mean()
 
 
 def kl_divergence(
@@ -83,11 +106,12 @@ def kl_divergence(
     temperature: Scalar,
     *,
     direction: str = "forward",
+    tempered: str = "both",
 ) -> torch.Tensor:
     """KL divergence between the tempered softmaxes, averaged over the batch.
 
     forward: KL(t ‖ s) = Σ_k t_k (log t_k − log s_k); reverse: KL(s ‖ t) = Σ_k s_k (log s_k −
-    log t_k); with s = σ(g/T), t = σ(f/T).
+    log t_k); with s = σ(g/T_s), t = σ(f/T).
 
     Parameters
     ----------
@@ -97,22 +121,27 @@ def kl_divergence(
         T > 0.
     direction : str
         ``"forward"`` (the teacher's distribution first, as in Hinton et al.) or ``"reverse"``.
+    tempered : str
+        ``"both"`` (T_s = T) or ``"teacher"`` (T_s = 1), see ``TEMPERED``.
     """
     if direction not in ("forward", "reverse"):
         raise ValueError(f"direction must be forward or reverse; got {direction!r}")
+    ts = student_temperature(temperature, tempered)
     g, f = _up(student_logits), _up(teacher_logits).to(_up(student_logits).dtype)
-    log_s = torch.log_softmax(g / temperature, dim=-1)
+    log_s = torch.log_softmax(g / ts, dim=-1)
     log_t = torch.log_softmax(f / temperature, dim=-1)
     log_p, log_q = (log_t, log_s) if direction == "forward" else (log_s, log_t)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
 
 
-def _soft_term(g: torch.Tensor, f: torch.Tensor, temperature: Scalar, soft: str) -> torch.Tensor:
-    """D(σ(f/T), σ(g/T)) for D = ``soft`` in ``SOFT_TARGETS``."""
+def _soft_term(
+    g: torch.Tensor, f: torch.Tensor, temperature: Scalar, soft: str, tempered: str
+) -> torch.Tensor:
+    """D(σ(f/T), σ(g/T_s)) for D = ``soft`` in ``SOFT_TARGETS``."""
     if soft == "cross-entropy":
-        return soft_cross_entropy(g, f, temperature)
+        return soft_cross_entropy(g, f, temperature, tempered=tempered)
     if soft in ("forward-kl", "reverse-kl"):
-        return kl_divergence(g, f, temperature, direction=soft.split("-")[0])
+        return kl_divergence(g, f, temperature, direction=soft.split("-")[0], tempered=tempered)
     raise ValueError(f"soft must be one of {', '.join(SOFT_TARGETS)}; got {soft!r}")
 
 
@@ -125,8 +154,9 @@ def kd_loss(
     *,
     t2_scaling: bool = False,
     soft: str = "cross-entropy",
+    tempered: str = "both",
 ) -> torch.Tensor:
-    """The distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T)).
+    """The distillation loss λ₁ CE(y, σ(g)) + (1 − λ₁) s(T) D(σ(f/T), σ(g/T_s)).
 
     Parameters
     ----------
@@ -146,18 +176,22 @@ def kd_loss(
     soft : str
         The soft term D, one of ``SOFT_TARGETS``: ``"cross-entropy"`` (default, Gorpinich et
         al.'s loss), ``"forward-kl"`` KL(σ(f/T) ‖ σ(g/T)) or ``"reverse-kl"`` KL(σ(g/T) ‖ σ(f/T)).
+    tempered : str
+        Which softmaxes are tempered (``TEMPERED``): ``"both"`` (T_s = T, default) or
+        ``"teacher"`` (T_s = 1: the student's plain σ(g) against the teacher's σ(f/T)).
 
     Returns
     -------
     Tensor
         0-d loss; differentiable wrt g and, when they are tensors, wrt λ₁ and T.
     """
+    student_temperature(temperature, tempered)  # checks tempered also when λ₁ = 1
     hard = hard_cross_entropy(student_logits, targets)
     if isinstance(lambda1, float | int) and float(lambda1) == 1.0:
         return hard
     if teacher_logits is None:
         raise ValueError("teacher_logits are required when lambda1 < 1")
-    term = _soft_term(student_logits, teacher_logits, temperature, soft)
+    term = _soft_term(student_logits, teacher_logits, temperature, soft, tempered)
     if t2_scaling:
         term = term * (temperature * temperature)
     return lambda1 * hard + (1 - lambda1) * term
@@ -193,6 +227,8 @@ class KDLoss(nn.Module):
         Multiply the soft term by T².
     soft : str
         The soft term, one of ``SOFT_TARGETS``.
+    tempered : str
+        ``"both"`` or ``"teacher"``, see ``TEMPERED``.
     """
 
     def __init__(
@@ -202,6 +238,7 @@ class KDLoss(nn.Module):
         *,
         t2_scaling: bool = False,
         soft: str = "cross-entropy",
+        tempered: str = "both",
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda1 <= 1.0:
@@ -214,6 +251,8 @@ class KDLoss(nn.Module):
         if soft not in SOFT_TARGETS:
             raise ValueError(f"soft must be one of {', '.join(SOFT_TARGETS)}; got {soft!r}")
         self.soft = soft
+        student_temperature(self.temperature, tempered)
+        self.tempered = tempered
 
     def forward(
         self,
@@ -229,10 +268,11 @@ class KDLoss(nn.Module):
             self.temperature,
             t2_scaling=self.t2_scaling,
             soft=self.soft,
+            tempered=self.tempered,
         )
 
     def extra_repr(self) -> str:
         return (
             f"lambda1={self.lambda1}, temperature={self.temperature}, "
-            f"t2_scaling={self.t2_scaling}, soft={self.soft!r}"
+            f"t2_scaling={self.t2_scaling}, soft={self.soft!r}, tempered={self.tempered!r}"
         )

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from kdtheory.neural.data import DataSplits
 from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer, LambdaPathResult
+from kdtheory.neural.losses import student_temperature
 
 __all__ = ["LABELS", "METHODS", "Budget", "KDExperiment", "MethodResult"]
 
@@ -73,6 +74,9 @@ class Budget:
         Hyperopt evaluations (each a full training run of ``steps``).
     t_val : float
         T_val of L_val.
+    tempered : str
+        Which softmaxes the soft term tempers, ``"both"`` or ``"teacher"``
+        (:data:`~kdtheory.neural.losses.TEMPERED`).
     """
 
     steps: int
@@ -85,8 +89,10 @@ class Budget:
     e2: int = 10
     trials: int = 8
     t_val: float = 1.0
+    tempered: str = "both"
 
     def __post_init__(self) -> None:
+        student_temperature(1.0, self.tempered)  # refuses an unknown convention
         for name in ("steps", "batch_size", "val_batch_size", "e1", "e2", "trials"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
@@ -176,7 +182,7 @@ class KDExperiment:
             self.make_student(seed).to(self.device), self.f, self.data.train, self.data.val,
             mode=mode, lambda1=lambda1, temperature=temperature, lr=b.lr, meta_lr=b.meta_lr,
             batch_size=b.batch_size, val_batch_size=b.val_batch_size, e1=b.e1, e2=b.e2,
-            t_val=b.t_val, seed=seed, device=self.device,
+            t_val=b.t_val, seed=seed, device=self.device, tempered=b.tempered,
         )  # fmt: skip
 
     def _train(

@@ -46,7 +46,14 @@ from kdtheory.neural.checkpoints import (
     load_or_train_teacher,
     save_png,
 )
-from kdtheory.neural.cli import Parser, add_cache_dir, add_device, add_quiet, add_threads
+from kdtheory.neural.cli import (
+    Parser,
+    add_cache_dir,
+    add_device,
+    add_quiet,
+    add_tempered,
+    add_threads,
+)
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.device import resolve_device
 from kdtheory.neural.methods import LABELS, METHODS, Budget, KDExperiment
@@ -261,11 +268,14 @@ def run_table(
     retrain_teacher: bool = False,
     device: str = "auto",
     quiet: bool = False,
+    tempered: str = "both",
 ) -> dict:
     """Run (or resume) the table.
 
     ``cache_dir`` None: the per-user folder :func:`~kdtheory.neural.checkpoints.default_cache_dir`.
-    ``retrain_teacher``: train the teachers again over their cached checkpoints.
+    ``retrain_teacher``: train the teachers again over their cached checkpoints. ``tempered``:
+    which softmaxes the KD soft term tempers in every method (``"both"`` or ``"teacher"``, part
+    of each recipe's budget and so of its journal's fingerprint).
 
     Returns ``{"results": {dataset: [record]}, "skipped": {dataset: reason}, "failed": [(dataset,
     method, run, reason)], "written": [file name]}``; a record is a ``MethodResult`` dict or a
@@ -292,6 +302,7 @@ def run_table(
             recipe.budget,
             **({"steps": steps} if steps else {}),
             **({"trials": trials} if trials else {}),
+            tempered=tempered,
         )
         recipe = replace(recipe, budget=budget)
         with _open_journal(
@@ -362,7 +373,7 @@ def run_table(
             cells = [(METHODS.index(m), run) for run in range(runs) for m in methods]
             results[name] = [journal.done[c] for c in cells if c in journal.done]
     bar.close()
-    written = _write_outputs(out, datasets, methods, results, skipped)
+    written = _write_outputs(out, datasets, methods, results, skipped, tempered)
     return {"results": results, "skipped": skipped, "failed": _failed(results), "written": written}
 
 
@@ -416,10 +427,11 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
     return buf.getvalue().encode()
 
 
-def _markdown(datasets, methods, summaries, skipped, failed) -> str:
+def _markdown(datasets, methods, summaries, skipped, failed, tempered="both") -> str:
     shown = [d for d in datasets if summaries.get(d)]
     if shown:
-        lines = ["Test accuracy, mean (best) over runs.", ""]
+        which = "both outputs" if tempered == "both" else "the teacher's output only"
+        lines = [f"Test accuracy, mean (best) over runs; the KD soft term tempers {which}.", ""]
         lines += _accuracy_lines(shown, methods, summaries)
     else:
         lines = ["No cell of the table succeeded: no accuracy to show."]
@@ -507,7 +519,7 @@ TABLE_FIELDS = [
 ]  # fmt: skip
 
 
-def _write_outputs(out: Path, datasets, methods, results, skipped) -> list[str]:
+def _write_outputs(out: Path, datasets, methods, results, skipped, tempered="both") -> list[str]:
     """Write the table's files to ``out``; the names of those written."""
     summaries = {d: summarise(rows, methods) for d, rows in results.items() if rows}
     failed = _failed(results)
@@ -532,7 +544,7 @@ def _write_outputs(out: Path, datasets, methods, results, skipped) -> list[str]:
                 table_rows.append([d, m, LABELS[m], "error", why] + [""] * len(TABLE_FIELDS))
     header = ["dataset", "method", "label", "status", "reason", *TABLE_FIELDS]
     atomic_write_bytes(out / "table.csv", _csv_bytes(header, table_rows))
-    md = _markdown(datasets, methods, summaries, skipped, failed)
+    md = _markdown(datasets, methods, summaries, skipped, failed, tempered)
     atomic_write_bytes(out / "table.md", md.encode())
     written = ["table.md", "table.csv", "runs.csv"]
     if _plot_trajectories(out / "trajectories.png", results):
@@ -587,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder, e.g. --root cifar10=/data/cifar-10-batches-py "
         "(fashion-mnist default: /usr/share/datasets/fashion-mnist)",
     )
+    add_tempered(p)
     add_cache_dir(p)
     p.add_argument(
         "--retrain-teacher",
@@ -628,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
                 steps=args.steps, trials=args.trials, cache_dir=args.cache_dir,
                 retrain_teacher=args.retrain_teacher, device=args.device, quiet=args.quiet,
+                tempered=args.tempered,
             )  # fmt: skip
     except ValueError as exc:  # unwritable folders, another computation's journal, a bad cache
         p.error(str(exc))

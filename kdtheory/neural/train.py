@@ -9,7 +9,8 @@ trains (or loads from ``--cache-dir``) the teacher, trains the student with KD
 
     L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),   λ₁ = 1 − χ,
 
-and without (λ₁ = 1) from the same initial weights, and writes ``metrics.json`` and
+(``--tempered teacher``: σ(g) instead of σ(g/T) in the soft term) and without (λ₁ = 1) from the
+same initial weights, and writes ``metrics.json`` and
 ``learning_curves.png`` to ``--out``. Run with ``--help`` for every flag.
 
 The pieces live in the neural core: the training loop and evaluation in
@@ -46,7 +47,7 @@ from kdtheory.neural.checkpoints import (
     save_checkpoint,
     save_png,
 )
-from kdtheory.neural.cli import Parser, add_quiet, add_threads, fail
+from kdtheory.neural.cli import Parser, add_quiet, add_tempered, add_threads, fail
 from kdtheory.neural.data import (
     DATASETS,
     DataError,
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=4.0,
         help="T > 0, distillation temperature (dimensionless)",
     )
+    add_tempered(p)
     p.add_argument(
         "--t2-scaling", action="store_true", help="multiply the soft term by T² (Hinton et al.)"
     )
@@ -291,6 +293,7 @@ def _student_run(
     device: torch.device,
     desc: str,
     quiet: bool,
+    tempered: str = "both",
 ) -> tuple[nn.Module, dict]:
     model = build_model(name, data.input_shape, data.num_classes, seed=cfg.seed + 1, **options)
     hist = fit(
@@ -306,6 +309,7 @@ def _student_run(
         device=device,
         desc=desc,
         quiet=quiet,
+        tempered=tempered,
     )
     test_loss, test_acc = evaluate(model, data.test, t_val=t_val, device=device, amp=cfg.amp)
     val_loss, val_acc = evaluate(model, data.val, t_val=t_val, device=device, amp=cfg.amp)
@@ -315,6 +319,7 @@ def _student_run(
         "params": count_parameters(model),
         "lambda1": lambda1,
         "temperature": temperature,
+        "tempered": tempered,
         "train_time_s": hist.train_time,
         "final_train_loss": hist.train_loss[-1],
         "val_loss": val_loss,
@@ -394,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _sync(device)
     logits_time = time.perf_counter() - t0
 
-    common = dict(t2=args.t2_scaling, t_val=args.t_val, device=device, quiet=args.quiet)
+    common = dict(
+        t2=args.t2_scaling, t_val=args.t_val, device=device, quiet=args.quiet,
+        tempered=args.tempered,
+    )  # fmt: skip
     student_kd, kd = _student_run(
         data, args.student, s_opts, s_cfg, f_train=f_train, lambda1=lambda1,
         temperature=args.temperature, desc="student KD", **common,

@@ -3,9 +3,9 @@ r"""The one training loop on whole-data tensors, and evaluation.
 The data set lives on the device as tensors; an epoch is a seeded permutation and index slices
 (no DataLoader, no per-batch Python data pipeline). The student minimises
 
-    L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),   λ₁ = 1 − χ,
+    L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T_s)),   λ₁ = 1 − χ,
 
-with the teacher's logits f computed once (:func:`predict_logits`) and indexed per batch. On CUDA
+(T_s = T, or 1 when only the teacher's output is tempered) with the teacher's logits f computed once (:func:`predict_logits`) and indexed per batch. On CUDA
 the forward pass runs under autocast (bfloat16 where supported, else float16 with a gradient
 scaler); on the CPU everything is float32.
 """
@@ -23,7 +23,7 @@ from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress war
 
 from kdtheory.neural.data import Split
 from kdtheory.neural.device import _autocast, _sync
-from kdtheory.neural.losses import kd_loss, validation_loss
+from kdtheory.neural.losses import kd_loss, student_temperature, validation_loss
 
 __all__ = ["FitConfig", "History", "evaluate", "fit", "predict_logits"]
 
@@ -120,10 +120,11 @@ def fit(
     desc: str = "train",
     quiet: bool = False,
     soft: str = "cross-entropy",
+    tempered: str = "both",
 ) -> History:
     """Train ``model`` in place on whole-data tensors with the KD loss.
 
-    Minimises L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)) over minibatches of a seeded
+    Minimises L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T_s)) over minibatches of a seeded
     permutation; after each epoch records the running training loss and accuracy and, when
     ``val`` is given, L_val = CE(y, σ(g/T_val)) and the validation accuracy.
 
@@ -156,6 +157,9 @@ def fit(
     soft : str
         The soft term D of :func:`~kdtheory.neural.losses.kd_loss` (``SOFT_TARGETS``): the
         cross-entropy (default) or the forward or reverse KL divergence.
+    tempered : str
+        ``"both"`` (T_s = T, default) or ``"teacher"`` (T_s = 1), see
+        :data:`~kdtheory.neural.losses.TEMPERED`.
 
     Returns
     -------
@@ -163,6 +167,7 @@ def fit(
         Learning curve and training wall time in seconds.
     """
     device = torch.device(device)
+    student_temperature(temperature, tempered)  # a bad convention fails before any work
     if lambda1 < 1.0 and teacher_logits is None:
         raise ValueError("teacher_logits are required when lambda1 < 1")
     model.to(device)
@@ -200,6 +205,7 @@ def fit(
                     temperature,
                     t2_scaling=t2_scaling,
                     soft=soft,
+                    tempered=tempered,
                 )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -205,6 +205,31 @@ def test_mnist_preset_on_generated_fashion_files(tmp_path, fashion_root):
     assert all(c["seeds"] == "1" for c in cells)
 
 
+def test_tempered_reaches_the_kd_fits_and_the_outputs(tmp_path, monkeypatch):
+    """--tempered teacher: every KD fit gets it, the no-KD fit has no soft term; recorded in the
+    journal's header and table.md; another convention is another computation (fingerprint)."""
+    seen = []
+    real = compress.fit
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs.get("lambda1", 1.0), kwargs.get("tempered")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compress, "fit", recording)
+    out = tmp_path / "t"
+    argv = ["--preset", "digits", "--students", "mlp:4", "--temperatures", "2", "--epochs", "1",
+            "--teacher-epochs", "1", "--seeds", "1", "--timing-repeats", "1", "--quiet",
+            "--out", str(out), "--tempered", "teacher"]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(seen) == [(0.1, "teacher"), (1.0, None)]  # the preset's λ₁ = 0.1 with KD
+    header = json.loads((out / "journal.jsonl").read_text().split("\n")[0])
+    assert header["preset"]["tempered"] == "teacher"
+    assert "tempered = teacher" in (out / "table.md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit) as exc:  # the journal of the other convention is refused
+        main([*argv[:-1], "both"])
+    assert exc.value.code == 2
+
+
 def test_mnist_without_files_and_cifar10_without_data_are_skipped(tmp_path, capsys):
     for preset in ("mnist", "cifar10"):
         out = tmp_path / preset
@@ -240,6 +265,7 @@ def test_cifar10_preset_end_to_end_on_generated_batches(tmp_path):
      (["--losses", "kl"], "--losses must be in cross-entropy"),
      (["--n-per-class", "some"], "--n-per-class takes"),
      (["--kd", "maybe"], "--kd takes"),
+     (["--tempered", "student"], "argument --tempered: invalid choice: 'student'"),
      (["--seeds", "0"], "--seeds must be an integer ≥ 1"),
      (["--lambda1", "1"], "--lambda1 must be in [0, 1)"),
      (["--val-size", "5"], "--val-size applies to mnist"),

@@ -27,14 +27,15 @@ def _problem(seed=0, n=12, nv=9, d=4, k=3):
     return model, (x, y, f), (xv, yv)
 
 
-def _unrolled_val_loss_by_hand(model, lam1, temp, tb, vb, lr, t_val, t2):
-    """L_val(w − γ ∇_w L_train(w, λ)) written out independently of kdtheory.neural.hypergrad."""
+def _unrolled_val_loss_by_hand(model, lam1, temp, tb, vb, lr, t_val, t2, tempered="both"):
+    """L_val(w − γ ∇_w L_train(w, λ)) written out independently of kdtheory.neural.hypergrad
+    (the student's softmax at T_s = T for tempered "both", at 1 for "teacher")."""
     x, y, f = tb
     xv, yv = vb
     m = copy.deepcopy(model)
     params = list(m.parameters())
     g = m(x)
-    logq = torch.log_softmax(g / temp, 1)
+    logq = torch.log_softmax(g / (temp if tempered == "both" else 1.0), 1)
     soft = -(torch.softmax(f / temp, 1) * logq).sum(1).mean() * (temp**2 if t2 else 1.0)
     hard = -torch.log_softmax(g, 1)[torch.arange(len(y)), y].mean()
     grads = torch.autograd.grad(lam1 * hard + (1 - lam1) * soft, params)
@@ -46,17 +47,19 @@ def _unrolled_val_loss_by_hand(model, lam1, temp, tb, vb, lr, t_val, t2):
 
 
 @pytest.mark.parametrize(
-    ("lam1", "temp", "t_val", "t2"), [(0.3, 2.0, 1.0, False), (0.8, 0.5, 0.1, True)]
-)
-def test_hypergradient_equals_finite_differences(lam1, temp, t_val, t2):
+    ("lam1", "temp", "t_val", "t2", "tempered"),
+    [(0.3, 2.0, 1.0, False, "both"), (0.8, 0.5, 0.1, True, "both"),
+     (0.3, 2.0, 1.0, False, "teacher"), (0.6, 0.7, 0.5, True, "teacher")],
+)  # fmt: skip
+def test_hypergradient_equals_finite_differences(lam1, temp, t_val, t2, tempered):
     model, tb, vb = _problem()
     lr = 0.7
     raw = raw_from_lambda(lam1, temp, dtype=torch.float64)
     before = [p.detach().clone() for p in model.parameters()]
-    hs = hypergradient(model, raw, tb, vb, lr=lr, t_val=t_val, t2_scaling=t2)
+    hs = hypergradient(model, raw, tb, vb, lr=lr, t_val=t_val, t2_scaling=t2, tempered=tempered)
 
     def phi(a, b):
-        return _unrolled_val_loss_by_hand(model, a, b, tb, vb, lr, t_val, t2)
+        return _unrolled_val_loss_by_hand(model, a, b, tb, vb, lr, t_val, t2, tempered)
 
     # float64 central differences, step h: truncation O(h²) ≈ 1e-10, rounding ≈ 1e-16/h ≈ 1e-11
     h = 1e-5

@@ -208,3 +208,94 @@ def test_reverse_kl_gradient_closed_form_and_t2_scaling():
         kd_loss(g0, f, y, 0.5, 2.0, soft="reverse-kl").item(),
         rel=1e-15,  # the same computation
     )
+
+
+# ------------------------------------------------------------------ which output is tempered ---
+
+SOFTS = ("cross-entropy", "forward-kl", "reverse-kl")
+
+
+def _rand(shape, seed, scale=1.0):
+    return scale * torch.randn(
+        *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_tempered_teacher_is_the_plain_student_softmax_and_equals_both_at_t1():
+    """tempered="teacher": CE(σ(f/T), σ(g)) by hand; at T = 1 every soft term is the same under
+    both conventions, and at T ≠ 1 they differ."""
+    g, f, y = _rand((6, 4), 10), _rand((6, 4), 11, 3.0), torch.arange(6) % 4
+    t = 2.5
+    by_hand = -(torch.softmax(f / t, -1) * torch.log_softmax(g, -1)).sum(-1).mean()
+    got = soft_cross_entropy(g, f, t, tempered="teacher")
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-13)  # float64 round-off
+    for soft in SOFTS:
+        both = kd_loss(g, f, y, 0.3, 1.0, soft=soft, tempered="both")
+        teacher = kd_loss(g, f, y, 0.3, 1.0, soft=soft, tempered="teacher")
+        assert teacher.item() == pytest.approx(both.item(), rel=1e-15)  # the same arithmetic
+        hot = [kd_loss(g, f, y, 0.3, t, soft=soft, tempered=c).item() for c in ("both", "teacher")]
+        assert abs(hot[0] - hot[1]) > 1e-3  # the conventions do differ away from T = 1
+    assert KDLoss(0.3, t, tempered="teacher")(g, f, y).item() == pytest.approx(
+        kd_loss(g, f, y, 0.3, t, tempered="teacher").item(),
+        rel=1e-15,  # the same computation
+    )
+
+
+@pytest.mark.parametrize("tempered", ["both", "teacher"])
+@pytest.mark.parametrize("soft", SOFTS)
+def test_tempered_gradients_match_finite_differences(tempered, soft):
+    """torch.autograd.gradcheck (float64 central differences) wrt g, f, λ₁ and T."""
+    g = _rand((3, 4), 20).requires_grad_(True)
+    f = _rand((3, 4), 21, 2.0).requires_grad_(True)
+    lam = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1])
+
+    def loss(g, f, lam, t):
+        return kd_loss(g, f, y, lam, t, soft=soft, tempered=tempered, t2_scaling=True)
+
+    # gradcheck's default tolerances (atol 1e-5, rtol 1e-3) suit float64 central differences
+    assert torch.autograd.gradcheck(loss, (g, f, lam, t))
+
+
+def test_tempered_refuses_unknown_convention():
+    g, f, y = _rand((2, 3), 30), _rand((2, 3), 31), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="tempered must be one of both, teacher; got 'student'"):
+        kd_loss(g, f, y, 0.5, 2.0, tempered="student")
+    with pytest.raises(ValueError, match="tempered must be one of both, teacher"):
+        kd_loss(g, None, y, 1.0, 2.0, tempered="student")  # checked also without the soft term
+    with pytest.raises(ValueError, match="tempered must be one of"):
+        KDLoss(0.5, 2.0, tempered="")
+
+
+def _ridge_kd_minimiser(x, f, t, lam, tempered):
+    """argmin_W mean CE(σ(f/T), σ(Wx/T_s)) + λ/2 ‖W‖² (χ = 1, linear model, no bias): strictly
+    convex, solved by Newton's method with the exact Hessian (float64)."""
+    k = f.shape[1]
+    w = torch.zeros(k * x.shape[1], dtype=torch.float64)
+    y = torch.zeros(x.shape[0], dtype=torch.long)  # unused at λ₁ = 0
+
+    def objective(w):
+        g = x @ w.view(k, -1).T
+        return kd_loss(g, f, y, 0.0, t, tempered=tempered) + 0.5 * lam * (w * w).sum()
+
+    for _ in range(50):
+        grad = torch.autograd.functional.jacobian(objective, w)
+        if grad.norm() < 1e-13:
+            break
+        hess = torch.autograd.functional.hessian(objective, w)
+        w = w - torch.linalg.solve(hess, grad)
+    return w.view(k, -1), grad.norm().item()
+
+
+def test_linear_model_both_at_lambda_is_teacher_at_lambda_t2_rescaled():
+    """χ = 1, g = Wx: W*_both(λ) = T · W*_teacher(λT²) (the "both" loss of W is the "teacher"
+    loss of W/T); with λ instead of λT² the relation fails."""
+    x, f = _rand((40, 3), 40), _rand((40, 4), 41, 2.0)
+    t, lam = 3.0, 0.05
+    w_both, r1 = _ridge_kd_minimiser(x, f, t, lam, "both")
+    w_teacher, r2 = _ridge_kd_minimiser(x, f, t, lam * t * t, "teacher")
+    assert max(r1, r2) < 1e-12  # Newton converged to round-off
+    torch.testing.assert_close(w_both, t * w_teacher, rtol=1e-9, atol=1e-11)  # Newton's round-off
+    w_wrong, _ = _ridge_kd_minimiser(x, f, t, lam, "teacher")
+    assert (w_both - t * w_wrong).abs().max() > 1e-2  # the λ ↔ λT² map is needed

@@ -29,6 +29,26 @@ def test_budget_refuses_bad_values():
         Budget(steps=5, lr=-1.0, batch_size=8)
     with pytest.raises(ValueError, match="start"):
         Budget(steps=5, lr=0.1, batch_size=8, start=(1.5, 1.0))
+    with pytest.raises(ValueError, match="tempered must be one of both, teacher"):
+        Budget(steps=5, lr=0.1, batch_size=8, tempered="student")
+
+
+def test_budget_tempered_reaches_the_optimiser_and_its_steps():
+    """Budget(tempered="teacher"): the optimiser's plain step is w − γ ∇_w L with the student's
+    plain softmax in the soft term."""
+    exp = _experiment()
+    exp.budget = Budget(steps=1, lr=0.5, batch_size=20, tempered="teacher")
+    opt = exp.optimizer("fixed", 0.25, 3.0, seed=0)
+    assert opt.tempered == "teacher"
+    w0 = [p.detach().clone() for p in opt.model.parameters()]
+    x, y, f = exp.data.train.x, exp.data.train.y, exp.f  # batch 20 = the whole training split
+    g = opt.model(x)
+    soft = -(torch.softmax(f / 3.0, 1) * torch.log_softmax(g, 1)).sum(1).mean()
+    hard = torch.nn.functional.cross_entropy(g, y)
+    grads = torch.autograd.grad(0.25 * hard + 0.75 * soft, list(opt.model.parameters()))
+    opt._plain_step(0.25, 3.0)
+    for p, p0, gr in zip(opt.model.parameters(), w0, grads, strict=True):
+        torch.testing.assert_close(p.detach(), p0 - 0.5 * gr, rtol=1e-5, atol=1e-6)  # float32
 
 
 def test_methods_share_the_start_and_differ_only_in_lambda():
@@ -178,6 +198,7 @@ def test_table_student_learns_from_a_subset_and_teacher_from_all(
         ["--runs", "0"],
         ["--root", "imagenet=/x"],
         ["--device", "tpu"],
+        ["--tempered", "student"],
     ],
 )
 def test_table_bad_input_exits_2(argv, tmp_path, capsys):

@@ -106,7 +106,7 @@ def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)  # the default teacher cache is per user, never the working directory
     argv = ["--dataset", "digits", "--epochs", "2", "--teacher-epochs", "2", "--chi", "0.6",
-            "--temperature", "3", "--out", str(out), "--quiet"]  # fmt: skip
+            "--temperature", "3", "--tempered", "teacher", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert list(work.iterdir()) == []
     cached = list(
@@ -116,6 +116,7 @@ def test_cli_digits_writes_metrics_and_reuses_teacher(tmp_path, monkeypatch):
     m = json.loads((out / "metrics.json").read_text())
     assert (out / "learning_curves.png").stat().st_size > 1000
     assert m["config"]["lambda1"] == pytest.approx(0.4)  # λ₁ = 1 − χ
+    assert m["config"]["tempered"] == m["student_kd"]["tempered"] == "teacher"
     assert m["student_kd"]["lambda1"] == pytest.approx(0.4) and m["student_no_kd"]["lambda1"] == 1.0
     for key in ("teacher", "student_kd", "student_no_kd"):
         assert 0.5 < m[key]["test_acc"] <= 1.0  # all learn well above chance (0.1) on digits
@@ -225,6 +226,7 @@ def test_cli_corrupt_cache_one_line_exit_2_and_retrain(tmp_path, capsys):
         ("--temperature", "0", "--temperature must be > 0"),
         ("--epochs", "0", "--epochs must be an integer ≥ 1"),
         ("--seed", "-1", "--seed must be an integer ≥ 0"),
+        ("--tempered", "student", "argument --tempered: invalid choice: 'student'"),
         ("--dataset", "cifar10", "--dataset cifar10: data files absent"),
         ("--student", "cnn-small", None),  # valid for digits images: handled below
     ],
