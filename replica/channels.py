@@ -163,17 +163,24 @@ S_F, S_YF, S_FF, S_DF, S_FFT, S_DFT, S_LOSS, S_ERR = range(8)
 SKIP_FLIPPED = True
 
 
-def label_pairs(rho: float, flip: float):
+def label_pairs(rho: float, flip: float, every: bool = False):
     """The (y, ŷ) pairs a channel sums over: (cluster labels y, training labels ŷ, P(y, ŷ),
-    ∂P(y, ŷ)/∂ρ, ∂P(y, ŷ)/∂θ) as arrays; P(y, ŷ) = P(y)(1 − θ) if ŷ = y, P(y)θ if ŷ = −y,
-    P(+1) = ρ.  At θ = 0 only the two clean pairs (y = ŷ = ±1), with weights ρ and 1 − ρ
-    (unless ``SKIP_FLIPPED`` is False)."""
-    n = 2 if flip == 0.0 and SKIP_FLIPPED else 4
+    ∂P/∂ρ, ∂P/∂θ) as arrays (``pair_probability``).  At θ = 0 only the two clean pairs
+    (y = ŷ = ±1), with weights ρ and 1 − ρ, unless ``every`` (or ``SKIP_FLIPPED`` is False): then
+    all four, the flipped ones with weight 0 (for derivatives in θ)."""
+    n = 2 if flip == 0.0 and SKIP_FLIPPED and not every else 4
     y = np.array([1.0, -1.0, 1.0, -1.0])[:n]
     y_hat = np.array([1.0, -1.0, -1.0, 1.0])[:n]
-    p_y = np.array([rho, 1.0 - rho, rho, 1.0 - rho])[:n]
-    p_flip = np.array([1.0 - flip, 1.0 - flip, flip, flip])[:n]
-    return y, y_hat, p_y * p_flip, y * p_flip, np.where(y == y_hat, -p_y, p_y)
+    return (y, y_hat, *pair_probability(y, y_hat, rho, flip))
+
+
+def pair_probability(y, y_hat, rho: float, flip: float):
+    """P(y, ŷ) = P(y)(1 − θ) if ŷ = y, P(y)θ if ŷ = −y (P(+1) = ρ), with ∂P/∂ρ and ∂P/∂θ
+    (elementwise over arrays of labels)."""
+    p_y = np.where(y > 0, rho, 1.0 - rho)
+    clean = y == y_hat
+    p_flip = np.where(clean, 1.0 - flip, flip)
+    return p_y * p_flip, np.sign(y) * p_flip, np.where(clean, -p_y, p_y)
 
 
 @njit(cache=True)

@@ -43,6 +43,7 @@ from replica.channels import (
     S_LOSS,
     S_YF,
     label_pairs,
+    pair_probability,
     student_moments,
 )
 from replica.dual import Dual
@@ -58,7 +59,9 @@ from replica.teacher import (
 #: order of the state vector x
 FIELDS = ("m", "q", "r", "V", "Vc", "b")
 #: the other arguments of the student map: the teacher's state, then the problem's parameters
-PARAMS = ("m_t", "q_t", "b_t", "V_t", "chi", "temperature", "delta", "alpha", "rho", "lam", "eta")
+PARAMS = (
+    "m_t", "q_t", "b_t", "V_t", "chi", "temperature", "delta", "alpha", "rho", "lam", "eta", "flip",
+)  # fmt: skip
 #: columns of ``StudentMap.equations``'s Jacobian: d/dx (x = FIELDS), then d/d(PARAMS)
 DIRECTIONS = FIELDS + PARAMS
 _ND = len(DIRECTIONS)
@@ -95,9 +98,10 @@ class StudentState:
         return np.array([getattr(self, f) for f in FIELDS])
 
 
-def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature):
+def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every: bool = False):
     """Nodes (y_o, ŷ_o, w_o, ξ̃_o) over the (y, ŷ) pairs of ``label_pairs`` (cluster label y,
-    training label ŷ, w_o including P(y, ŷ)) for the teacher direction, with breakpoints where the
+    training label ŷ, w_o the weight of ξ̃_o, without P(y, ŷ)) for the teacher direction
+    (``every``: all four pairs even at θ = 0), with breakpoints where the
     teacher's training output h̃ crosses the feature points of the soft label p̃ = sig(h̃/T)
     (scale T, if χ > 0) and of its own loss (unit scale, logistic teacher)."""
     data, st = problem.data, problem.student
@@ -109,7 +113,7 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature):
     glx, glw = quad.legendre()
     n = quad.max_nodes()
     ys, yls, ws, xs = [], [], [], []
-    for y, y_hat, p_y, _, _ in zip(*label_pairs(data.rho, data.flip), strict=True):
+    for y, y_hat in zip(*label_pairs(data.rho, data.flip, every)[:2], strict=True):
         om = teacher_omega_of_h(data, problem.teacher, teacher, y_hat, hk)
         ext = np.empty(max(len(hk), 1))
         ne = prune((om - y * teacher.m - teacher.b) / spread, quad.feature_gap, ext)
@@ -117,7 +121,7 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature):
         k = composite_rule(quad.base(), ext, ne, glx, glw, x, w)
         ys.append(np.full(k, y))
         yls.append(np.full(k, y_hat))
-        ws.append(p_y * w[:k])
+        ws.append(w[:k])
         xs.append(x[:k])
     return tuple(np.concatenate(z) for z in (ys, yls, ws, xs))
 
@@ -133,11 +137,15 @@ class StudentMap:
 
     ``calls`` counts the kernel evaluations.  ``equations`` gives F(x) = G(x) − x (the bias row
     uncapped) with its exact Jacobian in x and in the teacher's state and the problem's parameters.
+    ``every``: sum over all four (y, ŷ) pairs even at θ = 0 (for the derivative in θ).
     """
 
-    def __init__(self, problem: Problem, teacher: TeacherState, quad: Quadrature):
+    def __init__(
+        self, problem: Problem, teacher: TeacherState, quad: Quadrature, every: bool = False
+    ):
         self.problem, self.teacher, self.quad = problem, teacher, quad
-        self.y, self.yl, self.w, self.xt = outer_rule(problem, teacher, quad)
+        self.y, self.yl, self.wx, self.xt = outer_rule(problem, teacher, quad, every)
+        self.w = self._weights(problem.data.rho, problem.data.flip)
         self.nodes = teacher_at_nodes(
             problem.data, problem.teacher, teacher, self.y, self.yl, self.xt
         )
@@ -154,7 +162,7 @@ class StudentMap:
         d, st = problem.data, problem.student
         self.params = np.array(
             [teacher.m, teacher.q, teacher.b, teacher.V, st.chi, st.temperature, d.delta,
-             d.alpha, d.rho, st.lam, st.eta]
+             d.alpha, d.rho, st.lam, st.eta, d.flip]
         )  # fmt: skip
 
     def moments(
@@ -171,7 +179,7 @@ class StudentMap:
         hk = self.quad.features(chi, temp if self.both else 1.0, spread)  # of ℓ_KD in h: T_s
         if deriv and self.acc.shape[0] == 0:
             self.acc = np.empty((len(self.y), 5, 9))
-        w = self.w if params is None else self._weights(p[8])
+        w = self.w if params is None else self._weights(p[8], p[11])
         self.calls += 1
         return student_moments(
             self.y, self.yl, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
@@ -183,12 +191,12 @@ class StudentMap:
     def _nodes(self, p):
         t = self.teacher
         state = TeacherState(p[0], p[1], p[2], p[3], *([math.nan] * 3), t.eg, 0.0, 0.0)
-        data = replace(self.problem.data, alpha=p[7], rho=p[8], delta=p[6])
+        data = replace(self.problem.data, alpha=p[7], rho=p[8], delta=p[6], flip=p[11])
         return teacher_at_nodes(data, self.problem.teacher, state, self.y, self.yl, self.xt)
 
-    def _weights(self, rho):
-        p_y = np.where(self.y > 0, self.problem.data.rho, 1.0 - self.problem.data.rho)
-        return self.w / p_y * np.where(self.y > 0, rho, 1.0 - rho)
+    def _weights(self, rho, flip, which=0):
+        """The outer weights w_o P(y_o, ŷ_o) (``which`` = 1, 2: their derivative in ρ, θ)."""
+        return self.wx * pair_probability(self.y, self.yl, rho, flip)[which]
 
     def hats(self, mom: np.ndarray) -> tuple[float, float, float, float, float]:
         a, d = self.problem.data.alpha, self.problem.data.delta
@@ -287,6 +295,7 @@ class StudentMap:
         """d(moment)/d(DIRECTIONS[:nd]) (8 × nd, the S_ERR row zero) from the kernel's ``acc``."""
         _, q, r, v, vc, _ = x
         m_t, q_t, _, v_t, _, _, d, a, rho = p[:9]
+        flip = p[11]
         y, xt, n = self.y, self.xt, len(self.y)
         nodes = self.nodes if params is None else self._nodes(p)
         ft = nodes[1]
@@ -326,8 +335,8 @@ class StudentMap:
             seeds[:, P_DFT][:, cols] = dnodes[2]
             seeds[:, P_DHT][:, cols] = dnodes[3]
         inner = self.acc @ seeds[:, :, :nd]  # d(inner expectation)/d(direction)
-        w = self.w if params is None else self._weights(rho)
-        dw = np.where(y > 0, 1.0, -1.0) * w / np.where(y > 0, rho, 1.0 - rho)  # ∂w/∂ρ
+        w = self.w if params is None else self._weights(rho, flip)
+        dw, dw_flip = self._weights(rho, flip, 1), self._weights(rho, flip, 2)  # ∂w/∂ρ, ∂w/∂θ
         out = np.zeros((8, nd))
         rows = self.rows
         for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
@@ -340,6 +349,10 @@ class StudentMap:
             out[S_YF, _IX["rho"]] += (dw * y) @ rows[:, 0]
             out[S_FFT, cols] += (w * rows[:, 0]) @ dnodes[1]
             out[S_FFT, _IX["rho"]] += (dw * ft) @ rows[:, 0]
+            for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
+                out[k, _IX["flip"]] += dw_flip @ rows[:, _ROW[i]]
+            out[S_YF, _IX["flip"]] += (dw_flip * y) @ rows[:, 0]
+            out[S_FFT, _IX["flip"]] += (dw_flip * ft) @ rows[:, 0]
         return out
 
     def state(self, x: np.ndarray) -> StudentState:

@@ -105,16 +105,17 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: columns of the teacher map's Jacobian: its state (m̃, q̃, Ṽ, b̃), then (λ̃, α, ρ, Δ)
-TEACHER_DIRECTIONS = ("m_t", "q_t", "V_t", "b_t", "lam_t", "alpha", "rho", "delta")
+TEACHER_DIRECTIONS = ("m_t", "q_t", "V_t", "b_t", "lam_t", "alpha", "rho", "delta", "flip")
 
 
 class _LogisticTeacherMap:
     """x = (m̃, q̃, Ṽ, b̃) ↦ G(x) for the logistic teacher; the bias by a Newton step on E[f̃] = 0.
 
-    ``calls`` counts the kernel evaluations; ``equations`` gives F = G − x with its Jacobian."""
+    ``calls`` counts the kernel evaluations; ``equations`` gives F = G − x with its Jacobian.
+    ``every``: sum over all four (y, ŷ) pairs even at θ = 0 (for the derivative in θ)."""
 
-    def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature):
-        self.data, self.lam, self.quad = data, lam, quad
+    def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature, every: bool = False):
+        self.data, self.lam, self.quad, self.every = data, lam, quad, every
         self.glx, self.glw = quad.legendre()
         self.base = quad.base()
         n = quad.max_nodes()
@@ -133,14 +134,14 @@ class _LogisticTeacherMap:
         hk = self.quad.features(0.0, 1.0, math.sqrt(data.delta * q))
         self.calls += 1
         return teacher_moments(
-            data.rho, data.flip, len(label_pairs(data.rho, data.flip)[0]), m, q, b, v, data.delta, hk, self.quad.feature_gap, self.base,
+            data.rho, data.flip, len(label_pairs(data.rho, data.flip, self.every)[0]), m, q, b, v, data.delta, hk, self.quad.feature_gap, self.base,
             self.glx, self.glw, self.xs, self.ws, self.ext, self.h_buf, metrics,
             self.n_ext, freeze, self.rows, self.acc if deriv else self.acc[:0],
         )  # fmt: skip
 
     def equations(self, x, *, lam=None, data=None, freeze=False, metrics=False):
         """One kernel call: (G(x), F(x), dF, mom), F = G − x except F_b = αΔE[f̃]/V̂_t (the
-        uncapped bias step), dF = ∂F/∂(TEACHER_DIRECTIONS) (4 × 8); with ``metrics`` the
+        uncapped bias step), dF = ∂F/∂(TEACHER_DIRECTIONS) (4 × 9); with ``metrics`` the
         gradient of E[ℓ] is ``self.loss_gradient``."""
         data = self.data if data is None else data
         lam = self.lam if lam is None else lam
@@ -152,9 +153,9 @@ class _LogisticTeacherMap:
         m, q, v, b = x
         a, rho, d = data.alpha, data.rho, data.delta
         s = math.sqrt(d * q)
-        y, _, p_y, dp_rho, _ = label_pairs(rho, data.flip)
+        y, _, p_y, dp_rho, dp_flip = label_pairs(rho, data.flip, self.every)
         k = len(y)
-        seeds = np.zeros((k, 3, 8))  # ∂(centre, spread, ΔṼ)/∂(directions) per (y, ŷ) pair
+        seeds = np.zeros((k, 3, 9))  # ∂(centre, spread, ΔṼ)/∂(directions) per (y, ŷ) pair
         seeds[:, 0, 0] = y
         seeds[:, 0, 3] = 1.0
         seeds[:, 1, 1], seeds[:, 1, 7] = d / (2 * s), q / (2 * s)
@@ -162,17 +163,20 @@ class _LogisticTeacherMap:
         inner = np.einsum("yik,ykd->yid", self.acc[:k], seeds)  # d E[g | y, ŷ]
         dm = np.einsum("y,yid->id", p_y, inner)  # (f̃, f̃², f̃′, ℓ) × directions
         dm[:, 6] += dp_rho @ self.rows[:k, :4]  # ∂P(y, ŷ)/∂ρ
+        dm[:, 8] += dp_flip @ self.rows[:k, :4]  # ∂P(y, ŷ)/∂θ
         dyf = (p_y * y) @ inner[:, 0]
         dyf[6] += (dp_rho * y) @ self.rows[:k, 0]
+        dyf[8] += (dp_flip * y) @ self.rows[:k, 0]
         if metrics:
             self.loss_gradient = dm[3]
-        sd = [Dual.seed(val, i, 8) for i, val in enumerate((m, q, v, b, lam, a, rho, d))]
+        state = (m, q, v, b, lam, a, rho, d, data.flip)
+        sd = [Dual.seed(val, i, 9) for i, val in enumerate(state)]
         a_, d_ = sd[5], sd[7]
         m_hat, q_hat = a_ * Dual(mom[T_YF], dyf), a_ * d_ * Dual(mom[T_FF], dm[1])
         v_hat = -(a_ * d_ * Dual(mom[T_DF], dm[2]))
         big_a = sd[4] + v_hat
         if not (v_hat.v > 0.0 and big_a.v > 0.0):  # a flat loss: no finite step
-            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 8), np.nan), mom
+            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 9), np.nan), mom
         out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
         out.append(a_ * d_ * Dual(mom[T_F], dm[0]) / v_hat)
         f = np.array([o.v for o in out]) - np.append(x[:3], 0.0)
