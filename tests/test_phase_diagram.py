@@ -490,6 +490,11 @@ def test_sweep_fingerprint_without_noise_or_tempering_is_as_before_they_existed(
     )
     prints = {s.fingerprint() for s in (sweep, noisy, tempered)}
     assert len(prints) == 3
+    # the example output in docs/cli/phase_diagram.md, written before θ and tempered existed
+    from kdtheory.phase_diagram import build_parser, custom_sweep
+
+    args = build_parser().parse_args(["--x", "alpha=0.5,1,4", "--set", "lam_t=0"])
+    assert custom_sweep(args).fingerprint()[:8] == "f68deb80"
 
 
 @pytest.mark.parametrize(
