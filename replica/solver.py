@@ -210,8 +210,20 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         x0 = initial(coarse, lam) if x0 is None else x0
         near_tol = max(tol, _COARSE_TOL)
         near = _newton_or_anderson(coarse, x0, near_tol, max_iter)
-        if near.status != "converged":  # the coarse map is as hard: leave it to continuation
-            return replace(near, iterations=coarse.calls)
+        if near.status != "converged":
+            # the coarse rule may be too rough to have a fixed point near the full rule's (soft
+            # labels with a sharp step inside the bulk of h̃, as at label noise θ ≈ ½ and small T):
+            # a few Newton steps on the full rule from x0, else leave it to continuation
+            res = newton(
+                lambda x: fine.equations(x, full=False)[:3],
+                x0,
+                tol=tol,
+                valid=valid,
+                max_iter=min(_FINE_NEWTON_ITER, max_iter),
+            )
+            if res.status == "converged":
+                return replace(res, iterations=coarse.calls + fine.calls)
+            return replace(near, iterations=coarse.calls + fine.calls)
         # the full rule, from the coarse fixed point with the coarse map's Jacobian there
         jac = near.jacobian
         if jac is None:  # (Anderson reached it)
@@ -309,6 +321,8 @@ def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int
 _COARSE_TOL = 1e-8
 #: Newton steps before falling back to Anderson
 _NEWTON_ITER = 30
+#: Newton steps on the full rule where the coarse rule failed
+_FINE_NEWTON_ITER = 8
 #: map evaluations one continuation may spend, in units of ``max_iter``
 _CONTINUATION_BUDGET = 10
 #: the smallest ridge of a continuation towards λ = 0

@@ -38,11 +38,20 @@ def test_noiseless_problem_is_unchanged_by_the_flipped_pairs(problem, monkeypatc
     _close(fast.teacher, every.teacher, TEACHER_FIELDS, rel=1e-13)
 
 
-@pytest.mark.parametrize("rho", [0.5, 0.3])
-def test_labels_without_information_give_no_signal(rho):
+@pytest.mark.parametrize(
+    ("rho", "alpha", "lam_t", "student"),
+    [
+        (0.5, 2.0, 0.1, Student(0.05, 0.7, 2.0)),
+        (0.3, 2.0, 0.1, Student(0.05, 0.7, 2.0)),
+        # sharp soft labels sig(h̃/0.1) of an uninformative teacher: the coarse rule has no fixed
+        # point near the full rule's, which Newton on the full rule finds
+        (0.5, 6.0, 1.0, Student(0.1, 0.5, 0.1)),
+    ],
+)
+def test_labels_without_information_give_no_signal(rho, alpha, lam_t, student):
     # θ = ½: ŷ is independent of y, so E[y f] = 0 and m̂ = 0: m = m̃ = 0 (and ε_g = ½ at ρ = ½)
-    data = GaussianMixture(2.0, rho, 1.0, flip=0.5)
-    sol = replica.solve(Problem(data, LogisticTeacher(0.1), Student(0.05, 0.7, 2.0)))
+    data = GaussianMixture(alpha, rho, 1.0, flip=0.5)
+    sol = replica.solve(Problem(data, LogisticTeacher(lam_t), student))
     assert sol.converged
     # m is a sum of terms ± of equal size: zero to the solve's tolerance (1e-10 of q ≈ 1)
     assert abs(sol.teacher.m) < 1e-9 and abs(sol.student.m) < 1e-9
