@@ -3,7 +3,10 @@ r"""``python -m kdtheory.compare``: replica theory curves against finite-N simul
 Default: the KD student's test error as a function of its teacher's ridge λ̃, for a logistic teacher
 (a curve) and the Bayes-optimal teacher (flat in λ̃), with an unbalanced mixture (α = 2, ρ = 0.3,
 Δ = 1) and a sparse student (λ = 0.03, χ = 1, T = 1, η = 0.5); simulation points with error bars
-(N = 1000, 8 seeds) at a few values.  Any parameter can be swept with ``--x``.  Writes the data
+(N = 1000, 8 seeds) at a few values.  Any parameter can be swept with ``--x``; with label noise
+(``--set flip=θ`` with θ > 0, or ``--x flip:…``) only the logistic teacher is drawn (the Bayes-optimal
+teacher is defined without label noise).  ``--tempered teacher`` divides only the teacher's output
+by T.  Writes the data
 (NetCDF) and the figure (PNG) to ``--out`` under the stem ``--name`` (default compare_<parameter>);
 theory and simulations are journalled, so a rerun resumes.
 
@@ -22,6 +25,7 @@ import numpy as np
 from kdtheory.journal import Journal, JournalLockedError, check_name, check_output_dir
 from kdtheory.phase_diagram import (
     DEFAULTS,
+    TEMPERED,
     _Parser,
     base_problem,
     check_simulation_args,
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="fix a parameter (repeatable); defaults: "
                    + ", ".join(f"{k}={v:g}" for k, v in COMPARE_DEFAULTS.items()))  # fmt: skip
+    p.add_argument("--tempered", choices=TEMPERED, default="both",
+                   help="which outputs T divides: both (default) or teacher (Student.tempered)")  # fmt: skip
     p.add_argument(
         "--n", type=int, default=1000,
         help="simulated dimension N (integer ≥ 10 with 8·α·N² bytes of data ≤ 2 GiB; default 1000)",
@@ -80,12 +86,13 @@ def sweeps(args) -> dict[str, tuple[Sweep, Sweep]]:
     )
     sparse = Axis(axis.name, tuple(axis.values[int(i)] for i in picks), axis.log)
     out = {}
-    for teacher in ("logistic", "bayes"):
+    noisy = axis.name == "flip" or fixed["flip"] != 0.0  # the Bayes teacher needs θ = 0
+    for teacher in ("logistic",) if noisy else ("logistic", "bayes"):
         if teacher == "bayes" and axis.name == "lam_t":
             flat = Axis("eta", (fixed["eta"],))  # the Bayes teacher has no λ̃: one point, drawn flat
-            out[teacher] = (Sweep(base_problem(teacher, fixed), (flat,)),) * 2
+            out[teacher] = (Sweep(base_problem(teacher, fixed, args.tempered), (flat,)),) * 2
         else:
-            base = base_problem(teacher, fixed)
+            base = base_problem(teacher, fixed, args.tempered)
             out[teacher] = (Sweep(base, (axis,)), Sweep(base, (sparse,)))
         check_simulation_args(args.n, args.seeds, out[teacher][1], seed=args.seed, jobs=args.jobs,
                               flags=_SIM_FLAGS)  # fmt: skip
@@ -169,7 +176,10 @@ def run(args, plan: dict[str, tuple[Sweep, Sweep]], journals: dict) -> list[Path
     ax.set_ylabel("student test error ε_g")
     fixed = {**COMPARE_DEFAULTS, **parse_set(args.set)}
     fixed.pop(name, None)
-    ax.set_title(", ".join(f"{k}={v:g}" for k, v in fixed.items() if k != "lam_t"), fontsize=8)
+    shown = [f"{k}={v:g}" for k, v in fixed.items() if k != "lam_t" and (k, v) != ("flip", 0.0)]
+    if args.tempered != "both":
+        shown.append(f"tempered={args.tempered}")
+    ax.set_title(", ".join(shown), fontsize=8)
     if drawn:
         ax.legend(fontsize=7)
     else:

@@ -10,7 +10,10 @@ With p̃ = sig(h̃/T) and softplus(x) = log(1 + eˣ), written without cancellati
     ∂²_h  = (1 − χ) sig(h) sig(−h) + (χ/T²) sig(h/T) sig(−h/T)
     ∂_h∂_h̃ = κ = −(χ/T²) p̃ (1 − p̃)
 
-χ = 0 is the plain logistic loss.  ``prox(y, h̃, ω, V) = argmin_h (h − ω)²/(2V) + ℓ_KD(y, h̃, h)`` is
+χ = 0 is the plain logistic loss.  The ``_p`` kernels take p̃ precomputed, so the temperature they
+receive is the student's own, T_s: for ``Student.tempered == "teacher"`` (H(sig(h̃/T), sig(h))) pass
+p̃ = sig(h̃/T) and temperature T_s = 1; then κ = ∂_h∂_h̃ ℓ_KD = −χ p̃(1 − p̃)/(T·T_s).  The
+label y here is the training label (flipped with probability θ under label noise).  ``prox(y, h̃, ω, V) = argmin_h (h − ω)²/(2V) + ℓ_KD(y, h̃, h)`` is
 found by Newton's method safeguarded by bisection on the bracket ω ± V B, B = (1 − χ) + χ/T ≥ |∂_h ℓ_KD|.
 All functions are stable for |h/T| up to 1e3 and beyond (no overflow, no warnings).
 """

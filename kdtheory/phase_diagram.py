@@ -6,8 +6,10 @@ five figures with captions (``kdtheory.headline``; about a minute on 2 cores): 1
 teacher's regularisation, 2. the limit (best KD student against the best ridge student),
 3. the Bayes-optimal teacher's student, 4. double descent at α = η, 5. the KD gain map.
 
-Any other grid: ``--x name:start:stop:num[:log]`` (and ``--y`` for a map) over α, ρ, Δ, λ̃ (lam_t),
-λ (lam), χ (chi), T (temperature), η (eta); ``--set`` the others; ``--optimise lam`` to minimise the
+Any other grid: ``--x name:start:stop:num[:log]`` (and ``--y`` for a map) over α, ρ, Δ, θ (flip, the
+probability that a training label is flipped), λ̃ (lam_t), λ (lam), χ (chi), T (temperature), η (eta);
+``--set`` the others; ``--tempered teacher`` divides only the teacher's output by T (default
+``both``; a choice for the whole run, recorded in the NetCDF attributes); ``--optimise lam`` to minimise the
 student's error over λ at every point (repeat it to optimise several jointly).  ``--figures optimal``
 (instead of the default headline): the optimal metaparameters (χ*, T*, λ*) over (α, λ̃) and (α, ρ)
 (``kdtheory.optimal``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
@@ -49,8 +51,10 @@ from kdtheory.problem import (
 )
 from kdtheory.sweep import MAX_POINTS, QUANTITIES, Axis, Optimise, Sweep, failure_summary
 
-DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "lam_t": 0.1, "lam": 0.05, "chi": 1.0,
-            "temperature": 1.0, "eta": 0.5}  # fmt: skip
+DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "flip": 0.0, "lam_t": 0.1, "lam": 0.05,
+            "chi": 1.0, "temperature": 1.0, "eta": 0.5}  # fmt: skip
+#: ``--tempered`` choices (``Student.tempered``): which outputs the temperature divides
+TEMPERED = ("both", "teacher")
 PLOTTABLE = [*QUANTITIES, "gain", "eg_nokd"]
 
 
@@ -66,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] + " Without --x: the headline figures.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            "parameters: alpha (M/N > 0), rho (0 < ρ < 1), delta (noise Δ > 0), lam_t (teacher ridge "
-            "λ̃ ≥ 0), lam (student ridge λ ≥ 0), chi (KD weight 0 ≤ χ ≤ 1), temperature (T > 0), "
+            "parameters: alpha (M/N > 0), rho (0 < ρ < 1), delta (noise Δ > 0), flip (label noise "
+            "0 ≤ θ ≤ 1; logistic teacher only), lam_t (teacher ridge λ̃ ≥ 0), lam (student ridge λ ≥ 0), chi (KD weight 0 ≤ χ ≤ 1), temperature (T > 0), "
             "eta (trained fraction 0 < η ≤ 1)\n"
             f"limits: ranges start < stop, at most {MAX_POINTS} points per grid (journal and Dataset "
             "memory); --simulate N with 8·α·N² bytes of data ≤ 2 GiB, --seeds ≤ 1000\n"
@@ -83,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--y", metavar="SPEC", help="second swept parameter (draws a map); same syntax")
     g.add_argument("--teacher", choices=["logistic", "bayes"], default="logistic",
                    help="logistic (L2, ridge lam_t) or Bayes-optimal teacher (default: logistic)")  # fmt: skip
+    g.add_argument("--tempered", choices=TEMPERED, default="both",
+                   help="both: H(sig(h̃/T), sig(h/T)) (Saglietti & Zdeborová); teacher: "
+                   "H(sig(h̃/T), sig(h)) (Takanami et al.); default: both")  # fmt: skip
     g.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
                    help="fix a parameter (repeatable); defaults: "
                    + ", ".join(f"{k}={v:g}" for k, v in DEFAULTS.items()))  # fmt: skip
@@ -116,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def base_problem(teacher: str, fixed: dict[str, float]) -> Problem:
-    """The Problem at the fixed parameters (lam_t ignored for the Bayes teacher)."""
+def base_problem(teacher: str, fixed: dict[str, float], tempered: str = "both") -> Problem:
+    """The Problem at the fixed parameters (lam_t ignored for the Bayes teacher); ``tempered`` is
+    ``Student.tempered``."""
     v = {**DEFAULTS, **fixed}
     t = BayesTeacher() if teacher == "bayes" else LogisticTeacher(v["lam_t"])
     return Problem(
-        GaussianMixture(v["alpha"], v["rho"], v["delta"]),
+        GaussianMixture(v["alpha"], v["rho"], v["delta"], v["flip"]),
         t,
-        Student(v["lam"], v["chi"], v["temperature"], v["eta"]),
+        Student(v["lam"], v["chi"], v["temperature"], v["eta"], tempered),
     )
 
 
@@ -152,7 +160,8 @@ def custom_sweep(args) -> Sweep:
         )
     variants = {"nokd": {"chi": 0.0}} if args.quantity in ("gain", "eg_nokd") else {}
     opts = tuple(Optimise.parse(o) for o in args.optimise or ())
-    return Sweep(base_problem(args.teacher, fixed), tuple(axes), variants, opts, args.tol)
+    base = base_problem(args.teacher, fixed, args.tempered)
+    return Sweep(base, tuple(axes), variants, opts, args.tol)
 
 
 def max_alpha(sweep: Sweep) -> float:
@@ -282,12 +291,16 @@ def run_custom(
 def _title(sweep: Sweep) -> str:
     swept = {a.name for a in sweep.axes}
     fixed = {k: v for k, v in sweep.base.params.items() if k not in swept and not math.isnan(v)}
+    if fixed.get("flip") == 0.0:  # no label noise: as before θ existed
+        del fixed["flip"]
     for o in sweep.optimise:
         fixed.pop(o.name, None)
     teacher = (
         "Bayes teacher" if isinstance(sweep.base.teacher, BayesTeacher) else "logistic teacher"
     )
     opt = f", {', '.join(o.name for o in sweep.optimise)} optimised" if sweep.optimise else ""
+    if sweep.base.student.tempered != "both":
+        opt += f", tempered={sweep.base.student.tempered}"
     return f"{teacher}{opt}: " + ", ".join(f"{k}={v:g}" for k, v in fixed.items())
 
 
@@ -305,11 +318,12 @@ def main(argv: list[str] | None = None) -> int:
                     or args.optimise
                     or args.quantity != "eg"
                     or args.teacher != "logistic"
+                    or args.tempered != "both"
                     or args.name
                 ):
                     raise ValueError(
-                        "--y, --set, --optimise, --quantity, --teacher and --name need --x "
-                        "(a custom grid)"
+                        "--y, --set, --optimise, --quantity, --teacher, --tempered and --name need "
+                        "--x (a custom grid)"
                     )
                 if args.map_size is not None and args.figures != "optimal":
                     raise ValueError("--map-size sets the grids of --figures optimal")

@@ -274,14 +274,23 @@ class Sweep:
         return hashlib.sha256(desc.encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
-        return {
+        """What determines the results.  Label noise θ = 0 (unless swept) and the default
+        ``tempered="both"`` are left out, so a sweep without them keeps the fingerprint it had
+        before they existed (and its journal stays valid)."""
+        base = {k: v for k, v in self.base.params.items() if not math.isnan(v)}
+        if base.get("flip") == 0.0:
+            del base["flip"]
+        out = {
             "teacher": "bayes" if isinstance(self.base.teacher, BayesTeacher) else "logistic",
-            "base": {k: v for k, v in self.base.params.items() if not math.isnan(v)},
+            "base": base,
             "axes": [[a.name, list(a.values), a.log] for a in self.axes],
             "variants": self.variants,
             "optimise": _describe_optimise(self.optimise),
             "tol": self.tol,
         }  # fmt: skip
+        if self.base.student.tempered != "both":
+            out["tempered"] = self.base.student.tempered
+        return out
 
     def quantity_names(self) -> list[str]:
         base = [*QUANTITIES, "converged", "status", "residual", "iterations"]
@@ -681,7 +690,8 @@ def to_dataset(sweep: Sweep, done: dict) -> xr.Dataset:
     desc = sweep.describe()
     ds.attrs.update(
         teacher=desc["teacher"],
-        fixed=json.dumps(desc["base"]),
+        tempered=sweep.base.student.tempered,
+        fixed=json.dumps({k: v for k, v in sweep.base.params.items() if not math.isnan(v)}),
         variants=json.dumps(desc["variants"]),
         optimise=json.dumps(desc["optimise"]),
         tol=sweep.tol,

@@ -1,16 +1,21 @@
 r"""Channel integrals of the replica fixed point (numba, float64), notation of docs/theory.md.
 
-E[·] averages over y (P(+1) = ρ) and standard Gaussians ξ̃, ξ, with the composite rules of
-``replica.quadrature`` (rebuilt inside the kernels because their breakpoints move with the state).
+E[·] averages over the cluster label y (P(+1) = ρ), the training label ŷ (= y with probability
+1 − θ, −y with probability θ: label noise, ``GaussianMixture.flip``) and standard Gaussians ξ̃, ξ,
+with the composite rules of ``replica.quadrature`` (rebuilt inside the kernels because their
+breakpoints move with the state).  The fields are centred on the cluster label (y m̃ + b̃, y m + b),
+the losses see the training label ŷ; at θ = 0 only the pairs ŷ = y are summed.
 
-Teacher channel (logistic loss, prox variance ΔṼ):
+Teacher channel (logistic loss ℓ(ŷ, ·), prox variance ΔṼ):
     ω̃ = y m̃ + b̃ + √(Δq̃) ξ̃,  h̃ = prox(ω̃),  f̃ = (h̃ − ω̃)/(ΔṼ) = −ℓ'(h̃),
     f̃' = ∂f̃/∂ω̃ = −ℓ''/(1 + ΔṼ ℓ''),  h̃' = ∂h̃/∂ω̃ = 1/(1 + ΔṼ ℓ'').
 
 Student channel (KD loss, prox variance ΔV), with the teacher-reaction shift ΔV_c f̃:
     ω = y m + b + √Δ (r/√q̃ ξ̃ + √(q − r²/q̃) ξ),  ω' = ω + ΔV_c f̃,
-    h = prox_{ΔV, ℓ_KD(y, h̃, ·)}(ω'),  f = (h − ω')/(ΔV) = −∂_h ℓ_KD,  ∂_ω f = −ℓ''/(1 + ΔV ℓ''),
-    dh/dω̃ = (ΔV_c f̃' − ΔV κ h̃')/(1 + ΔV ℓ''),  df/dω̃ = −ℓ'' dh/dω̃ − κ h̃',  κ = −(χ/T²) p̃(1 − p̃).
+    h = prox_{ΔV, ℓ_KD(ŷ, h̃, ·)}(ω'),  f = (h − ω')/(ΔV) = −∂_h ℓ_KD,  ∂_ω f = −ℓ''/(1 + ΔV ℓ''),
+    dh/dω̃ = (ΔV_c f̃' − ΔV κ h̃')/(1 + ΔV ℓ''),  df/dω̃ = −ℓ'' dh/dω̃ − κ h̃',
+    κ = −χ p̃(1 − p̃)/(T T_s),  p̃ = sig(h̃/T),
+with T_s the student's own temperature (T if ``tempered == "both"``, 1 if ``"teacher"``).
 """
 
 from __future__ import annotations
@@ -47,49 +52,54 @@ def _output(y, pt, h, om, var, chi, temperature):
 
 
 @njit(cache=True)
-def _kd_partials(y, ht, pt, h, chi, temperature, loss):
-    """ℓ_KD(y, h̃, h) = (1 − χ) softplus(−yh) + χ [softplus(h/T) − p̃ h/T], p̃ = sig(h̃/T): the
+def _kd_partials(y, ht, pt, h, chi, temperature, t_s, dts, loss):
+    """ℓ_KD(ŷ, h̃, h) = (1 − χ) softplus(−ŷh) + χ [softplus(h/T_s) − p̃ h/T_s], p̃ = sig(h̃/T): the
     h-derivatives ℓ, ℓ′, ℓ″, ℓ‴ and the partials of ℓ, ℓ′, ℓ″ in h̃, χ and T at fixed h, then
-    κ = ∂_h∂_h̃ ℓ_KD = −χ p̃(1 − p̃)/T² and its partials in h̃, χ, T (a 17-tuple, in that order).
-    ``pt`` must be sig(h̃/T); ℓ and its partials are 0 unless ``loss``.
+    κ = ∂_h∂_h̃ ℓ_KD = −χ p̃(1 − p̃)/(T T_s) and its partials in h̃, χ, T (a 17-tuple, in that
+    order).  ``y`` is the training label ŷ, ``pt`` must be sig(h̃/T), ``t_s`` is the student's
+    temperature T_s and ``dts`` = dT_s/dT (1 if T_s = T, 0 if T_s = 1); ℓ and its partials are 0
+    unless ``loss``.
 
-    With s = sig(−yh), z = h/T, σ = sig(z), z̃ = h̃/T: the label part (ℓ, ℓ′, ℓ″, ℓ‴) is
-    (softplus(−yh), −ys, s(1 − s), −ys(1 − s)(1 − 2s)), the KD part per unit χ is
-    (softplus(z) − p̃z, (σ − p̃)/T, σ(1 − σ)/T², σ(1 − σ)(1 − 2σ)/T³); its T-partials follow from
-    ∂z/∂T = −z/T and ∂z̃/∂T = −z̃/T.
+    With s = sig(−ŷh), z = h/T_s, σ = sig(z), z̃ = h̃/T: the label part (ℓ, ℓ′, ℓ″, ℓ‴) is
+    (softplus(−ŷh), −ŷs, s(1 − s), −ŷs(1 − s)(1 − 2s)), the KD part per unit χ is
+    (softplus(z) − p̃z, (σ − p̃)/T_s, σ(1 − σ)/T_s², σ(1 − σ)(1 − 2σ)/T_s³); its T-partials follow
+    from ∂z/∂T = −z dT_s/dT /T_s and ∂p̃/∂T = −z̃ p̃(1 − p̃)/T.
     """
     s = sigmoid(-y * h)
     t = temperature
-    z = h / t
+    z = h / t_s
     zt = ht / t
-    sg = (1.0 - s if y > 0 else s) if t == 1.0 else sigmoid(z)
+    sg = (1.0 - s if y > 0 else s) if t_s == 1.0 else sigmoid(z)
     ps = pt * (1.0 - pt)
     ss = sg * (1.0 - sg)
     lab0 = softplus(-y * h) if loss else 0.0
     kd0 = softplus(z) - pt * z if loss else 0.0
     lab1, lab2 = -y * s, s * (1.0 - s)
     lab3 = -y * s * (1.0 - s) * (1.0 - 2.0 * s)
-    kd1, kd2 = (sg - pt) / t, ss / (t * t)
-    kd3 = ss * (1.0 - 2.0 * sg) / (t * t * t)
+    kd1, kd2 = (sg - pt) / t_s, ss / (t_s * t_s)
+    kd3 = ss * (1.0 - 2.0 * sg) / (t_s * t_s * t_s)
     c = 1.0 - chi
+    dz = -z * dts / t_s  # ∂z/∂T
+    dpt = -zt * ps / t  # ∂p̃/∂T
+    kap = -chi * ps / (t * t_s)
     return (
         c * lab0 + chi * kd0,
         c * lab1 + chi * kd1,
         c * lab2 + chi * kd2,
         c * lab3 + chi * kd3,
         -chi * z * ps / t if loss else 0.0,  # ∂_h̃ ℓ
-        -chi * ps / (t * t),  # ∂_h̃ ℓ′ = κ
+        kap,  # ∂_h̃ ℓ′ = κ
         0.0,  # ∂_h̃ ℓ″
         kd0 - lab0,  # ∂_χ ℓ, ℓ′, ℓ″
         kd1 - lab1,
         kd2 - lab2,
-        chi * (-z * (sg - pt) + z * zt * ps) / t if loss else 0.0,  # ∂_T ℓ, ℓ′, ℓ″
-        -chi * ((sg - pt) + z * ss - zt * ps) / (t * t),
-        -chi * ss * (2.0 + z * (1.0 - 2.0 * sg)) / (t * t * t),
-        -chi * ps / (t * t),  # κ and its partials in h̃, χ, T
-        -chi * ps * (1.0 - 2.0 * pt) / (t * t * t),
-        -ps / (t * t),
-        chi * ps * (2.0 + zt * (1.0 - 2.0 * pt)) / (t * t * t),
+        chi * ((sg - pt) * dz - z * dpt) if loss else 0.0,  # ∂_T ℓ, ℓ′, ℓ″
+        chi * ((ss * dz - dpt) - (sg - pt) * dts / t_s) / t_s,
+        chi * ss * ((1.0 - 2.0 * sg) * dz - 2.0 * dts / t_s) / (t_s * t_s),
+        kap,  # κ and its partials in h̃, χ, T
+        kap * (1.0 - 2.0 * pt) / t,
+        -ps / (t * t_s),
+        chi * ps * (1.0 + dts + zt * (1.0 - 2.0 * pt)) / (t * t * t_s),
     )
 
 
@@ -149,30 +159,56 @@ T_F, T_YF, T_FF, T_DF, T_LOSS, T_ERR = range(6)
 S_F, S_YF, S_FF, S_DF, S_FFT, S_DFT, S_LOSS, S_ERR = range(8)
 
 
+#: at θ = 0 sum over the two clean pairs only (False: all four, the flipped ones with weight 0)
+SKIP_FLIPPED = True
+
+
+def label_pairs(rho: float, flip: float, every: bool = False):
+    """The (y, ŷ) pairs a channel sums over: (cluster labels y, training labels ŷ, P(y, ŷ),
+    ∂P/∂ρ, ∂P/∂θ) as arrays (``pair_probability``).  At θ = 0 only the two clean pairs
+    (y = ŷ = ±1), with weights ρ and 1 − ρ, unless ``every`` (or ``SKIP_FLIPPED`` is False): then
+    all four, the flipped ones with weight 0 (for derivatives in θ)."""
+    n = 2 if flip == 0.0 and SKIP_FLIPPED and not every else 4
+    y = np.array([1.0, -1.0, 1.0, -1.0])[:n]
+    y_hat = np.array([1.0, -1.0, -1.0, 1.0])[:n]
+    return (y, y_hat, *pair_probability(y, y_hat, rho, flip))
+
+
+def pair_probability(y, y_hat, rho: float, flip: float):
+    """P(y, ŷ) = P(y)(1 − θ) if ŷ = y, P(y)θ if ŷ = −y (P(+1) = ρ), with ∂P/∂ρ and ∂P/∂θ
+    (elementwise over arrays of labels)."""
+    p_y = np.where(y > 0, rho, 1.0 - rho)
+    clean = y == y_hat
+    p_flip = np.where(clean, 1.0 - flip, flip)
+    return p_y * p_flip, np.sign(y) * p_flip, np.where(clean, -p_y, p_y)
+
+
 @njit(cache=True)
 def teacher_moments(
-    rho, m_t, q_t, b_t, v_t, delta, hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics,
+    rho, flip, n_pairs, m_t, q_t, b_t, v_t, delta, hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics,
     n_ext, freeze, rows, acc,
 ):  # fmt: skip
-    """E[f̃], E[y f̃], E[f̃²], E[f̃'], E[ℓ(y, h̃)], E[1{y h̃ ≤ 0}] for the logistic teacher.
+    """E[f̃], E[y f̃], E[f̃²], E[f̃'], E[ℓ(ŷ, h̃)], E[1{ŷ h̃ ≤ 0}] for the logistic teacher.
 
-    ``h_buf[0 or 1, k]`` keeps the prox solutions of the last call as warm starts; the last two
-    moments are computed only if ``metrics``.  ``ext[iy]``/``n_ext[iy]`` receive the breakpoints
-    of label y (``freeze``: reuse those of the last call instead, a fixed rule).  ``rows[iy]``
-    receives the conditional moments E[g | y] of g ∈ (f̃, f̃², f̃', ℓ) and, if ``acc`` has rows,
-    ``acc[iy, i, k]`` their derivatives (``_node_derivative``) at fixed ξ̃-nodes with respect
-    to k ∈ (ω̃ centre, spread √(Δq̃), ΔṼ).
+    The expectation runs over the first ``n_pairs`` pairs (y, ŷ) of ``label_pairs`` (pair i has
+    y = ±1 for i even/odd and ŷ = −y for i ≥ 2).  ``h_buf[i, k]`` keeps the prox solutions of
+    the last call as warm starts; the last two moments are computed only if ``metrics``.
+    ``ext[i]``/``n_ext[i]`` receive the breakpoints of pair i (``freeze``: reuse those of the last
+    call instead, a fixed rule).  ``rows[i]`` receives the conditional moments E[g | y, ŷ] of
+    g ∈ (f̃, f̃², f̃', ℓ) and, if ``acc`` has rows, ``acc[i, g, k]`` their derivatives
+    (``_node_derivative``) at fixed ξ̃-nodes with respect to k ∈ (ω̃ centre, spread √(Δq̃), ΔṼ).
     """
     mom = np.zeros(6)
     var = delta * v_t
     s = math.sqrt(delta * q_t)
     deriv = acc.shape[0] > 0
-    for iy in range(2):
-        y = 1.0 if iy == 0 else -1.0
-        p_y = rho if iy == 0 else 1.0 - rho
+    for iy in range(n_pairs):
+        y = 1.0 if iy % 2 == 0 else -1.0
+        yl = y if iy < 2 else -y  # the training label ŷ
+        p_y = (rho if iy % 2 == 0 else 1.0 - rho) * (1.0 - flip if iy < 2 else flip)
         centre = y * m_t + b_t
         if not freeze:
-            n_ext[iy] = feature_breaks(hk, y, 0.5, var, 0.0, 1.0, centre, s, gap, ext[iy])
+            n_ext[iy] = feature_breaks(hk, yl, 0.5, var, 0.0, 1.0, centre, s, gap, ext[iy])
         n = composite_rule(base, ext[iy], n_ext[iy], glx, glw, xs, ws)
         for i in range(4):
             rows[iy, i] = 0.0
@@ -180,13 +216,13 @@ def teacher_moments(
             for i in range(4):
                 for k in range(3):
                     acc[iy, i, k] = 0.0
-        if metrics:  # y h̃ ≤ 0 ⇔ y(ω̃ − ω̃₀) ≤ 0, ω̃₀ = ΔṼ ℓ'(y, 0): prox is increasing
-            mom[T_ERR] += p_y * _phi(y * (var * _d1_p(y, 0.5, 0.0, 0.0, 1.0) - centre) / s)
+        if metrics:  # ŷ h̃ ≤ 0 ⇔ ŷ(ω̃ − ω̃₀) ≤ 0, ω̃₀ = ΔṼ ℓ'(ŷ, 0): prox is increasing
+            mom[T_ERR] += p_y * _phi(yl * (var * _d1_p(yl, 0.5, 0.0, 0.0, 1.0) - centre) / s)
         for k in range(n):
             om = centre + s * xs[k]
-            h, d2 = _prox_curv_p(y, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
+            h, d2 = _prox_curv_p(yl, 0.5, om, var, 0.0, 1.0, h_buf[iy, k])
             h_buf[iy, k] = h
-            f = _output(y, 0.5, h, om, var, 0.0, 1.0)
+            f = _output(yl, 0.5, h, om, var, 0.0, 1.0)
             w = p_y * ws[k]
             mom[T_F] += w * f
             mom[T_YF] += w * y * f
@@ -196,10 +232,10 @@ def teacher_moments(
             rows[iy, 1] += ws[k] * f * f
             rows[iy, 2] += ws[k] * (-d2 / (1.0 + var * d2))
             if metrics:
-                mom[T_LOSS] += w * _loss_p(y, 0.5, h, 0.0, 1.0)
-                rows[iy, 3] += ws[k] * _loss_p(y, 0.5, h, 0.0, 1.0)
+                mom[T_LOSS] += w * _loss_p(yl, 0.5, h, 0.0, 1.0)
+                rows[iy, 3] += ws[k] * _loss_p(yl, 0.5, h, 0.0, 1.0)
             if deriv:
-                lp = _kd_partials(y, 0.0, 0.5, h, 0.0, 1.0, metrics)
+                lp = _kd_partials(yl, 0.0, 0.5, h, 0.0, 1.0, 1.0, 1.0, metrics)
                 d_om = _node_derivative(
                     f, var, 0.0, 0.0, 0.0, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 )
@@ -214,34 +250,37 @@ def teacher_moments(
 
 
 @njit(cache=True)
-def teacher_nodes(y, xt, m_t, q_t, b_t, v_t, delta, ht, ft, dft, dht):
-    """Logistic teacher at given nodes (y_o, ξ̃_o): fill h̃, f̃, f̃', h̃'."""
+def teacher_nodes(y, yl, xt, m_t, q_t, b_t, v_t, delta, ht, ft, dft, dht):
+    """Logistic teacher at given nodes (y_o, ŷ_o, ξ̃_o): fill h̃, f̃, f̃', h̃' (centre y_o m̃ + b̃,
+    loss ℓ(ŷ_o, ·))."""
     var = delta * v_t
     s = math.sqrt(delta * q_t)
     for o in range(y.shape[0]):
         om = y[o] * m_t + b_t + s * xt[o]
-        h = _prox_p(y[o], 0.5, om, var, 0.0, 1.0, om)
+        h = _prox_p(yl[o], 0.5, om, var, 0.0, 1.0, om)
         d2 = _d2_p(h, 0.0, 1.0)
         ht[o] = h
-        ft[o] = _output(y[o], 0.5, h, om, var, 0.0, 1.0)
+        ft[o] = _output(yl[o], 0.5, h, om, var, 0.0, 1.0)
         dft[o] = -d2 / (1.0 + var * d2)
         dht[o] = 1.0 / (1.0 + var * d2)
 
 
 @njit(cache=True)
 def student_moments(
-    y, w, xt, ht, ft, dft, dht, m, q, r, v, vc, b, q_t, delta, chi, temperature,
+    y, yl, w, xt, ht, ft, dft, dht, m, q, r, v, vc, b, q_t, delta, chi, temperature, both,
     hk, gap, base, glx, glw, xs, ws, ext, h_buf, metrics, n_ext, freeze, rows, acc, full,
 ):  # fmt: skip
-    """E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{y h ≤ 0}] for the student.
+    """E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{ŷ h ≤ 0}] for the student.
 
-    Outer nodes o carry (y, weight incl. P(y), ξ̃) and the teacher's h̃, f̃, f̃', h̃'; the inner
+    Outer nodes o carry (cluster label y, training label ŷ = ``yl``, weight incl. P(y, ŷ), ξ̃) and
+    the teacher's h̃, f̃, f̃', h̃'; p̃ = sig(h̃/T), and the student's own temperature is T_s = T if
+    ``both`` else 1 (``Student.tempered``).  The inner
     rule over ξ is rebuilt per outer node with breakpoints at the student's feature points
     (``ext[o, :n_ext[o]]``; ``freeze``: reuse those of the last call, a fixed rule).
     ``xs``, ``ws`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
     the last call as warm starts (NaN: none; then the prox starts from the previous node's
     solution moved by ∂h/∂ω = 1/(1 + ΔVℓ″)); the last two moments are computed only if ``metrics``.
-    ``rows[o]`` receives the inner expectations of (f, f², ∂_ω f, df/dω̃, ℓ_KD, 1{yh ≤ 0}); if
+    ``rows[o]`` receives the inner expectations of (f, f², ∂_ω f, df/dω̃, ℓ_KD, 1{ŷh ≤ 0}); if
     ``acc`` has rows, ``acc[o, i, k]`` receives the inner expectation of the derivative of
     integrand i (I_F, I_FF, I_DF, I_LOSS, I_DFT) in primitive k (P_OM … P_DHT) at fixed nodes:
     all of them if ``full``, else those the student's state moves (P_OM, P_SPREAD, P_VAR, P_CS).
@@ -252,17 +291,16 @@ def student_moments(
     sd = math.sqrt(delta)
     a = r / math.sqrt(q_t)
     spread = sd * math.sqrt(max(q - r * r / q_t, 0.0))
-    t2 = temperature * temperature
+    t_s = temperature if both else 1.0
+    dts = 1.0 if both else 0.0
     cs = delta * vc
     for o in range(n_out):
-        yo = y[o]
+        yo = yl[o]  # the training label: the loss sees ŷ, the centre the cluster label y
         pt = sigmoid(ht[o] / temperature)
-        kappa = -(chi / t2) * pt * (1.0 - pt)
-        centre = yo * m + b + sd * a * xt[o] + delta * vc * ft[o]
+        kappa = -chi * pt * (1.0 - pt) / (temperature * t_s)
+        centre = y[o] * m + b + sd * a * xt[o] + delta * vc * ft[o]
         if not freeze:
-            n_ext[o] = feature_breaks(
-                hk, yo, pt, var, chi, temperature, centre, spread, gap, ext[o]
-            )
+            n_ext[o] = feature_breaks(hk, yo, pt, var, chi, t_s, centre, spread, gap, ext[o])
         n = composite_rule(base, ext[o], n_ext[o], glx, glw, xs[o], ws[o])
         a_f = a_ff = a_df = a_dft = a_loss = a_err = 0.0
         h_prev = om_prev = 0.0
@@ -271,8 +309,8 @@ def student_moments(
             for i in range(5):
                 for k in range(9):
                     acc[o, i, k] = 0.0
-        if metrics:  # y h ≤ 0 ⇔ y(ω' − ω'₀) ≤ 0 with ω'₀ = ΔV ∂_hℓ_KD(y, p̃, 0): prox is increasing
-            gap0 = var * _d1_p(yo, pt, 0.0, chi, temperature) - centre
+        if metrics:  # ŷh ≤ 0 ⇔ ŷ(ω' − ω'₀) ≤ 0, ω'₀ = ΔV ∂_hℓ_KD(ŷ, p̃, 0): prox is increasing
+            gap0 = var * _d1_p(yo, pt, 0.0, chi, t_s) - centre
             if spread > 0.0:
                 a_err = _phi(yo * gap0 / spread)
             elif yo * gap0 >= 0.0:
@@ -282,9 +320,9 @@ def student_moments(
             h0 = h_buf[o, j]
             if h0 != h0:  # no previous solution (NaN): extrapolate from the previous node
                 h0 = om if j == 0 else h_prev + (om - om_prev) / den_prev
-            h, d2 = _prox_curv_p(yo, pt, om, var, chi, temperature, h0)
+            h, d2 = _prox_curv_p(yo, pt, om, var, chi, t_s, h0)
             h_buf[o, j] = h
-            f = _output(yo, pt, h, om, var, chi, temperature)
+            f = _output(yo, pt, h, om, var, chi, t_s)
             den = 1.0 + var * d2
             h_prev, om_prev, den_prev = h, om, den
             dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
@@ -294,9 +332,9 @@ def student_moments(
             a_df -= wj * d2 / den
             a_dft += wj * (-d2 * dh_dt - kappa * dht[o])
             if metrics:
-                a_loss += wj * _loss_p(yo, pt, h, chi, temperature)
+                a_loss += wj * _loss_p(yo, pt, h, chi, t_s)
             if deriv:
-                lp = _kd_partials(yo, ht[o], pt, h, chi, temperature, metrics)
+                lp = _kd_partials(yo, ht[o], pt, h, chi, temperature, t_s, dts, metrics)
                 fo, dfo, dho = f, dft[o], dht[o]
                 d = _node_derivative(
                     fo, var, cs, dfo, dho, lp, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0

@@ -53,8 +53,8 @@ class Gradient:
         return np.array([self.d[quantity][k] for k in self.wrt])
 
 
-#: parameters ``gradient`` differentiates in (all flat parameters but the label noise θ)
-DIFFERENTIABLE = tuple(k for k in PARAMETERS if k != "flip")
+#: parameters ``gradient`` differentiates in (every flat parameter)
+DIFFERENTIABLE = tuple(PARAMETERS)
 
 
 def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradient:
@@ -71,8 +71,10 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     solution : Solution
         A converged ``replica.solve`` result (at q > 0).
     wrt : iterable of str
-        Flat parameter names (``kdtheory.problem.PARAMETERS``); ``lam_t`` is refused for the Bayes
-        teacher, which has no ridge.
+        Flat parameter names (``kdtheory.problem.PARAMETERS``); ``lam_t`` and ``flip`` are refused
+        for the Bayes teacher, which has no ridge and is defined at θ = 0 only.  The label noise
+        θ = ``flip`` enters the moments as (1 − θ) E_clean + θ E_flipped at fixed state, so its
+        partials are E_flipped − E_clean (all four (y, ŷ) pairs are summed, also at θ = 0).
 
     Returns
     -------
@@ -88,10 +90,6 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
             )
     if not wrt:
         raise ValueError("gradient: wrt must name at least one parameter")
-    if "flip" in wrt:
-        raise ValueError(
-            "gradient: flip (the label noise θ) is not differentiated; use finite differences"
-        )
     if not solution.converged:
         raise ValueError(
             f"gradient: the solution did not converge ({solution.status}); no derivatives"
@@ -102,12 +100,17 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
         raise ValueError(
             "gradient: lam_t is not a parameter of the Bayes teacher (it has no ridge)"
         )
+    if bayes and "flip" in wrt:
+        raise ValueError(
+            "gradient: flip is not a parameter of the Bayes teacher (it exists at flip = 0 only)"
+        )
     s, t = solution.student, solution.teacher
     if not (s.q > 0.0 and t.q > 0.0):
         raise ValueError("gradient: q = 0 (a constant classifier): ε_g is not differentiable there")
 
-    dxt, dloss_t = _teacher_sensitivities(solution, wrt, bayes)  # {name of _TEACHER_X: vector}
-    g = StudentMap(problem, t, solution.quad)
+    every = "flip" in wrt  # the flipped pairs, also at θ = 0
+    dxt, dloss_t = _teacher_sensitivities(solution, wrt, bayes, every)  # {_TEACHER_X: vector}
+    g = StudentMap(problem, t, solution.quad, every)
     x = s.vector()
     _, _, jac, _ = g.equations(x, metrics=True)
     ix = {k: i for i, k in enumerate(DIRECTIONS)}
@@ -150,7 +153,7 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     )
 
 
-def _teacher_sensitivities(solution: Solution, wrt, bayes: bool):
+def _teacher_sensitivities(solution: Solution, wrt, bayes: bool, every: bool):
     """d(m̃, q̃, Ṽ, b̃)/dθ and d(train loss)/dθ of the teacher (None for Bayes)."""
     data, t = solution.problem.data, solution.teacher
     a, rho, d = data.alpha, data.rho, data.delta
@@ -166,7 +169,7 @@ def _teacher_sensitivities(solution: Solution, wrt, bayes: bool):
             elif k == "rho":
                 out["b_t"][j] = 1.0 / (rho * (1.0 - rho))
         return out, None
-    g = _LogisticTeacherMap(data, solution.problem.teacher.lam, solution.quad)
+    g = _LogisticTeacherMap(data, solution.problem.teacher.lam, solution.quad, every)
     _, _, jac, _ = g.equations(np.array([t.m, t.q, t.V, t.b]), metrics=True)
     it = {k: i for i, k in enumerate(TEACHER_DIRECTIONS)}
     direct = np.zeros((4, len(wrt)))

@@ -1,7 +1,8 @@
 r"""Population losses of the asymptotic teacher and student: the cross-entropy on fresh data.
 
 A linear classifier h(x) = w·x/√N + b on a fresh sample of the mixture has h | y ~ N(y m + b, Δq),
-so its expected loss against the hard label, Σ_y P(y) E log(1 + e^{−y h}), depends on (m, q, b) only
+so its expected loss against the hard (clean, cluster) label, Σ_y P(y) E log(1 + e^{−y h}) — also
+under label noise θ, which affects training only — depends on (m, q, b) only
 (:meth:`kdtheory.problem.GaussianMixture.cross_entropy`). At the replica fixed point these are the
 order parameters of the solution.
 """

@@ -4,7 +4,8 @@ It evaluates the same channel expectations as ``replica.channels`` on a fixed te
 Gauss–Legendre panels with Gaussian weight over [−L, L], no feature points) with a vectorised
 safeguarded-Newton prox, and iterates the fixed point with plain damping (no acceleration).  Used
 by the tests (kernels against their twin) and by ``benchmarks/replica_speed.py`` as the "plain
-numpy loop" baseline.  Notation of docs/theory.md.
+numpy loop" baseline.  Notation of docs/theory.md: y the cluster label (centres the fields), ŷ the
+training label (the losses), flipped with probability θ; T_s the student's temperature.
 """
 
 from __future__ import annotations
@@ -65,38 +66,55 @@ def prox(y, pt, omega, v, chi, t, iters: int = 400):
     return h
 
 
+def label_pairs(data):
+    """[(y, ŷ, P(y, ŷ))]: ŷ = y w.p. 1 − θ, −y w.p. θ (pairs of probability 0 left out)."""
+    out = []
+    for y, p_y in ((1.0, data.rho), (-1.0, 1 - data.rho)):
+        for y_hat, p_f in ((y, 1 - data.flip), (-y, data.flip)):
+            if p_f > 0:
+                out.append((y, y_hat, p_y * p_f))
+    return out
+
+
 def teacher_channel(problem: Problem, m, q, b, v, rule):
     """Logistic teacher moments E[f̃], E[y f̃], E[f̃²], E[f̃'] and node values on ``rule``."""
     d = problem.data
     x, w = rule
     out = {}
-    for y, p_y in ((1.0, d.rho), (-1.0, 1 - d.rho)):
+    for y, y_hat, p in label_pairs(d):
         om = y * m + b + math.sqrt(d.delta * q) * x
-        h = prox(y, 0.5, om, d.delta * v, 0.0, 1.0)
-        _, d2 = dloss(y, 0.5, h, 0.0, 1.0)
+        h = prox(y_hat, 0.5, om, d.delta * v, 0.0, 1.0)
+        _, d2 = dloss(y_hat, 0.5, h, 0.0, 1.0)
         f = (h - om) / (d.delta * v)
-        out[y] = (p_y, h, f, -d2 / (1 + d.delta * v * d2), 1 / (1 + d.delta * v * d2))
+        out[y, y_hat] = (p, h, f, -d2 / (1 + d.delta * v * d2), 1 / (1 + d.delta * v * d2))
     mom = np.zeros(4)
-    for y, (p_y, _h, f, df, _) in out.items():
-        mom += p_y * np.array([w @ f, y * (w @ f), w @ f**2, w @ df])
+    for (y, _), (p, _h, f, df, _) in out.items():
+        mom += p * np.array([w @ f, y * (w @ f), w @ f**2, w @ df])
     return mom, out
 
 
-def teacher_nodes(problem: Problem, teacher, y: float, xt: np.ndarray):
-    """(h̃, f̃, f̃', h̃') of a solved teacher state at Gaussian nodes ξ̃ for label y."""
+def teacher_nodes(problem: Problem, teacher, y: float, xt: np.ndarray, y_hat: float | None = None):
+    """(h̃, f̃, f̃', h̃') of a solved teacher state at Gaussian nodes ξ̃ for cluster label y and
+    training label ŷ (default y)."""
     d = problem.data
+    y_hat = y if y_hat is None else y_hat
     om = y * teacher.m + teacher.b + math.sqrt(d.delta * teacher.q) * xt
     if isinstance(problem.teacher, BayesTeacher):
         c = 2 / (d.delta * (d.delta + d.alpha))
-        return om + d.delta * c * y, np.full_like(om, c * y), np.zeros_like(om), np.ones_like(om)
+        return (
+            om + d.delta * c * y_hat,
+            np.full_like(om, c * y_hat),
+            np.zeros_like(om),
+            np.ones_like(om),
+        )
     var = d.delta * teacher.V
-    h = prox(y, 0.5, om, var, 0.0, 1.0)
-    _, d2 = dloss(y, 0.5, h, 0.0, 1.0)
+    h = prox(y_hat, 0.5, om, var, 0.0, 1.0)
+    _, d2 = dloss(y_hat, 0.5, h, 0.0, 1.0)
     return h, (h - om) / var, -d2 / (1 + var * d2), 1 / (1 + var * d2)
 
 
 def student_channel(problem: Problem, teacher, x_state, rule_t, rule_s):
-    """Student moments E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{yh ≤ 0}] on the
+    """Student moments E[f], E[y f], E[f²], E[∂_ω f], E[f f̃], E[df/dω̃], E[ℓ_KD], E[1{ŷh ≤ 0}] on the
     tensor rule rule_t (ξ̃) × rule_s (ξ)."""
     d, st = problem.data, problem.student
     m, q, r, v, vc, b = x_state
@@ -104,14 +122,14 @@ def student_channel(problem: Problem, teacher, x_state, rule_t, rule_s):
     xs, ws = rule_s
     a = r / math.sqrt(teacher.q)
     perp = math.sqrt(max(q - r * r / teacher.q, 0.0))
-    var, chi, t = d.delta * v, st.chi, st.temperature
+    var, chi, t_t, t = d.delta * v, st.chi, st.temperature, st.student_temperature
     mom = np.zeros(8)
-    for y, p_y in ((1.0, d.rho), (-1.0, 1 - d.rho)):
-        ht, ft, dft, dht = (z[:, None] for z in teacher_nodes(problem, teacher, y, xt))
-        pt = expit(ht / t)
-        kappa = -(chi / t**2) * pt * (1 - pt)
+    for y_c, y, p_y in label_pairs(d):  # (y: the training label, seen by the losses)
+        ht, ft, dft, dht = (z[:, None] for z in teacher_nodes(problem, teacher, y_c, xt, y))
+        pt = expit(ht / t_t)
+        kappa = -(chi / (t_t * t)) * pt * (1 - pt)
         om = (
-            y * m
+            y_c * m
             + b
             + math.sqrt(d.delta) * (a * xt[:, None] + perp * xs[None, :])
             + d.delta * vc * ft
@@ -130,7 +148,7 @@ def student_channel(problem: Problem, teacher, x_state, rule_t, rule_s):
         mom += np.array(
             [
                 np.sum(w2 * f),
-                y * np.sum(w2 * f),
+                y_c * np.sum(w2 * f),
                 np.sum(w2 * f**2),
                 np.sum(w2 * (-d2 / den)),
                 np.sum(w2 * f * ft),

@@ -153,10 +153,6 @@ def solve(
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
     """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
     check_instance("problem", problem, Problem)
-    if problem.data.flip > 0.0 or problem.student.tempered != "both":  # (being wired in)
-        raise NotImplementedError(
-            "replica.solve: flip > 0 and tempered='teacher' are not wired yet"
-        )
     if init is not None:
         check_instance("init", init, init_types)
     check_real("tol", tol, 0.0, math.inf, True, True)
@@ -214,8 +210,20 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         x0 = initial(coarse, lam) if x0 is None else x0
         near_tol = max(tol, _COARSE_TOL)
         near = _newton_or_anderson(coarse, x0, near_tol, max_iter)
-        if near.status != "converged":  # the coarse map is as hard: leave it to continuation
-            return replace(near, iterations=coarse.calls)
+        if near.status != "converged":
+            # the coarse rule may be too rough to have a fixed point near the full rule's (soft
+            # labels with a sharp step inside the bulk of h̃, as at label noise θ ≈ ½ and small T):
+            # a few Newton steps on the full rule from x0, else leave it to continuation
+            res = newton(
+                lambda x: fine.equations(x, full=False)[:3],
+                x0,
+                tol=tol,
+                valid=valid,
+                max_iter=min(_FINE_NEWTON_ITER, max_iter),
+            )
+            if res.status == "converged":
+                return replace(res, iterations=coarse.calls + fine.calls)
+            return replace(near, iterations=coarse.calls + fine.calls)
         # the full rule, from the coarse fixed point with the coarse map's Jacobian there
         jac = near.jacobian
         if jac is None:  # (Anderson reached it)
@@ -270,7 +278,8 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         status = res.status
         msg = f"student did not converge ({describe(res, tol)})"
         d = problem.data
-        if st.chi < 1.0 and d.alpha <= (a_c := separability_threshold(d.rho, d.delta, st.eta)):
+        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
+        if st.chi < 1.0 and d.alpha <= a_c:
             what = (
                 "χ = 0 is plain logistic regression on" if st.chi == 0.0 else "the label term sees"
             )
@@ -312,6 +321,8 @@ def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int
 _COARSE_TOL = 1e-8
 #: Newton steps before falling back to Anderson
 _NEWTON_ITER = 30
+#: Newton steps on the full rule where the coarse rule failed
+_FINE_NEWTON_ITER = 8
 #: map evaluations one continuation may spend, in units of ``max_iter``
 _CONTINUATION_BUDGET = 10
 #: the smallest ridge of a continuation towards λ = 0
@@ -340,11 +351,12 @@ def _flat_reason(problem: Problem, v_hat: float) -> str:
 def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
     d, st = problem.data, problem.student
     if st.chi == 0.0:
-        a_c = separability_threshold(d.rho, d.delta, st.eta)
+        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
         if d.alpha <= a_c:
             return "unbounded", (
                 f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.6g} (η = "
-                f"{st.eta:g}): the training set is linearly separable and the norm diverges; use lam > 0"
+                f"{st.eta:g}, θ = {d.flip:g}): the training set is linearly separable and the norm "
+                "diverges; use lam > 0"
             )
     elif d.alpha <= st.eta:
         return "singular", (
@@ -384,12 +396,14 @@ def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     With ``eta`` < 1: the Bayes error of an estimator that sees only ηN of the features (the bound
     for a sparse student).  Those features form the same mixture with α/η samples per feature and
     noise Δ/η (rescale x_S by 1/√η so the signal has unit norm per feature).
+
+    The label noise θ = ``data.flip`` is ignored: this is the Bayes error with clean training
+    labels, a lower bound on the test error of any estimator trained on labels flipped with
+    probability θ > 0 (whose own Bayes-optimal predictor has no closed form here).
     """
     check_instance("data", data, GaussianMixture)
     eta = check_real("eta", eta, 0.0, 1.0, True, False)
-    if eta < 1.0:
-        data = GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)
-    return bayes_teacher_state(data).eg
+    return bayes_teacher_state(GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)).eg
 
 
 def agreement(solution: Solution) -> float:

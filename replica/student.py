@@ -1,6 +1,7 @@
 r"""The KD student's fixed point (docs/theory.md), given a solved teacher.
 
-Channel moments (``replica.channels``) give the conjugates
+Channel moments (``replica.channels``; E over the cluster label y, the training label ŷ, flipped with
+probability θ, and the Gaussians) give the conjugates
     m̂ = α E[y f],  q̂ = αΔ E[f²],  V̂ = −αΔ E[∂_ω f],  r̂ = αΔ E[f f̃],  V̂_c = αΔ E[df/dω̃],
 and with A = λ + V̂, ν = V̂_c/Ã, u = m̂ + V̂_c m̃ the order parameters
     V = η/A,  m = η u/A,  q = η(u² + q̂ + 2ν r̂ + ν² q̂_t)/A²,
@@ -11,7 +12,7 @@ the bias solves E[f] = 0 (a Newton step b ← b + αΔ E[f]/V̂ inside each map 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import brentq
@@ -41,6 +42,8 @@ from replica.channels import (
     S_FFT,
     S_LOSS,
     S_YF,
+    label_pairs,
+    pair_probability,
     student_moments,
 )
 from replica.dual import Dual
@@ -56,7 +59,9 @@ from replica.teacher import (
 #: order of the state vector x
 FIELDS = ("m", "q", "r", "V", "Vc", "b")
 #: the other arguments of the student map: the teacher's state, then the problem's parameters
-PARAMS = ("m_t", "q_t", "b_t", "V_t", "chi", "temperature", "delta", "alpha", "rho", "lam", "eta")
+PARAMS = (
+    "m_t", "q_t", "b_t", "V_t", "chi", "temperature", "delta", "alpha", "rho", "lam", "eta", "flip",
+)  # fmt: skip
 #: columns of ``StudentMap.equations``'s Jacobian: d/dx (x = FIELDS), then d/d(PARAMS)
 DIRECTIONS = FIELDS + PARAMS
 _ND = len(DIRECTIONS)
@@ -70,8 +75,8 @@ class StudentState:
     """Student order parameters, conjugates and metrics.
 
     m = w·v/N, q = ‖w‖²/N, b the bias, r = w·w̃/N, V and V_c the susceptibilities; ``eg`` the test
-    error, ``train_loss`` the mean ℓ_KD on the training set, ``train_error`` its misclassification
-    rate on the true labels.
+    error (on clean labels), ``train_loss`` the mean ℓ_KD on the training set, ``train_error`` its
+    misclassification rate on the training labels ŷ (flipped with probability θ).
     """
 
     m: float
@@ -93,8 +98,10 @@ class StudentState:
         return np.array([getattr(self, f) for f in FIELDS])
 
 
-def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature):
-    """Nodes (y_o, w_o, ξ̃_o) over both labels for the teacher direction, with breakpoints where the
+def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every: bool = False):
+    """Nodes (y_o, ŷ_o, w_o, ξ̃_o) over the (y, ŷ) pairs of ``label_pairs`` (cluster label y,
+    training label ŷ, w_o the weight of ξ̃_o, without P(y, ŷ)) for the teacher direction
+    (``every``: all four pairs even at θ = 0), with breakpoints where the
     teacher's training output h̃ crosses the feature points of the soft label p̃ = sig(h̃/T)
     (scale T, if χ > 0) and of its own loss (unit scale, logistic teacher)."""
     data, st = problem.data, problem.student
@@ -105,17 +112,18 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature):
     hk = np.unique(np.concatenate(hk)) if hk else np.empty(0)
     glx, glw = quad.legendre()
     n = quad.max_nodes()
-    ys, ws, xs = [], [], []
-    for y, p_y in ((1.0, data.rho), (-1.0, 1.0 - data.rho)):
-        om = teacher_omega_of_h(data, problem.teacher, teacher, y, hk)
+    ys, yls, ws, xs = [], [], [], []
+    for y, y_hat in zip(*label_pairs(data.rho, data.flip, every)[:2], strict=True):
+        om = teacher_omega_of_h(data, problem.teacher, teacher, y_hat, hk)
         ext = np.empty(max(len(hk), 1))
         ne = prune((om - y * teacher.m - teacher.b) / spread, quad.feature_gap, ext)
         x, w = np.empty(n), np.empty(n)
         k = composite_rule(quad.base(), ext, ne, glx, glw, x, w)
         ys.append(np.full(k, y))
-        ws.append(p_y * w[:k])
+        yls.append(np.full(k, y_hat))
+        ws.append(w[:k])
         xs.append(x[:k])
-    return np.concatenate(ys), np.concatenate(ws), np.concatenate(xs)
+    return tuple(np.concatenate(z) for z in (ys, yls, ws, xs))
 
 
 def _is_bayes(problem: Problem) -> bool:
@@ -129,12 +137,19 @@ class StudentMap:
 
     ``calls`` counts the kernel evaluations.  ``equations`` gives F(x) = G(x) − x (the bias row
     uncapped) with its exact Jacobian in x and in the teacher's state and the problem's parameters.
+    ``every``: sum over all four (y, ŷ) pairs even at θ = 0 (for the derivative in θ).
     """
 
-    def __init__(self, problem: Problem, teacher: TeacherState, quad: Quadrature):
+    def __init__(
+        self, problem: Problem, teacher: TeacherState, quad: Quadrature, every: bool = False
+    ):
         self.problem, self.teacher, self.quad = problem, teacher, quad
-        self.y, self.w, self.xt = outer_rule(problem, teacher, quad)
-        self.nodes = teacher_at_nodes(problem.data, problem.teacher, teacher, self.y, self.xt)
+        self.y, self.yl, self.wx, self.xt = outer_rule(problem, teacher, quad, every)
+        self.w = self._weights(problem.data.rho, problem.data.flip)
+        self.nodes = teacher_at_nodes(
+            problem.data, problem.teacher, teacher, self.y, self.yl, self.xt
+        )
+        self.both = problem.student.tempered == "both"
         self.glx, self.glw = quad.legendre()
         self.base = quad.base()
         n, rows = quad.max_nodes(), len(self.y)
@@ -147,7 +162,7 @@ class StudentMap:
         d, st = problem.data, problem.student
         self.params = np.array(
             [teacher.m, teacher.q, teacher.b, teacher.V, st.chi, st.temperature, d.delta,
-             d.alpha, d.rho, st.lam, st.eta]
+             d.alpha, d.rho, st.lam, st.eta, d.flip]
         )  # fmt: skip
 
     def moments(
@@ -161,14 +176,14 @@ class StudentMap:
         nodes = self.nodes if params is None else self._nodes(p)
         q_t, chi, temp, d = p[1], p[4], p[5], p[6]
         spread = math.sqrt(d * max(q - r * r / q_t, 0.0))
-        hk = self.quad.features(chi, temp, spread)
+        hk = self.quad.features(chi, temp if self.both else 1.0, spread)  # of ℓ_KD in h: T_s
         if deriv and self.acc.shape[0] == 0:
             self.acc = np.empty((len(self.y), 5, 9))
-        w = self.w if params is None else self._weights(p[8])
+        w = self.w if params is None else self._weights(p[8], p[11])
         self.calls += 1
         return student_moments(
-            self.y, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
-            temp, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
+            self.y, self.yl, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
+            temp, self.both, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
             self.xs, self.ws, self.ext, self.h_buf, metrics, self.n_ext, freeze, self.rows,
             self.acc if deriv else self.acc[:0], deriv == 2,
         )  # fmt: skip
@@ -176,12 +191,12 @@ class StudentMap:
     def _nodes(self, p):
         t = self.teacher
         state = TeacherState(p[0], p[1], p[2], p[3], *([math.nan] * 3), t.eg, 0.0, 0.0)
-        data = self.problem.data.__class__(p[7], p[8], p[6])
-        return teacher_at_nodes(data, self.problem.teacher, state, self.y, self.xt)
+        data = replace(self.problem.data, alpha=p[7], rho=p[8], delta=p[6], flip=p[11])
+        return teacher_at_nodes(data, self.problem.teacher, state, self.y, self.yl, self.xt)
 
-    def _weights(self, rho):
-        p_y = np.where(self.y > 0, self.problem.data.rho, 1.0 - self.problem.data.rho)
-        return self.w / p_y * np.where(self.y > 0, rho, 1.0 - rho)
+    def _weights(self, rho, flip, which=0):
+        """The outer weights w_o P(y_o, ŷ_o) (``which`` = 1, 2: their derivative in ρ, θ)."""
+        return self.wx * pair_probability(self.y, self.yl, rho, flip)[which]
 
     def hats(self, mom: np.ndarray) -> tuple[float, float, float, float, float]:
         a, d = self.problem.data.alpha, self.problem.data.delta
@@ -280,13 +295,14 @@ class StudentMap:
         """d(moment)/d(DIRECTIONS[:nd]) (8 × nd, the S_ERR row zero) from the kernel's ``acc``."""
         _, q, r, v, vc, _ = x
         m_t, q_t, _, v_t, _, _, d, a, rho = p[:9]
+        flip = p[11]
         y, xt, n = self.y, self.xt, len(self.y)
         nodes = self.nodes if params is None else self._nodes(p)
         ft = nodes[1]
         full = nd == _ND
         if full:  # ∂(h̃, f̃, f̃', h̃')/∂(m̃, q̃, b̃, Ṽ, Δ, α)
             dnodes = teacher_nodes_derivatives(
-                self.problem.teacher, y, xt, nodes, m_t, q_t, v_t, d, a
+                self.problem.teacher, y, self.yl, xt, nodes, m_t, q_t, v_t, d, a
             )
         cols = [_IX[k] for k in ("m_t", "q_t", "b_t", "V_t", "delta", "alpha")]
         seeds = np.zeros((n, 9, _ND))
@@ -319,8 +335,8 @@ class StudentMap:
             seeds[:, P_DFT][:, cols] = dnodes[2]
             seeds[:, P_DHT][:, cols] = dnodes[3]
         inner = self.acc @ seeds[:, :, :nd]  # d(inner expectation)/d(direction)
-        w = self.w if params is None else self._weights(rho)
-        dw = np.where(y > 0, 1.0, -1.0) * w / np.where(y > 0, rho, 1.0 - rho)  # ∂w/∂ρ
+        w = self.w if params is None else self._weights(rho, flip)
+        dw, dw_flip = self._weights(rho, flip, 1), self._weights(rho, flip, 2)  # ∂w/∂ρ, ∂w/∂θ
         out = np.zeros((8, nd))
         rows = self.rows
         for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
@@ -333,6 +349,10 @@ class StudentMap:
             out[S_YF, _IX["rho"]] += (dw * y) @ rows[:, 0]
             out[S_FFT, cols] += (w * rows[:, 0]) @ dnodes[1]
             out[S_FFT, _IX["rho"]] += (dw * ft) @ rows[:, 0]
+            for k, i in ((S_F, I_F), (S_FF, I_FF), (S_DF, I_DF), (S_DFT, I_DFT), (S_LOSS, I_LOSS)):
+                out[k, _IX["flip"]] += dw_flip @ rows[:, _ROW[i]]
+            out[S_YF, _IX["flip"]] += (dw_flip * y) @ rows[:, 0]
+            out[S_FFT, _IX["flip"]] += (dw_flip * ft) @ rows[:, 0]
         return out
 
     def state(self, x: np.ndarray) -> StudentState:
@@ -358,7 +378,7 @@ def student_map(problem: Problem, teacher: TeacherState, quad: Quadrature) -> St
     neighbouring solve (a grid along λ, a continuation).  The prox converges to its own tolerance
     from any start, so the reuse changes results by rounding only."""
     st = problem.student
-    key = (problem.data, problem.teacher, st.chi, st.temperature, quad, teacher)
+    key = (problem.data, problem.teacher, st.chi, st.temperature, st.tempered, quad, teacher)
     g = _MAPS.get(key)
     if g is None:
         if len(_MAPS) >= _MAPS_KEPT:
@@ -377,15 +397,16 @@ def valid(x: np.ndarray) -> bool:
 
 
 def initial(g: StudentMap, lam: float) -> np.ndarray:
-    """The state with w = 0 and its optimal bias: E[∂_h ℓ_KD(y, p̃, b)] = 0 over the teacher's
-    training outputs (for small T this is b ≈ T·logit ρ, not the teacher's bias, where ℓ'' ≈ 0),
-    and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution."""
+    """The state with w = 0 and its optimal bias: E[∂_h ℓ_KD(ŷ, p̃, b)] = 0 over the teacher's
+    training outputs (for small T_s this is b ≈ T_s·logit ρ, not the teacher's bias, where
+    ℓ'' ≈ 0), and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution."""
     d, st = g.problem.data, g.problem.student
-    chi, t = st.chi, st.temperature
-    pt = expit(g.nodes[0] / t)
+    chi, t = st.chi, st.student_temperature
+    pt = expit(g.nodes[0] / st.temperature)
+    yl = g.yl
 
     def mean_d1(b: float) -> float:
-        return float(g.w @ (-(1 - chi) * g.y * expit(-g.y * b) + (chi / t) * (expit(b / t) - pt)))
+        return float(g.w @ (-(1 - chi) * yl * expit(-yl * b) + (chi / t) * (expit(b / t) - pt)))
 
     span = 50.0 * max(1.0, t)
     b = brentq(mean_d1, -span, span, xtol=1e-12) if mean_d1(-span) < 0 < mean_d1(span) else 0.0

@@ -1,6 +1,7 @@
 r"""Teacher fixed points: the logistic (L2) teacher and the Bayes-optimal teacher (closed form).
 
-Logistic teacher (docs/theory.md), with E over y and ξ̃:
+Logistic teacher (docs/theory.md), with E over the labels (y, ŷ) (cluster and training label, ŷ = −y
+with probability θ) and ξ̃; the field is centred on y m̃ + b̃, the loss is ℓ(ŷ, ·):
     m̂_t = α E[y f̃],  q̂_t = αΔ E[f̃²],  V̂_t = −αΔ E[f̃'],  E[f̃] = 0 fixes b̃,
     Ã = λ̃ + V̂_t,  Ṽ = 1/Ã,  m̃ = m̂_t/Ã,  q̃ = (m̂_t² + q̂_t)/Ã².
 Bayes-optimal teacher: the ERM with constant output function f̃ = c y, c = 2/(Δ(Δ + α)), λ̃ = 1,
@@ -17,7 +18,17 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher
-from replica.channels import T_DF, T_ERR, T_F, T_FF, T_LOSS, T_YF, teacher_moments, teacher_nodes
+from replica.channels import (
+    T_DF,
+    T_ERR,
+    T_F,
+    T_FF,
+    T_LOSS,
+    T_YF,
+    label_pairs,
+    teacher_moments,
+    teacher_nodes,
+)
 from replica.dual import Dual
 from replica.fixed_point import bias_step, continuation, describe, iterate, newton
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
@@ -28,8 +39,9 @@ from replica.separability import separability_threshold
 class TeacherState:
     """Teacher order parameters (m̃, q̃, b̃, Ṽ), conjugates (m̂_t, q̂_t, V̂_t) and metrics.
 
-    ``eg`` is the test error, ``train_loss`` the mean logistic loss on the training set,
-    ``train_error`` the training misclassification rate.
+    ``eg`` is the test error (on clean labels), ``train_loss`` the mean logistic loss on the
+    training set, ``train_error`` the training misclassification rate (both against the training
+    labels ŷ, flipped with probability θ).
     """
 
     m: float
@@ -93,24 +105,26 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: columns of the teacher map's Jacobian: its state (m̃, q̃, Ṽ, b̃), then (λ̃, α, ρ, Δ)
-TEACHER_DIRECTIONS = ("m_t", "q_t", "V_t", "b_t", "lam_t", "alpha", "rho", "delta")
+TEACHER_DIRECTIONS = ("m_t", "q_t", "V_t", "b_t", "lam_t", "alpha", "rho", "delta", "flip")
 
 
 class _LogisticTeacherMap:
     """x = (m̃, q̃, Ṽ, b̃) ↦ G(x) for the logistic teacher; the bias by a Newton step on E[f̃] = 0.
 
-    ``calls`` counts the kernel evaluations; ``equations`` gives F = G − x with its Jacobian."""
+    ``calls`` counts the kernel evaluations; ``equations`` gives F = G − x with its Jacobian.
+    ``every``: sum over all four (y, ŷ) pairs even at θ = 0 (for the derivative in θ)."""
 
-    def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature):
-        self.data, self.lam, self.quad = data, lam, quad
+    def __init__(self, data: GaussianMixture, lam: float, quad: Quadrature, every: bool = False):
+        self.data, self.lam, self.quad, self.every = data, lam, quad, every
         self.glx, self.glw = quad.legendre()
         self.base = quad.base()
         n = quad.max_nodes()
-        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty((2, n))
-        self.h_buf = np.zeros((2, n))
-        self.n_ext = np.zeros(2, dtype=np.int64)
-        self.rows = np.zeros((2, 6))
-        self.acc = np.zeros((2, 4, 3))
+        k = 4  # the (y, ŷ) pairs (2 of them at θ = 0)
+        self.xs, self.ws, self.ext = np.empty(n), np.empty(n), np.empty((k, n))
+        self.h_buf = np.zeros((k, n))
+        self.n_ext = np.zeros(k, dtype=np.int64)
+        self.rows = np.zeros((k, 6))
+        self.acc = np.zeros((k, 4, 3))
         self.calls = 0
 
     def moments(self, x, metrics=False, *, data=None, freeze=False, deriv=False):
@@ -120,14 +134,14 @@ class _LogisticTeacherMap:
         hk = self.quad.features(0.0, 1.0, math.sqrt(data.delta * q))
         self.calls += 1
         return teacher_moments(
-            data.rho, m, q, b, v, data.delta, hk, self.quad.feature_gap, self.base,
+            data.rho, data.flip, len(label_pairs(data.rho, data.flip, self.every)[0]), m, q, b, v, data.delta, hk, self.quad.feature_gap, self.base,
             self.glx, self.glw, self.xs, self.ws, self.ext, self.h_buf, metrics,
             self.n_ext, freeze, self.rows, self.acc if deriv else self.acc[:0],
         )  # fmt: skip
 
     def equations(self, x, *, lam=None, data=None, freeze=False, metrics=False):
         """One kernel call: (G(x), F(x), dF, mom), F = G − x except F_b = αΔE[f̃]/V̂_t (the
-        uncapped bias step), dF = ∂F/∂(TEACHER_DIRECTIONS) (4 × 8); with ``metrics`` the
+        uncapped bias step), dF = ∂F/∂(TEACHER_DIRECTIONS) (4 × 9); with ``metrics`` the
         gradient of E[ℓ] is ``self.loss_gradient``."""
         data = self.data if data is None else data
         lam = self.lam if lam is None else lam
@@ -139,26 +153,30 @@ class _LogisticTeacherMap:
         m, q, v, b = x
         a, rho, d = data.alpha, data.rho, data.delta
         s = math.sqrt(d * q)
-        seeds = np.zeros((2, 3, 8))  # ∂(centre, spread, ΔṼ)/∂(directions) per label
-        seeds[:, 0, 0] = (1.0, -1.0)
+        y, _, p_y, dp_rho, dp_flip = label_pairs(rho, data.flip, self.every)
+        k = len(y)
+        seeds = np.zeros((k, 3, 9))  # ∂(centre, spread, ΔṼ)/∂(directions) per (y, ŷ) pair
+        seeds[:, 0, 0] = y
         seeds[:, 0, 3] = 1.0
         seeds[:, 1, 1], seeds[:, 1, 7] = d / (2 * s), q / (2 * s)
         seeds[:, 2, 2], seeds[:, 2, 7] = d, v
-        inner = np.einsum("yik,ykd->yid", self.acc, seeds)  # d E[g | y]
-        p_y, sign = np.array([rho, 1.0 - rho]), np.array([1.0, -1.0])
+        inner = np.einsum("yik,ykd->yid", self.acc[:k], seeds)  # d E[g | y, ŷ]
         dm = np.einsum("y,yid->id", p_y, inner)  # (f̃, f̃², f̃′, ℓ) × directions
-        dm[:, 6] += sign @ self.rows[:, :4]  # ∂P(y)/∂ρ = ±1
-        dyf = (p_y * sign) @ inner[:, 0]
-        dyf[6] += self.rows[0, 0] + self.rows[1, 0]
+        dm[:, 6] += dp_rho @ self.rows[:k, :4]  # ∂P(y, ŷ)/∂ρ
+        dm[:, 8] += dp_flip @ self.rows[:k, :4]  # ∂P(y, ŷ)/∂θ
+        dyf = (p_y * y) @ inner[:, 0]
+        dyf[6] += (dp_rho * y) @ self.rows[:k, 0]
+        dyf[8] += (dp_flip * y) @ self.rows[:k, 0]
         if metrics:
             self.loss_gradient = dm[3]
-        sd = [Dual.seed(val, i, 8) for i, val in enumerate((m, q, v, b, lam, a, rho, d))]
+        state = (m, q, v, b, lam, a, rho, d, data.flip)
+        sd = [Dual.seed(val, i, 9) for i, val in enumerate(state)]
         a_, d_ = sd[5], sd[7]
         m_hat, q_hat = a_ * Dual(mom[T_YF], dyf), a_ * d_ * Dual(mom[T_FF], dm[1])
         v_hat = -(a_ * d_ * Dual(mom[T_DF], dm[2]))
         big_a = sd[4] + v_hat
         if not (v_hat.v > 0.0 and big_a.v > 0.0):  # a flat loss: no finite step
-            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 8), np.nan), mom
+            return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 9), np.nan), mom
         out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
         out.append(a_ * d_ * Dual(mom[T_F], dm[0]) / v_hat)
         f = np.array([o.v for o in out]) - np.append(x[:3], 0.0)
@@ -214,10 +232,10 @@ def solve_logistic_teacher(
     """Fixed point of the logistic teacher; continuation in λ̃ when a direct solve fails."""
     lam = teacher.lam
     if lam == 0.0:
-        a_c = separability_threshold(data.rho, data.delta)
+        a_c = separability_threshold(data.rho, data.delta, flip=data.flip)
         if data.alpha <= a_c:
             return _unbounded(
-                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = {a_c:.6g}: the "
+                f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ, θ) = {a_c:.6g}: the "
                 "training set is linearly separable and the teacher's norm diverges; use lam > 0"
             )
 
@@ -250,10 +268,10 @@ def solve_logistic_teacher(
     msg = ""
     if not conv:
         msg = f"logistic teacher did not converge ({describe(res, tol)})"
-        a_c = separability_threshold(data.rho, data.delta)
+        a_c = separability_threshold(data.rho, data.delta, flip=data.flip)
         if data.alpha <= a_c:
             msg += (
-                f"; the training set is linearly separable (alpha = {data.alpha:g} ≤ α_c(ρ, Δ) = "
+                f"; the training set is linearly separable (alpha = {data.alpha:g} ≤ α_c(ρ, Δ, θ) = "
                 f"{a_c:.6g}), so q̃ grows without bound as λ̃ → 0 and λ̃ = {lam:g} is out of reach"
             )
     return TeacherSolution(state, conv, res.residual, total, res.status, msg)
@@ -272,22 +290,23 @@ def solve_teacher_state(data, teacher, **kw) -> TeacherSolution:
     return solve_logistic_teacher(data, teacher, **kw)
 
 
-def teacher_at_nodes(data: GaussianMixture, teacher, state: TeacherState, y, xt):
-    """(h̃, f̃, f̃', h̃') of the trained teacher at training-point nodes (y_o, ξ̃_o)."""
+def teacher_at_nodes(data: GaussianMixture, teacher, state: TeacherState, y, y_hat, xt):
+    """(h̃, f̃, f̃', h̃') of the trained teacher at training-point nodes (y_o, ŷ_o, ξ̃_o): cluster
+    label y, training label ŷ."""
     n = y.shape[0]
     if isinstance(teacher, BayesTeacher):
         c = bayes_constant(data)
         om = y * state.m + state.b + math.sqrt(data.delta * state.q) * xt
-        return om + data.delta * c * y, c * y, np.zeros(n), np.ones(n)
+        return om + data.delta * c * y_hat, c * y_hat, np.zeros(n), np.ones(n)
     out = [np.empty(n) for _ in range(4)]
-    teacher_nodes(y, xt, state.m, state.q, state.b, state.V, data.delta, *out)
+    teacher_nodes(y, y_hat, xt, state.m, state.q, state.b, state.V, data.delta, *out)
     return tuple(out)
 
 
-def teacher_nodes_derivatives(teacher, y, xt, nodes, m_t, q_t, v_t, delta, alpha):
-    """∂(h̃, f̃, f̃′, h̃′)/∂(m̃, q̃, b̃, Ṽ, Δ, α) at the nodes (y_o, ξ̃_o): four (n, 6) arrays.
+def teacher_nodes_derivatives(teacher, y, y_hat, xt, nodes, m_t, q_t, v_t, delta, alpha):
+    """∂(h̃, f̃, f̃′, h̃′)/∂(m̃, q̃, b̃, Ṽ, Δ, α) at the nodes (y_o, ŷ_o, ξ̃_o): four (n, 6) arrays.
 
-    ω̃ = y m̃ + b̃ + √(Δq̃) ξ̃.  Logistic: with D̃ = 1 + ΔṼℓ″, dh̃ = (dω̃ + f̃ d(ΔṼ))/D̃ (implicit
+    ω̃ = y m̃ + b̃ + √(Δq̃) ξ̃, the loss ℓ(ŷ, ·).  Logistic: with D̃ = 1 + ΔṼℓ″, dh̃ = (dω̃ + f̃ d(ΔṼ))/D̃ (implicit
     derivative of the prox), df̃ = −ℓ″ dh̃, df̃′ = −(ℓ‴ dh̃ − ℓ″² d(ΔṼ))/D̃²,
     dh̃′ = −(ℓ″ d(ΔṼ) + ΔṼ ℓ‴ dh̃)/D̃².  Bayes: h̃ = ω̃ + Δc y and f̃ = c y with
     c = 2/(Δ(Δ + α)); f̃′ = 0 and h̃′ = 1.
@@ -302,17 +321,17 @@ def teacher_nodes_derivatives(teacher, y, xt, nodes, m_t, q_t, v_t, delta, alpha
     if isinstance(teacher, BayesTeacher):
         s = delta + alpha
         dh, df = dom.copy(), np.zeros((n, 6))
-        dh[:, 4] -= 2.0 * y / s**2  # d(Δc)/dΔ = d(Δc)/dα = −2/(Δ + α)²
-        dh[:, 5] -= 2.0 * y / s**2
-        df[:, 4] = -2.0 * (2.0 * delta + alpha) / (delta * s) ** 2 * y
-        df[:, 5] = -2.0 / (delta * s**2) * y
+        dh[:, 4] -= 2.0 * y_hat / s**2  # d(Δc)/dΔ = d(Δc)/dα = −2/(Δ + α)²
+        dh[:, 5] -= 2.0 * y_hat / s**2
+        df[:, 4] = -2.0 * (2.0 * delta + alpha) / (delta * s) ** 2 * y_hat
+        df[:, 5] = -2.0 / (delta * s**2) * y_hat
         return dh, df, np.zeros((n, 6)), np.zeros((n, 6))
     var = delta * v_t
     dvar = np.zeros(6)
     dvar[3], dvar[4] = delta, v_t
-    sg = expit(-y * ht)
+    sg = expit(-y_hat * ht)
     l2 = sg * (1.0 - sg)
-    l3 = -y * l2 * (1.0 - 2.0 * sg)
+    l3 = -y_hat * l2 * (1.0 - 2.0 * sg)
     den = (1.0 + var * l2)[:, None]
     dh = (dom + ft[:, None] * dvar) / den
     df = -l2[:, None] * dh
@@ -322,7 +341,8 @@ def teacher_nodes_derivatives(teacher, y, xt, nodes, m_t, q_t, v_t, delta, alpha
 
 
 def teacher_omega_of_h(data: GaussianMixture, teacher, state: TeacherState, y: float, h):
-    """The inverse teacher map h̃ ↦ ω̃ on training points (logistic: h̃ + ΔṼℓ'(h̃); Bayes: h̃ − Δcy)."""
+    """The inverse teacher map h̃ ↦ ω̃ on training points of training label ``y`` (logistic:
+    h̃ + ΔṼℓ'(y, h̃); Bayes: h̃ − Δcy)."""
     h = np.asarray(h, dtype=float)
     if isinstance(teacher, BayesTeacher):
         return h - data.delta * bayes_constant(data) * y

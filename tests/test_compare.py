@@ -120,3 +120,17 @@ def test_simulation_size_cap_is_the_data_matrix_memory():
     check_run_arguments(10, MAX_SEEDS)
     with pytest.raises(ValueError, match=f"seeds must be an int ≥ 1 and ≤ {MAX_SEEDS}"):
         check_run_arguments(10, MAX_SEEDS + 1)
+
+
+def test_compare_with_label_noise_draws_the_logistic_teacher_only():
+    from kdtheory.compare import build_parser, sweeps
+
+    def plan(*argv):
+        return sweeps(build_parser().parse_args([*argv, "--n", "100", "--points", "2"]))
+
+    assert set(plan()) == {"logistic", "bayes"}
+    noisy = plan("--set", "flip=0.2", "--tempered", "teacher")
+    assert set(noisy) == {"logistic"}  # the Bayes-optimal teacher needs θ = 0
+    dense, _ = noisy["logistic"]
+    assert dense.base.data.flip == 0.2 and dense.base.student.tempered == "teacher"
+    assert set(plan("--x", "flip:0:0.4:3")) == {"logistic"}

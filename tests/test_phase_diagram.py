@@ -453,3 +453,65 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path):
     for w in left:  # do not leave them behind if the test fails
         os.kill(w, signal.SIGKILL)
     assert left == []
+
+
+def test_label_noise_axis_and_teacher_only_temperature(tmp_path, capsys):
+    common = ["--set", "alpha=3", "--set", "rho=0.5", "--set", "chi=0.7", "--set", "temperature=2",
+              "--jobs", "1", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    assert main(["--x", "flip=0,0.2,0.5", "--name", "f", *common]) == 0
+    ds = xr.open_dataset(tmp_path / "f.nc", engine="scipy")
+    assert list(ds["flip"].values) == [0.0, 0.2, 0.5] and ds.attrs["tempered"] == "both"
+    assert (ds["converged"].values == 1).all()
+    # θ = ½ at ρ = ½: the labels carry no information, m = 0 and ε_g = ½ (solver tolerance)
+    assert abs(ds["m"].values[2]) < 1e-9 and ds["eg"].values[2] == pytest.approx(0.5, abs=1e-9)
+    assert main(["--x", "flip=0,0.2", "--tempered", "teacher", "--name", "t", *common]) == 0
+    dt = xr.open_dataset(tmp_path / "t.nc", engine="scipy")
+    assert dt.attrs["tempered"] == "teacher"
+    for i, flip in enumerate(dt["flip"].values):
+        p = Problem(GaussianMixture(3.0, 0.5, 1.0, flip), LogisticTeacher(0.1),
+                    Student(0.05, 0.7, 2.0, 0.5, tempered="teacher"))  # fmt: skip
+        # the sweep warm-starts, a direct call does not: equal to the solver's accuracy
+        assert dt["eg"].values[i] == pytest.approx(replica.solve(p).student.eg, abs=1e-9)
+    # the other convention is another computation: its journal is not reused
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--x", "flip=0,0.2", "--name", "t", *common])
+    assert exc.value.code == 2 and "journal" in capsys.readouterr().err
+
+
+def test_sweep_fingerprint_without_noise_or_tempering_is_as_before_they_existed():
+    base = Problem(GaussianMixture(2.0, 0.3, 1.0), LogisticTeacher(0.1), Student(0.05))
+    sweep = Sweep(base, (Axis.parse("alpha=1,2"),))
+    desc = sweep.describe()
+    assert "flip" not in desc["base"] and "tempered" not in desc  # journals of old runs stay valid
+    noisy = Sweep(base.replace(flip=0.1), sweep.axes)
+    tempered = Sweep(
+        Problem(base.data, base.teacher, Student(0.05, tempered="teacher")), sweep.axes
+    )
+    prints = {s.fingerprint() for s in (sweep, noisy, tempered)}
+    assert len(prints) == 3
+    # the example output in docs/cli/phase_diagram.md, written before θ and tempered existed
+    from kdtheory.phase_diagram import build_parser, custom_sweep
+
+    args = build_parser().parse_args(["--x", "alpha=0.5,1,4", "--set", "lam_t=0"])
+    assert custom_sweep(args).fingerprint()[:8] == "f68deb80"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--x", "lam:1:2:3", "--set", "flip=1.5"], "GaussianMixture.flip must be in [0, 1]"),
+        (["--x", "flip:0:1.2:3"], "GaussianMixture.flip must be in [0, 1]"),
+        (["--x", "lam:1:2:3", "--teacher", "bayes", "--set", "flip=0.1"], "use a LogisticTeacher"),
+        (["--tempered", "teacher"], "need --x"),
+        (["--x", "lam:1:2:3", "--tempered", "hot"], "invalid choice: 'hot'"),
+    ],
+)
+def test_bad_noise_or_tempering_one_line_exit_2_nothing_written(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists()

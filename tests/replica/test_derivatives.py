@@ -31,22 +31,27 @@ POINTS = [
     ((3.0, 0.3, 1.0), None, (0.3, 1.0, 20.0, 0.1)),
     ((2.0, 0.5, 1.0), None, (0.05, 0.5, 1.0, 1.0)),
     ((1.0, 0.2, 0.5), 0.3, (0.1, 0.0, 20.0, 0.1)),
+    # label noise θ and the teacher-only temperature
+    ((2.0, 0.3, 1.0, 0.2), 0.1, (0.05, 0.8, 1.5, 0.5, "teacher")),
+    ((2.0, 0.5, 1.0, 0.1), 0.3, (0.1, 1.0, 0.5, 1.0, "teacher")),
 ]
 
 # Step: 3e-4 of the coordinate's scale (|z| for the positive q, V, parameters; max(|z|, 0.1) for
 # m, r, V_c, b and the teacher's m̃, b̃, which may vanish),
 # and Richardson's extrapolation of two central differences (error O(h⁴) ≈ 1e-14 of the scale
 # even across the width-T features at T = 0.05), while the prox's own convergence noise
-# (≈ 1e-13 of ω) divided by h stays ≤ 1e-8 of the row's scale.  At χ ∈ {0, 1} (the edges of
-# the domain) one-sided three-point differences with a third of the step, divided by T² if T > 1:
+# (≈ 1e-13 of ω) divided by h stays ≤ 1e-8 of the row's scale.  At χ ∈ {0, 1} and θ = 0 (the
+# edges of the domain) one-sided three-point differences with a third of the step, divided by T² if T > 1:
 # at χ = 1 the label term's curvature (1 − χ)/4 competes with the KD term's χ/(4T²), so the map
 # varies on a χ-scale of 1/T² there.
 REL_STEP = 3e-4
+#: upper ends of the bounded directions
+_HI = {"chi": 1.0, "eta": 1.0, "flip": 1.0}
 
 
 def _derivative(fun, z, k, name, hi=np.inf, temperature=1.0):
     h = REL_STEP * (max(abs(z[k]), 0.1) if name == "signed" else (abs(z[k]) or 1.0))
-    lo_edge, hi_edge = z[k] - 2 * h < 0.0 and name == "chi", z[k] + 2 * h > hi
+    lo_edge, hi_edge = z[k] - 2 * h < 0.0 and name in ("chi", "flip"), z[k] + 2 * h > hi
     if lo_edge or hi_edge:
         h /= 3.0 * max(1.0, temperature) ** 2
 
@@ -72,8 +77,7 @@ def _check(jac, fd):
 
 def _problem(data, lam_t, st):
     teacher = BayesTeacher() if lam_t is None else LogisticTeacher(lam_t)
-    lam, chi, temp, eta = st
-    return Problem(GaussianMixture(*data), teacher, Student(lam, chi, temp, eta))
+    return Problem(GaussianMixture(*data), teacher, Student(*st))
 
 
 @pytest.mark.parametrize("data, lam_t, st", POINTS)
@@ -81,7 +85,7 @@ def test_student_jacobian_matches_finite_differences(data, lam_t, st):
     p = _problem(data, lam_t, st)
     sol = replica.solve(p)
     assert sol.converged
-    g = StudentMap(p, sol.teacher, DEFAULT_QUADRATURE)
+    g = StudentMap(p, sol.teacher, DEFAULT_QUADRATURE, every=True)  # (θ moves off 0)
     x = sol.student.vector()
     params = g.params.copy()
     g.equations(x)  # the rule of the centre point
@@ -94,18 +98,23 @@ def test_student_jacobian_matches_finite_differences(data, lam_t, st):
     fd = np.empty_like(jac)
     for k, name in enumerate(DIRECTIONS):
         kind = "signed" if name in ("m", "r", "Vc", "b", "m_t", "b_t") else name
-        hi = 1.0 if name in ("chi", "eta") else np.inf
-        fd[:, k] = _derivative(fun, z, k, kind, hi, p.student.temperature)
+        fd[:, k] = _derivative(fun, z, k, kind, _HI.get(name, np.inf), p.student.temperature)
     _check(jac, fd)
 
 
 @pytest.mark.parametrize(
-    "data, lam", [((2.0, 0.3, 1.0), 0.1), ((3.0, 0.05, 0.5), 1.0), ((1.5, 0.5, 2.0), 0.01)]
+    "data, lam",
+    [
+        ((2.0, 0.3, 1.0, 0.0), 0.1),
+        ((3.0, 0.05, 0.5, 0.0), 1.0),
+        ((1.5, 0.5, 2.0, 0.0), 0.01),
+        ((2.0, 0.3, 1.0, 0.25), 0.1),
+    ],
 )
 def test_teacher_jacobian_matches_finite_differences(data, lam):
     mixture = GaussianMixture(*data)
     t = replica.solve_teacher(Problem(mixture, LogisticTeacher(lam), Student(0.1))).teacher
-    g = _LogisticTeacherMap(mixture, lam, DEFAULT_QUADRATURE)
+    g = _LogisticTeacherMap(mixture, lam, DEFAULT_QUADRATURE, every=True)  # (θ moves off 0)
     x = np.array([t.m, t.q, t.V, t.b])
     _, _, jac, _ = g.equations(x)
     z = np.concatenate([x, [lam, *data]])
@@ -115,7 +124,7 @@ def test_teacher_jacobian_matches_finite_differences(data, lam):
 
     fd = np.column_stack(
         [
-            _derivative(fun, z, k, "signed" if n in ("m_t", "b_t") else n)
+            _derivative(fun, z, k, "signed" if n in ("m_t", "b_t") else n, _HI.get(n, np.inf))
             for k, n in enumerate(TEACHER_DIRECTIONS)
         ]
     )

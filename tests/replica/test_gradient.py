@@ -39,6 +39,12 @@ def _fd(problem, name, quantities):
 POINTS = [
     Problem(GaussianMixture(2.0, 0.3, 1.0), LogisticTeacher(0.1), Student(0.05, 0.8, 1.5, 0.5)),
     Problem(GaussianMixture(3.0, 0.2, 0.5), BayesTeacher(), Student(0.1, 0.5, 2.0, 0.8)),
+    # label noise and the teacher-only temperature (T_s = 1: only p̃ = sig(h̃/T) depends on T)
+    Problem(
+        GaussianMixture(2.0, 0.3, 1.0, flip=0.15),
+        LogisticTeacher(0.1),
+        Student(0.05, 0.8, 1.5, 0.5, tempered="teacher"),
+    ),
 ]
 QUANTITIES = ("eg", "m", "q", "b", "r", "V", "Vc", "train_loss", "agreement", "eg_t", "q_t")
 
@@ -47,7 +53,9 @@ QUANTITIES = ("eg", "m", "q", "b", "r", "V", "Vc", "train_loss", "agreement", "e
 def test_gradient_matches_finite_differences_of_solve(problem):
     sol = replica.solve(problem, tol=TOL)
     bayes = isinstance(problem.teacher, BayesTeacher)
-    wrt = [k for k in DIFFERENTIABLE if not (bayes and k == "lam_t")]
+    # (at θ = 0 the central difference in θ has no room: see the one-sided test below)
+    skip = {"lam_t", "flip"} if bayes else {"flip"} if problem.data.flip == 0.0 else set()
+    wrt = [k for k in DIFFERENTIABLE if k not in skip]
     grad = replica.gradient(sol, wrt)
     quantities = QUANTITIES + (() if bayes else ("train_loss_t",))
     for name in wrt:
@@ -55,6 +63,19 @@ def test_gradient_matches_finite_differences_of_solve(problem):
         for q in quantities:
             # 1e-6 relative; absolute floor 1e-9 where a derivative vanishes (FD noise, see _fd)
             assert grad[q][name] == pytest.approx(fd[q], rel=1e-6, abs=1e-9), (q, name)
+
+
+def test_gradient_in_the_label_noise_at_zero_matches_a_one_sided_difference():
+    # at θ = 0 the flipped pairs carry weight 0 but their moments give ∂/∂θ = E_flipped − E_clean
+    p = Problem(GaussianMixture(2.0, 0.3, 1.0), LogisticTeacher(0.1), Student(0.05, 0.8, 1.5, 0.5))
+    grad = replica.gradient(replica.solve(p, tol=TOL), ("flip", "lam"))
+    h = 1e-4
+    sols = [replica.solve(p.replace(flip=k * h), tol=TOL) for k in range(3)]
+    for q in ("eg", "q", "b", "r", "train_loss", "eg_t", "q_t"):
+        f0, f1, f2 = (_value(s, q) for s in sols)
+        fd = (-3 * f0 + 4 * f1 - f2) / (2 * h)
+        # one-sided second-order difference: truncation O(h²·f‴) ≈ 1e-8 relative at h = 1e-4
+        assert grad[q]["flip"] == pytest.approx(fd, rel=1e-6, abs=1e-9), q
 
 
 def test_no_kd_full_student_has_the_teachers_ridge_derivatives():
@@ -100,6 +121,8 @@ def test_bayes_teacher_refuses_its_ridge_and_bad_arguments_are_named():
     sol = replica.solve(p)
     with pytest.raises(ValueError, match="lam_t is not a parameter of the Bayes teacher"):
         replica.gradient(sol, ("lam_t",))
+    with pytest.raises(ValueError, match="flip is not a parameter of the Bayes teacher"):
+        replica.gradient(sol, ("flip",))
     with pytest.raises(ValueError, match="unknown parameter 'lambda'"):
         replica.gradient(sol, ("lambda",))
     with pytest.raises(ValueError, match="solution must be"):

@@ -70,6 +70,13 @@ CASES = [
     Problem(GaussianMixture(2, 0.3, 1), LogisticTeacher(0.1), Student(0.05, 0.8, 1.0, 0.5)),
     Problem(GaussianMixture(1, 0.2, 0.5), BayesTeacher(), Student(0.1, 0.6, 2.0, 1.0)),
     Problem(GaussianMixture(3, 0.5, 2), LogisticTeacher(1.0), Student(0.3, 1.0, 0.7, 0.8)),
+    # label noise: the fields centred on the cluster label, the losses on the flipped one
+    Problem(GaussianMixture(2, 0.3, 1, 0.2), LogisticTeacher(0.1), Student(0.05, 0.8, 1.5, 0.5)),
+    Problem(
+        GaussianMixture(3, 0.5, 2, 0.1),
+        LogisticTeacher(1.0),
+        Student(0.3, 0.7, 0.7, 0.8, tempered="teacher"),
+    ),
 ]
 
 

@@ -55,7 +55,7 @@ CORNERS = [
         "singular",
         "soft labels sig(h̃/T) saturate",
     ),
-    (Problem(G(1e-3, 1e-4, 1e3), L(0.0), S(0.0, 1.0, 1e-3, 1e-3)), "unbounded", "α_c(ρ, Δ) ="),
+    (Problem(G(1e-3, 1e-4, 1e3), L(0.0), S(0.0, 1.0, 1e-3, 1e-3)), "unbounded", "α_c(ρ, Δ, θ) ="),
     (Problem(G(1e-3, 0.5, 1.0), BayesTeacher(), S(0.0, 0.5, 1e3, 1.0)), "singular", "interpolates"),
 ]
 

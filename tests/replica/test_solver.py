@@ -48,11 +48,14 @@ def test_separability_threshold():
     assert 2 < replica.separability_threshold(0.5, 1.0) < replica.separability_threshold(0.5, 0.5)
 
 
-@pytest.mark.parametrize(("rho", "delta"), [(0.5, 1.0), (0.3, 1.0)])
-def test_separability_threshold_against_linear_programming(rho, delta):
+@pytest.mark.parametrize(
+    ("rho", "delta", "flip"), [(0.5, 1.0, 0.0), (0.3, 1.0, 0.0), (0.3, 1.0, 0.2)]
+)
+def test_separability_threshold_against_linear_programming(rho, delta, flip):
     """At N = 150, datasets at 0.75 α_c are separable and at 1.3 α_c are not (an LP decides); the
-    finite-N transition has width O(1/√N) ≈ 0.1 α_c, so these margins are safe."""
-    a_c = replica.separability_threshold(rho, delta)
+    finite-N transition has width O(1/√N) ≈ 0.1 α_c, so these margins are safe.  With label noise
+    θ the LP sees the flipped labels ŷ."""
+    a_c = replica.separability_threshold(rho, delta, flip=flip)
     rng = np.random.default_rng(3)
     n = 150
     for factor, expected in ((0.75, True), (1.3, False)):
@@ -60,6 +63,7 @@ def test_separability_threshold_against_linear_programming(rho, delta):
         v = rng.normal(size=n)
         y = np.where(rng.random(m) < rho, 1.0, -1.0)
         x = y[:, None] * v / math.sqrt(n) + math.sqrt(delta) * rng.normal(size=(m, n))
+        y = np.where(rng.random(m) < flip, -y, y)  # the training labels ŷ
         a_ub = -(y[:, None] * np.hstack([x, np.ones((m, 1))]))
         lp = linprog(np.zeros(n + 1), A_ub=a_ub, b_ub=-np.ones(m), bounds=[(None, None)] * (n + 1))
         assert (lp.status == 0) == expected
