@@ -59,10 +59,7 @@ def test_theory_matches_simulation_with_label_noise(name):
     offset grows as N shrinks, and the s.e. with fewer seeds: the band stays honest)."""
     n, p = 400, NOISY[name]
     theory = replica.solve(p)
-    try:
-        sim = simulations.run(p, n=n, seeds=8, seed=5, n_jobs=1)
-    except NotImplementedError:  # simulations without label noise (before their branch is merged)
-        pytest.skip("simulations.run does not take label noise or tempered='teacher' here")
+    sim = simulations.run(p, n=n, seeds=8, seed=5, n_jobs=1)
     assert theory.converged and sim.n_failed == 0
     checks = [(sim.student, theory.student, f) for f in ("eg", "m", "q", "r", "b", "train_error")]
     checks += [(sim.teacher, theory.teacher, f) for f in ("eg", "m", "q", "b", "train_error")]

@@ -32,6 +32,25 @@ def test_two_stages_equal_replica_solve(teacher, student):
     assert chain.R[1, 0] == pytest.approx(s.Vc, rel=AGREE, abs=AGREE)
 
 
+@pytest.mark.parametrize("tempered", ["both", "teacher"])
+def test_two_stages_with_label_noise_equal_replica_solve(tempered):
+    """Label noise θ and either temperature convention: the chain (its own pair sum and rule)
+    against replica.solve's channels."""
+    data = GaussianMixture(2.5, 0.35, 0.8, flip=0.15)
+    student = Student(0.08, chi=0.7, temperature=0.4, tempered=tempered)
+    chain = replica.solve_chain(data, LogisticTeacher(0.2), [student])
+    sol = replica.solve(Problem(data, LogisticTeacher(0.2), student))
+    assert chain.converged and sol.converged
+    one, two = chain.stages
+    s = sol.student
+    assert (one.m, one.q, one.b) == pytest.approx(
+        (sol.teacher.m, sol.teacher.q, sol.teacher.b), rel=AGREE
+    )
+    for a, b in ((two.m, s.m), (two.q, s.q), (two.b, s.b), (two.r, s.r), (two.eg, s.eg)):
+        assert a == pytest.approx(b, rel=AGREE, abs=AGREE)
+    assert chain.R[1, 0] == pytest.approx(s.Vc, rel=AGREE)
+
+
 def test_one_stage_is_the_teacher():
     data = GaussianMixture(1.5, 0.4, 0.8)
     chain = replica.solve_chain(data, LogisticTeacher(0.3), [])
