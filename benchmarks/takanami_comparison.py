@@ -1,0 +1,250 @@
+r"""Takanami, Takahashi & Sakata's self-distillation figure (BCE panel) redone with this package.
+
+The peer: Takanami, Takahashi & Sakata, *The effect of optimal self-distillation in noisy Gaussian
+mixture model* (2025), notebook ``Theory/Self_Distillaton.ipynb`` of their public code, cells 6–7:
+noisy labels (θ = 0.2), ρ = 0.4, Δ = 0.5; stage 1 an L2 logistic regression (λ₁ = 1.5) on the noisy
+labels; stage t = 2, 3 trained only on the soft labels sig(β_{t−1} h_{t−1}) of stage t − 1 on the
+same inputs, student output sig(h), ridge λ_t (λ = 1.5, 0.5, 2.0; β = 0.8, 1.2). Their theory
+(Monte Carlo over 10⁴ field samples) on α ∈ [1, 6] (20 points), their experiments (N = 1000, 20
+trials) at α ∈ {1.5, 3, 5}; both read off their stored figure into
+``benchmarks/data/takanami2025_bce.json`` (see ``benchmarks/data/takanami2025_extract.py``).
+
+Here, at their parameters: ``replica.solve_chain`` with a ``LogisticTeacher(λ₁)`` and two
+``Student(λ_t, chi=1, temperature=1/β_{t−1}, tempered="teacher")`` (exact quadrature) on their α
+grid and at their experimental α's, and (unless ``--no-sims``) ``simulations.run_chain`` at
+N = ``--n`` with ``--seeds`` seeds there. Printed: per stage the largest |ours − theirs| of the
+theories (and where), our simulations against our theory (z = difference / s.e.) and against their
+experimental points. Written to ``--out``: ``takanami_comparison.json`` and
+``takanami_comparison.png`` (theirs vs ours, per stage, and the difference of the theories).
+
+    python benchmarks/takanami_comparison.py --no-sims         # theory only
+    python benchmarks/takanami_comparison.py                   # + N = 1000, 20 seeds, 3 α's
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import replica
+import simulations
+from kdtheory import GaussianMixture, LogisticTeacher, Student
+from kdtheory.journal import check_output_dir, write_atomic
+
+DATA = Path(__file__).resolve().parent / "data" / "takanami2025_bce.json"
+READ_ERROR = 5e-4  # accuracy of their curves as read off the PNG (0.7 px; see the data file)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def chain(alpha: float, par: dict) -> tuple[GaussianMixture, LogisticTeacher, list[Student]]:
+    """Their three-stage chain at α in this package's vocabulary (T_t = 1/β_{t−1}, χ = 1)."""
+    data = GaussianMixture(alpha, par["rho"], par["delta"], flip=par["theta"])
+    students = [
+        Student(lam, chi=1.0, temperature=1.0 / beta, tempered="teacher")
+        for lam, beta in zip(par["lam"][1:], par["beta"], strict=True)
+    ]
+    return data, LogisticTeacher(par["lam"][0]), students
+
+
+def theory(alphas, par: dict) -> list[dict]:
+    """``replica.solve_chain`` at each α: per stage (m, q, b, r, ε_g, its s.e., converged)."""
+    rows = []
+    for alpha in alphas:
+        t0 = time.perf_counter()
+        sol = replica.solve_chain(*chain(alpha, par))
+        rows.append(
+            dict(
+                alpha=float(alpha),
+                converged=bool(sol.converged),
+                status=sol.status,
+                message=sol.message,
+                wall_s=time.perf_counter() - t0,
+                stages=[
+                    dict(m=s.m, q=s.q, b=s.b, r=s.r, eg=s.eg, eg_se=s.eg_se, converged=s.converged)
+                    for s in sol.stages
+                ],
+            )
+        )
+    return rows
+
+
+def simulate(alphas, par: dict, n: int, seeds: int, seed: int, jobs: int) -> list[dict]:
+    """``simulations.run_chain`` at each α: per stage ε_g mean, s.e. and the converged seeds."""
+    rows = []
+    for alpha in alphas:
+        t0 = time.perf_counter()
+        res = simulations.run_chain(*chain(alpha, par), n, seeds, seed=seed, n_jobs=jobs)
+        rows.append(
+            dict(
+                alpha=float(alpha),
+                n=n,
+                seeds=seeds,
+                n_failed=res.n_failed,
+                wall_s=time.perf_counter() - t0,
+                stages=[dict(eg=s.eg.mean, se=s.eg.sem, count=s.eg.count) for s in res.stages],
+            )
+        )
+    return rows
+
+
+def compare_theories(peer: dict, ours: list[dict]) -> list[dict]:
+    """Per stage: ours − theirs on their grid, the largest |difference| and its α (converged only)."""
+    out = []
+    for k in range(peer["parameters"]["stages"]):
+        theirs = np.array(peer["theory"][str(k + 1)]["eg"])
+        mine = np.array(
+            [r["stages"][k]["eg"] if r["stages"][k]["converged"] else math.nan for r in ours]
+        )
+        diff = mine - theirs
+        i = int(np.nanargmax(np.abs(diff))) if np.isfinite(diff).any() else 0
+        out.append(
+            dict(
+                stage=k + 1,
+                diff=[None if math.isnan(d) else float(d) for d in diff],
+                max_abs=float(abs(diff[i])),
+                at_alpha=peer["alpha"][i],
+            )
+        )
+    return out
+
+
+def compare_points(peer: dict, ours_at: list[dict], sims: list[dict] | None) -> list[dict]:
+    """Their experiments, our theory and our simulations at their experimental α's."""
+    rows = []
+    for p in peer["experiment"]:
+        k, alpha = p["stage"] - 1, p["alpha"]
+        th = next(r for r in ours_at if r["alpha"] == alpha)["stages"][k]["eg"]
+        row = dict(stage=p["stage"], alpha=alpha, theirs=p["eg"], theirs_se=p["se"], ours=th)
+        if sims is not None:
+            s = next(r for r in sims if r["alpha"] == alpha)["stages"][k]
+            row.update(sim=s["eg"], sim_se=s["se"], z_sim_theory=(s["eg"] - th) / s["se"])
+            if p["se"] is not None:
+                row["z_sim_theirs"] = (s["eg"] - p["eg"]) / math.hypot(s["se"], p["se"])
+        rows.append(row)
+    return rows
+
+
+def figure(peer: dict, ours: list[dict], points: list[dict], path: Path) -> None:
+    """Left: ε_g(α) per stage, theirs (dashed, open) vs ours (solid, filled); right: ours − theirs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = ("tab:blue", "tab:red", "tab:green")
+    alpha = np.array(peer["alpha"])
+    fig, (ax, axd) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for k, c in enumerate(colours):
+        theirs = np.array(peer["theory"][str(k + 1)]["eg"])
+        mine = np.array([r["stages"][k]["eg"] for r in ours])
+        ax.plot(alpha, theirs, "--", color=c, label=f"stage {k + 1}, Takanami et al.")
+        ax.plot(alpha, mine, "-", color=c, lw=1, label=f"stage {k + 1}, this package")
+        axd.plot(alpha, mine - theirs, "-o", ms=3, color=c, label=f"stage {k + 1}")
+        for p in (p for p in points if p["stage"] == k + 1):
+            ax.errorbar(p["alpha"] - 0.04, p["theirs"], p["theirs_se"] or 0, fmt="o", mfc="none",
+                        color=c, ms=5, capsize=2)  # fmt: skip
+            if "sim" in p:
+                ax.errorbar(p["alpha"] + 0.04, p["sim"], p["sim_se"], fmt="o", color=c, ms=4,
+                            capsize=2)  # fmt: skip
+    axd.axhspan(-READ_ERROR, READ_ERROR, color="0.9", label="reading accuracy of their curves")
+    ax.set(xlabel="α", ylabel="test error ε_g", title="BCE, ρ = 0.4, Δ = 0.5, θ = 0.2")
+    ax.legend(fontsize=7, ncol=1)
+    axd.set(xlabel="α", ylabel="ε_g (this package) − ε_g (Takanami et al.)", title="theories")
+    axd.axhline(0.0, color="k", lw=0.5)
+    axd.legend(fontsize=7)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _Parser(prog="takanami_comparison", description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=1000, help="dimension N of the simulations (1000)")
+    ap.add_argument("--seeds", type=int, default=20, help="simulation seeds per α (20)")
+    ap.add_argument("--seed", type=int, default=0, help="root seed of the simulations (0)")
+    ap.add_argument("--jobs", type=int, default=1, help="joblib workers of the simulations (1)")
+    ap.add_argument("--no-sims", action="store_true", help="theory only")
+    ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON and PNG files")
+    args = ap.parse_args(argv)
+    if args.n < 10 or args.seeds < 2 or args.seed < 0 or not (args.jobs >= 1 or args.jobs == -1):
+        ap.error("--n must be ≥ 10, --seeds ≥ 2, --seed ≥ 0 and --jobs ≥ 1 (or −1)")
+    if not hasattr(replica, "solve_chain"):
+        ap.error("replica.solve_chain is missing in this checkout (the chain solver of issue 16)")
+    if not args.no_sims and not hasattr(simulations, "run_chain"):
+        ap.error("simulations.run_chain is missing in this checkout; run with --no-sims")
+    try:
+        out = check_output_dir(Path(args.out), flag="--out")
+    except ValueError as exc:
+        ap.error(str(exc))
+    peer = json.loads(DATA.read_text())
+    par = peer["parameters"]
+    alphas_exp = sorted({p["alpha"] for p in peer["experiment"]})
+    t0 = time.perf_counter()
+    ours = theory(peer["alpha"], par)
+    ours_at = theory(alphas_exp, par)
+    t_theory = time.perf_counter() - t0
+    sims = None
+    if not args.no_sims:
+        sims = simulate(alphas_exp, par, args.n, args.seeds, args.seed, args.jobs)
+    diffs = compare_theories(peer, ours)
+    points = compare_points(peer, ours_at, sims)
+
+    bad = [r["alpha"] for r in ours + ours_at if not r["converged"]]
+    print(f"theory: {len(ours) + len(ours_at)} chains in {t_theory:.0f} s"
+          + (f"; not converged at α = {bad}" if bad else ""))  # fmt: skip
+    print("\n| α | " + " | ".join(f"stage {k} ours / theirs" for k in (1, 2, 3)) + " |")
+    print("|---|---|---|---|")
+    for i, a in enumerate(peer["alpha"]):
+        cells = [
+            f"{ours[i]['stages'][k]['eg']:.4f} / {peer['theory'][str(k + 1)]['eg'][i]:.4f}"
+            for k in range(3)
+        ]
+        print(f"| {a:.3f} | " + " | ".join(cells) + " |")
+    print("\nlargest |ours − theirs| of the theories (their curves read to ±0.0005):")
+    for d in diffs:
+        print(f"  stage {d['stage']}: {d['max_abs']:.4f} at α = {d['at_alpha']:.3f}")
+    print("\n| stage | α | theirs exp. | ours theory | " + ("ours sim. (N) | z sim−theory | "
+          "z sim−theirs |" if sims else ""))  # fmt: skip
+    for p in points:
+        se = "—" if p["theirs_se"] is None else f"{p['theirs_se']:.4f}"
+        line = f"| {p['stage']} | {p['alpha']:g} | {p['theirs']:.4f} ± {se} | {p['ours']:.4f} |"
+        if sims:
+            z2 = f"{p['z_sim_theirs']:+.1f}" if "z_sim_theirs" in p else "—"
+            line += f" {p['sim']:.4f} ± {p['sim_se']:.4f} | {p['z_sim_theory']:+.1f} | {z2} |"
+        print(line)
+    if sims:
+        worst = max(abs(p["z_sim_theory"]) for p in points if math.isfinite(p["z_sim_theory"]))
+        print(f"\nsimulations (N = {args.n}, {args.seeds} seeds) vs our theory: max |z| = "
+              f"{worst:.1f}; failed seeds: {[r['n_failed'] for r in sims]}")  # fmt: skip
+    print(f"total {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()}")
+
+    report = dict(
+        source=peer["source"],
+        parameters=par,
+        n=None if sims is None else args.n,
+        seeds=None if sims is None else args.seeds,
+        theory=ours,
+        theory_at_experiments=ours_at,
+        simulations=sims,
+        theory_differences=diffs,
+        points=points,
+    )
+    path = out / "takanami_comparison.json"
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"))
+    figure(peer, ours, points, out / "takanami_comparison.png")
+    print(f"wrote {path} and {out / 'takanami_comparison.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
