@@ -119,6 +119,12 @@ def compare_theories(peer: dict, ours: list[dict]) -> list[dict]:
     return out
 
 
+def _z(diff: float, se: float) -> float | None:
+    """diff / se; None where the spread vanishes (stage 3 at small α: every seed predicts the
+    majority class, ε_g = ρ up to ~1e-9)."""
+    return diff / se if se > 1e-6 else None
+
+
 def compare_points(peer: dict, ours_at: list[dict], sims: list[dict] | None) -> list[dict]:
     """Their experiments, our theory and our simulations at their experimental α's."""
     rows = []
@@ -128,9 +134,9 @@ def compare_points(peer: dict, ours_at: list[dict], sims: list[dict] | None) -> 
         row = dict(stage=p["stage"], alpha=alpha, theirs=p["eg"], theirs_se=p["se"], ours=th)
         if sims is not None:
             s = next(r for r in sims if r["alpha"] == alpha)["stages"][k]
-            row.update(sim=s["eg"], sim_se=s["se"], z_sim_theory=(s["eg"] - th) / s["se"])
+            row.update(sim=s["eg"], sim_se=s["se"], z_sim_theory=_z(s["eg"] - th, s["se"]))
             if p["se"] is not None:
-                row["z_sim_theirs"] = (s["eg"] - p["eg"]) / math.hypot(s["se"], p["se"])
+                row["z_sim_theirs"] = _z(s["eg"] - p["eg"], math.hypot(s["se"], p["se"]))
         rows.append(row)
     return rows
 
@@ -219,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         se = "—" if p["theirs_se"] is None else f"{p['theirs_se']:.4f}"
         line = f"| {p['stage']} | {p['alpha']:g} | {p['theirs']:.4f} ± {se} | {p['ours']:.4f} |"
         if sims:
-            z2 = f"{p['z_sim_theirs']:+.1f}" if "z_sim_theirs" in p else "—"
-            line += f" {p['sim']:.4f} ± {p['sim_se']:.4f} | {p['z_sim_theory']:+.1f} | {z2} |"
+            z1, z2 = (p.get(k) for k in ("z_sim_theory", "z_sim_theirs"))
+            z1, z2 = ("—" if z is None else f"{z:+.1f}" for z in (z1, z2))
+            line += f" {p['sim']:.4f} ± {p['sim_se']:.4f} | {z1} | {z2} |"
         print(line)
     if sims:
-        worst = max(abs(p["z_sim_theory"]) for p in points if math.isfinite(p["z_sim_theory"]))
+        worst = max(abs(p["z_sim_theory"]) for p in points if p["z_sim_theory"] is not None)
         print(f"\nsimulations (N = {args.n}, {args.seeds} seeds) vs our theory: max |z| = "
               f"{worst:.1f}; failed seeds: {[r['n_failed'] for r in sims]}")  # fmt: skip
     print(f"total {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()}")
