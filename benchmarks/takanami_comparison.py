@@ -17,8 +17,15 @@ theories (and where), our simulations against our theory (z = difference / s.e.)
 experimental points. Written to ``--out``: ``takanami_comparison.json`` and
 ``takanami_comparison.png`` (theirs vs ours, per stage, and the difference of the theories).
 
-    python benchmarks/takanami_comparison.py --no-sims         # theory only
-    python benchmarks/takanami_comparison.py                   # + N = 1000, 20 seeds, 3 α's
+``--peer-mc SEEDS`` also runs :func:`peer_monte_carlo`, their Monte-Carlo equations re-implemented,
+with SEEDS independent field samples at their experimental α's: the spread over seeds is the
+Monte-Carlo error of their curves, and a paired run with the full linear response between stages
+(their code keeps only the previous stage's term, see :func:`peer_monte_carlo`) measures what that
+choice changes at stage 3.
+
+    python benchmarks/takanami_comparison.py --no-sims         # theory only, ~40 s
+    python benchmarks/takanami_comparison.py                   # + N = 1000, 20 seeds: ~1 min more
+    python benchmarks/takanami_comparison.py --no-sims --peer-mc 4   # + ~30 s per α and seed
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, ndtr
 
 import replica
 import simulations
@@ -93,6 +101,152 @@ def simulate(alphas, par: dict, n: int, seeds: int, seed: int, jobs: int) -> lis
                 n_failed=res.n_failed,
                 wall_s=time.perf_counter() - t0,
                 stages=[dict(eg=s.eg.mean, se=s.eg.sem, count=s.eg.count) for s in res.stages],
+            )
+        )
+    return rows
+
+
+def _prox_bce(omega: np.ndarray, target, dchi: float, iters: int = 40) -> np.ndarray:
+    """z solving z/(Δχ) + sig(ω + z) − p = 0 (increasing in z): Newton kept inside its bracket
+    Δχ (p − 1) < z < Δχ p, bisecting when a step leaves it."""
+    lo, hi = dchi * (target - 1.0), dchi * target
+    z = np.clip(-omega, lo, hi)
+    for _ in range(iters):
+        s = expit(omega + z)
+        g = z / dchi + s - target
+        lo, hi = np.where(g < 0, z, lo), np.where(g > 0, z, hi)
+        zn = z - g / (1.0 / dchi + s * (1.0 - s))
+        z = np.where((zn <= lo) | (zn >= hi), 0.5 * (lo + hi), zn)
+    return z
+
+
+def peer_monte_carlo(
+    alpha: float,
+    par: dict,
+    *,
+    nsamp: int = 10**4,
+    seed: int = 0,
+    damping: float = 0.9,
+    tol: float = 1e-7,
+    max_iter: int = 700,
+    full_response: bool = False,
+) -> dict:
+    r"""Takanami et al.'s Monte-Carlo chain equations (their ``t_replica``, BCE), re-implemented.
+
+    Stage t is iterated to its fixed point with stages < t frozen. Fields: one array ξ of
+    ``nsamp`` × K normals; stage t's cavity field is ω_t = y m_t + b_t + (Uᵀξ)_t + Σ_{s<t}
+    (χ_st/χ_ss) z_s (ΔQ = UᵀU, z_s the earlier stages' prox displacements); z_t solves
+    z/(Δχ_tt) + sig(ω_t + z) = p, p the 0/1 noisy label (t = 1) or sig(β_{t−1}(ω_{t−1} + z_{t−1})).
+    Class y = ±1 and flip are summed exactly (weights ρ(1−θ), ρθ, (1−ρ)(1−θ), (1−ρ)θ). Hats:
+    Q̂_{·t} = U⁻¹(−α E[ξ z_t]/χ_tt), χ̂_st = α E[z_s z_t]/(Δχ_ssχ_tt), m̂_t = α E[y z_t]/(Δχ_tt),
+    b_t ← b_t + E[z_t]; z_t damped by ``damping`` against the previous iteration. Order parameters:
+    A_t = Q̂_tt + λ_t, m_t = (m̂_t − Σ_{r<t} Q̂_rt m_r)/A_t, Q from the noise covariances R, χ_tt =
+    1/A_t and, as in their code, χ_rt = −Q̂_{t−1,t} χ_{r,t−1}/A_t; with ``full_response`` the
+    response of the linear stage map instead, χ_rt = −Σ_{s=r}^{t−1} Q̂_st χ_rs/A_t (they differ
+    from stage 3 on). Returns ε_g, m, q, b per stage and the iterations per stage.
+    """
+    lam, beta = par["lam"], par["beta"]
+    rho, delta, theta = par["rho"], par["delta"], par["theta"]
+    k = len(lam)
+    xi = np.random.default_rng(seed).standard_normal((nsamp, k))
+    y = np.array([1.0, 1.0, -1.0, -1.0])  # cluster label of the four cases
+    label = np.array([1.0, 0.0, 0.0, 1.0])  # their 0/1 training label (cases 2, 4 flipped)
+    weight = np.array([rho * (1 - theta), rho * theta, (1 - rho) * (1 - theta), (1 - rho) * theta])
+
+    def mean(a: np.ndarray) -> float:
+        return float(weight @ a.mean(axis=1))
+
+    big = 1e4  # their cold start
+    chi, chi_h = np.triu(np.ones((k, k))), np.triu(np.ones((k, k)))
+    q, q_h = np.diag(np.full(k, big)), np.diag(np.full(k, big))
+    for a in (chi, chi_h):
+        np.fill_diagonal(a, big)
+    m, m_h, b, r = np.ones(k), np.ones(k), np.zeros(k), np.ones((k, k))
+    z = np.zeros((4, nsamp, k))
+    z_prev, omega_prev, omega = np.zeros((4, nsamp)), np.zeros((4, nsamp)), np.zeros((4, nsamp))
+    iterations = []
+    for t in range(k):
+        it = 0
+        while it < max_iter:
+            it += 1
+            a_ = np.diag(q_h) + np.asarray(lam, dtype=float)
+            r[t, 0] = chi_h[0, t] / a_[0]
+            for s in range(1, t + 1):
+                r[t, s] = (chi_h[s, t] - q_h[:s, s] @ r[t, :s]) / a_[s]
+            for s in range(t):
+                r[s, t] = (chi_h[s, t] - q_h[:t, t] @ r[s, :t]) / a_[t]
+            m[1 : t + 1] = [(m_h[s] - q_h[:s, s] @ m[:s]) / a_[s] for s in range(1, t + 1)]
+            m[0] = m_h[0] / a_[0]
+            for s in range(t + 1):
+                q[s, t] = (m[t] * m_h[s] + r[s, t] - q_h[:s, s] @ q[:s, t]) / a_[s]
+            if full_response:
+                chi[:t, t] = [-(q_h[j:t, t] @ chi[j, j:t]) / a_[t] for j in range(t)]
+            elif t:
+                chi[:t, t] = -q_h[t - 1, t] / a_[t] * chi[:t, t - 1]
+            chi[t, t] = 1.0 / a_[t]
+            cov = np.triu(q[: t + 1, : t + 1])
+            cov = cov + np.triu(cov, 1).T
+            low = np.linalg.eigvalsh(cov).min()
+            if low < 0:  # their repair of a non-PSD Q (in place, earlier stages included)
+                q[: t + 1, : t + 1] += (abs(low) + 1e-6) * np.eye(t + 1)
+                cov += (abs(low) + 1e-6) * np.eye(t + 1)
+            u_ = np.linalg.cholesky(delta * cov).T  # upper: ΔQ = UᵀU
+            shift = chi[:t, t] / np.diag(chi)[:t]
+            omega[:] = (xi[:, : t + 1] @ u_[:, t])[None] + y[:, None] * m[t] + b[t]
+            omega += z[:, :, :t] @ shift
+            p = label[:, None] if t == 0 else expit(beta[t - 1] * (omega_prev + z[:, :, t - 1]))
+            z[:, :, t] = _prox_bce(omega, p, delta * chi[t, t])
+            zt = damping * z[:, :, t] + (1 - damping) * z_prev
+            old = np.concatenate([q_h.ravel(), m_h, chi_h.ravel()])
+            g = [-alpha / chi[t, t] * mean(zt * xi[None, :, s]) for s in range(t + 1)]
+            q_h[: t + 1, t] = np.linalg.solve(u_, g)
+            for s in range(t):
+                chi_h[s, t] = alpha * mean(zt * z[:, :, s]) / (delta * chi[t, t] * chi[s, s])
+            chi_h[t, t] = alpha * mean(zt * zt) / (delta * chi[t, t] ** 2)
+            if t == 0:  # their form: 2ρE[z | y = +1], equal to E[y z] once E[z] = 0
+                m_h[0] = 2 * alpha * float(weight[:2] @ zt[:2].mean(axis=1)) / (delta * chi[0, 0])
+            else:
+                m_h[t] = alpha * mean(y[:, None] * zt) / (delta * chi[t, t])
+            b[t] = 0.0 if rho == 0.5 else b[t] + mean(zt)
+            z_prev = zt
+            new = np.concatenate([q_h.ravel(), m_h, chi_h.ravel()])
+            blown = max(abs(q[:, t]).max(), abs(q_h[:, t]).max(), abs(chi_h[:, t]).max()) > 1e60
+            if np.abs(new - old).max() < tol or blown:
+                break
+        iterations.append(it)
+        omega_prev = omega.copy()
+    sd = np.sqrt(delta * np.abs(np.diag(q)))
+    eg = rho * ndtr(-(m + b) / sd) + (1 - rho) * ndtr(-(m - b) / sd)
+    return dict(
+        eg=eg.tolist(), m=m.tolist(), q=np.diag(q).tolist(), b=b.tolist(), iterations=iterations
+    )
+
+
+def peer_spread(alphas, par: dict, ours_at: list[dict], seeds: int, nsamp: int) -> list[dict]:
+    """Their estimator over ``seeds`` field samples at each α, with their χ recursion and with the
+    full response (paired: same ξ): per stage the mean ± std of ε_g, the mean effect of the full
+    response, and our exact ε_g."""
+    rows = []
+    for alpha in alphas:
+        runs = {
+            full: [
+                peer_monte_carlo(alpha, par, nsamp=nsamp, seed=i, full_response=full)["eg"]
+                for i in range(seeds)
+            ]
+            for full in (False, True)
+        }
+        theirs, fixed = np.array(runs[False]), np.array(runs[True])
+        exact = next(r for r in ours_at if r["alpha"] == alpha)["stages"]
+        rows.append(
+            dict(
+                alpha=float(alpha),
+                nsamp=nsamp,
+                seeds=seeds,
+                mean=theirs.mean(0).tolist(),
+                std=theirs.std(0, ddof=1).tolist(),
+                full_response_effect=(fixed - theirs).mean(0).tolist(),
+                full_response_mean=fixed.mean(0).tolist(),
+                exact=[s["eg"] for s in exact],
             )
         )
     return rows
@@ -180,10 +334,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="root seed of the simulations (0)")
     ap.add_argument("--jobs", type=int, default=1, help="joblib workers of the simulations (1)")
     ap.add_argument("--no-sims", action="store_true", help="theory only")
+    ap.add_argument(
+        "--peer-mc",
+        type=int,
+        default=0,
+        metavar="SEEDS",
+        help="also run their Monte-Carlo equations (re-implemented) with SEEDS field "
+        "samples at their experimental α's, both χ recursions (default 0: off)",
+    )
+    ap.add_argument("--nsamp", type=int, default=10**4, help="field samples of --peer-mc (10⁴)")
     ap.add_argument("--out", default="benchmarks/results", help="folder of the JSON and PNG files")
     args = ap.parse_args(argv)
     if args.n < 10 or args.seeds < 2 or args.seed < 0 or not (args.jobs >= 1 or args.jobs == -1):
         ap.error("--n must be ≥ 10, --seeds ≥ 2, --seed ≥ 0 and --jobs ≥ 1 (or −1)")
+    if args.peer_mc < 0 or args.peer_mc == 1 or args.nsamp < 100:
+        ap.error("--peer-mc must be 0 (off) or ≥ 2 and --nsamp ≥ 100")
     if not hasattr(replica, "solve_chain"):
         ap.error("replica.solve_chain is missing in this checkout (the chain solver of issue 16)")
     if not args.no_sims and not hasattr(simulations, "run_chain"):
@@ -202,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     sims = None
     if not args.no_sims:
         sims = simulate(alphas_exp, par, args.n, args.seeds, args.seed, args.jobs)
+    spread = None
+    if args.peer_mc:
+        spread = peer_spread(alphas_exp, par, ours_at, args.peer_mc, args.nsamp)
     diffs = compare_theories(peer, ours)
     points = compare_points(peer, ours_at, sims)
 
@@ -233,6 +401,16 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(abs(p["z_sim_theory"]) for p in points if p["z_sim_theory"] is not None)
         print(f"\nsimulations (N = {args.n}, {args.seeds} seeds) vs our theory: max |z| = "
               f"{worst:.1f}; failed seeds: {[r['n_failed'] for r in sims]}")  # fmt: skip
+    if spread:
+        print(f"\ntheir Monte-Carlo equations ({args.nsamp} samples, {args.peer_mc} seeds): "
+              "mean ± std over seeds | exact (ours) | effect of the full response (paired)")  # fmt: skip
+        for row in spread:
+            cells = [
+                f"{row['mean'][k]:.4f} ± {row['std'][k]:.4f} | {row['exact'][k]:.4f} | "
+                f"{row['full_response_effect'][k]:+.5f}"
+                for k in range(3)
+            ]
+            print(f"  α = {row['alpha']:g}: " + "  ||  ".join(cells))
     print(f"total {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()}")
 
     report = dict(
@@ -243,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         theory=ours,
         theory_at_experiments=ours_at,
         simulations=sims,
+        peer_monte_carlo=spread,
         theory_differences=diffs,
         points=points,
     )
