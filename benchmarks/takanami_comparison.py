@@ -106,14 +106,16 @@ def simulate(alphas, par: dict, n: int, seeds: int, seed: int, jobs: int) -> lis
     return rows
 
 
-def _prox_bce(omega: np.ndarray, target, dchi: float, iters: int = 40) -> np.ndarray:
-    """z solving z/(Δχ) + sig(ω + z) − p = 0 (increasing in z): Newton kept inside its bracket
-    Δχ (p − 1) < z < Δχ p, bisecting when a step leaves it."""
+def _prox_bce(omega: np.ndarray, target, dchi: float, max_iter: int = 200) -> np.ndarray:
+    """z solving g(z) = z/(Δχ) + sig(ω + z) − p = 0 (g increasing): Newton kept inside the bracket
+    Δχ (p − 1) < z < Δχ p, bisecting when a step leaves it, until |g| ≤ 1e-14."""
     lo, hi = dchi * (target - 1.0), dchi * target
     z = np.clip(-omega, lo, hi)
-    for _ in range(iters):
+    for _ in range(max_iter):
         s = expit(omega + z)
         g = z / dchi + s - target
+        if np.abs(g).max() <= 1e-14:
+            break
         lo, hi = np.where(g < 0, z, lo), np.where(g > 0, z, hi)
         zn = z - g / (1.0 / dchi + s * (1.0 - s))
         z = np.where((zn <= lo) | (zn >= hi), 0.5 * (lo + hi), zn)
@@ -317,6 +319,8 @@ def figure(peer: dict, ours: list[dict], points: list[dict], path: Path) -> None
             if "sim" in p:
                 ax.errorbar(p["alpha"] + 0.04, p["sim"], p["sim_se"], fmt="o", color=c, ms=4,
                             capsize=2)  # fmt: skip
+    ax.plot([], [], "o", mfc="none", color="k", label="their experiments (N = 1000, 20 trials)")
+    ax.plot([], [], "o", color="k", label="our simulations")
     axd.axhspan(-READ_ERROR, READ_ERROR, color="0.9", label="reading accuracy of their curves")
     ax.set(xlabel="α", ylabel="test error ε_g", title="BCE, ρ = 0.4, Δ = 0.5, θ = 0.2")
     ax.legend(fontsize=7, ncol=1)
