@@ -247,6 +247,7 @@ def peer_spread(alphas, par: dict, ours_at: list[dict], seeds: int, nsamp: int) 
                 mean=theirs.mean(0).tolist(),
                 std=theirs.std(0, ddof=1).tolist(),
                 full_response_effect=(fixed - theirs).mean(0).tolist(),
+                full_response_effect_std=(fixed - theirs).std(0, ddof=1).tolist(),
                 full_response_mean=fixed.mean(0).tolist(),
                 exact=[s["eg"] for s in exact],
             )
@@ -407,11 +408,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{worst:.1f}; failed seeds: {[r['n_failed'] for r in sims]}")  # fmt: skip
     if spread:
         print(f"\ntheir Monte-Carlo equations ({args.nsamp} samples, {args.peer_mc} seeds): "
-              "mean ± std over seeds | exact (ours) | effect of the full response (paired)")  # fmt: skip
+              "mean ± std over seeds | exact (ours) | effect of the full response (paired), ± std")  # fmt: skip
         for row in spread:
             cells = [
                 f"{row['mean'][k]:.4f} ± {row['std'][k]:.4f} | {row['exact'][k]:.4f} | "
-                f"{row['full_response_effect'][k]:+.5f}"
+                f"{row['full_response_effect'][k]:+.5f} ± {row['full_response_effect_std'][k]:.5f}"
                 for k in range(3)
             ]
             print(f"  α = {row['alpha']:g}: " + "  ||  ".join(cells))
