@@ -307,7 +307,7 @@ def figure(peer: dict, ours: list[dict], points: list[dict], path: Path) -> None
 
     colours = ("tab:blue", "tab:red", "tab:green")
     alpha = np.array(peer["alpha"])
-    fig, (ax, axd) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, (ax, axd) = plt.subplots(1, 2, figsize=(10, 4.8), layout="constrained")
     for k, c in enumerate(colours):
         theirs = np.array(peer["theory"][str(k + 1)]["eg"])
         mine = np.array([r["stages"][k]["eg"] for r in ours])
@@ -324,7 +324,7 @@ def figure(peer: dict, ours: list[dict], points: list[dict], path: Path) -> None
     ax.plot([], [], "o", color="k", label="our simulations")
     axd.axhspan(-READ_ERROR, READ_ERROR, color="0.9", label="reading accuracy of their curves")
     ax.set(xlabel="α", ylabel="test error ε_g", title="BCE, ρ = 0.4, Δ = 0.5, θ = 0.2")
-    ax.legend(fontsize=7, ncol=1)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=7)
     axd.set(xlabel="α", ylabel="ε_g (this package) − ε_g (Takanami et al.)", title="theories")
     axd.axhline(0.0, color="k", lw=0.5)
     axd.legend(fontsize=7)
