@@ -2,9 +2,9 @@ r"""Read the BCE panel of Takanami, Takahashi & Sakata's theory-vs-experiment fi
 
 The figure is the only stored output of the notebook ``Theory/Self_Distillaton.ipynb`` (cell 7) of
 the repository taka255/self-distillation-analysis (commit d2c7a23, 2025-05-16); no arrays are
-printed or saved there. ``takanami2025_fig_cell7.png`` is that output, base64-decoded unchanged
-(1400 × 600 px, CairoMakie at 2 px per unit). This script turns it into
-``takanami2025_bce.json``:
+printed or saved there. The image is not redistributed here: this script decodes it (base64, cell
+7's first ``image/png`` output, 1400 × 600 px, CairoMakie at 2 px per unit) from a copy of that
+notebook given on the command line, and turns it into ``takanami2025_bce.json``:
 
 * calibration: the BCE axes' grid lines (darkness-weighted centres) give α ↦ x_px = 942.5 +
   100 (α − 2) and three ε grid lines (0.2, 0.3, 0.4) a straight line ε(y_px);
@@ -17,12 +17,16 @@ printed or saved there. ``takanami2025_fig_cell7.png`` is that output, base64-de
 * experiments: mean = midpoint of the two whisker centres, s.e. = half their distance (Makie draws
   whiskers at mean ± s.e.); the whisker rows were located by inspecting the glyphs (``GLYPHS``).
 
-    python benchmarks/data/takanami2025_extract.py    # rewrites takanami2025_bce.json beside it
+    python benchmarks/data/takanami2025_extract.py path/to/Self_Distillaton.ipynb
+    # rewrites takanami2025_bce.json beside this script
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +35,7 @@ from PIL import Image
 from kdtheory.journal import write_atomic
 
 HERE = Path(__file__).resolve().parent
-PNG = HERE / "takanami2025_fig_cell7.png"
+FIGURE_CELL = 7  # the notebook cell whose output is the theory-vs-experiment figure
 ALPHAS = 1.0 + 5.0 * np.arange(20) / 19  # their `range(1.0, 6.0, length = 20)`
 ALPHAS_EXP = (1.5, 3.0, 5.0)
 COLOURS = ("blue", "red", "green")  # stages 1, 2, 3, in drawing order (later on top)
@@ -212,8 +216,18 @@ def experiments(cal: np.ndarray) -> list[dict]:
     return pts
 
 
+def figure(notebook: Path) -> np.ndarray:
+    """The RGB pixels of the first image/png output of cell ``FIGURE_CELL`` of the notebook."""
+    cell = json.loads(Path(notebook).read_text())["cells"][FIGURE_CELL]
+    png = next(o["data"]["image/png"] for o in cell["outputs"] if "image/png" in o.get("data", {}))
+    png = "".join(png) if isinstance(png, list) else png
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB")).astype(float)
+
+
 def main() -> None:
-    img = np.asarray(Image.open(PNG).convert("RGB")).astype(float)
+    if len(sys.argv) != 2:
+        sys.exit("usage: takanami2025_extract.py path/to/Self_Distillaton.ipynb")
+    img = figure(Path(sys.argv[1]))
     cal = eps_calibration(img)
     curves = theory_curves(stroke_weights(img))
     theory = {}
@@ -250,7 +264,7 @@ def main() -> None:
             commit="d2c7a23de7b94f550c7a0ead80b97df54fbb36a1",
             file="Theory/Self_Distillaton.ipynb",
             cells=dict(parameters=6, figure=7, theory_code=2, experiment_code=4),
-            figure_png="takanami2025_fig_cell7.png (cell 7 output 0, image/png, decoded unchanged)",
+            figure_png="cell 7 output 0, image/png (decoded by the extractor, not redistributed)",
             parameters_how="printed in cell 6's source (not read off the figure)",
             alpha_how="their grid range(1.0, 6.0, length = 20), from cell 6's source",
             theory_how=(
