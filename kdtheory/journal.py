@@ -212,6 +212,19 @@ def _lock(path: Path, wait: bool):
     return fh
 
 
+def failed_cell(values: dict, default: str | None = None) -> bool:
+    """For a cell's record: True if it is a failure (``status`` "error" with its ``error``
+    message), False if ``status`` is "ok" (``default`` where it is missing); else ValueError."""
+    status = values.get("status", default)
+    if status == "error":
+        if not isinstance(values.get("error"), str):
+            raise ValueError("a failed cell needs its error message")
+        return True
+    if status != "ok":
+        raise ValueError(f"status must be ok or error, got {values.get('status')!r}")
+    return False
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename over it."""
     path = Path(path)

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir, one_line_warnings
+from kdtheory.journal import Journal, check_output_dir, failed_cell, one_line_warnings
 from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     default_cache_dir,
@@ -418,12 +418,8 @@ def _check_record(index: tuple, values: dict, cells: Sequence[Cell]) -> None:
     named, expected = (values.get("cell"), values.get("seed")), (cells[index[0]].key(), index[1])
     if named != expected:
         raise ValueError(f"values of (cell, seed) {named!r} stored at {expected!r}")
-    if values.get("status") == "error":
-        if not isinstance(values.get("error"), str):
-            raise ValueError("a failed cell needs its error message")
+    if failed_cell(values):
         return
-    if values.get("status") != "ok":
-        raise ValueError(f"status must be ok or error, got {values.get('status')!r}")
     parts = [(values, (*_TIMES, *(f"teacher_{k}" for k in _TIMES), "train_time_s"))]
     if "int8" in values:
         if not isinstance(values["int8"], dict):

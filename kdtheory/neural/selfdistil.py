@@ -39,7 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir, one_line_warnings, write_atomic
+from kdtheory.journal import (
+    Journal,
+    check_output_dir,
+    failed_cell,
+    one_line_warnings,
+    write_atomic,
+)
 from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     load_checkpoint,
@@ -147,12 +153,8 @@ def _check_record(record: dict) -> None:
     named = [_theta_key(values.get("theta", -1.0)), values.get("stage"), values.get("seed")]
     if named != index:
         raise ValueError(f"values of {named!r} stored at {index!r}")
-    if values.get("status") == "error":
-        if not isinstance(values.get("error"), str):
-            raise ValueError("a failed cell needs its error message")
+    if failed_cell(values):
         return
-    if values.get("status") != "ok":
-        raise ValueError(f"status must be ok or error, got {values.get('status')!r}")
     for k in FRACTIONS:
         v = values.get(k)
         if type(v) is not float or not (0.0 <= v <= 1.0 or (k == "agree_prev" and math.isnan(v))):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir, one_line_warnings
+from kdtheory.journal import Journal, check_output_dir, failed_cell, one_line_warnings
 from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     default_cache_dir,
@@ -217,12 +217,8 @@ def _check_record(index: tuple, values: dict) -> None:
     named, expected = (values.get("method"), values.get("seed")), (METHODS[index[0]], index[1])
     if named != expected:
         raise ValueError(f"values of (method, run) {named!r} stored at {expected!r}")
-    if values.get("status", "ok") == "error":
-        if not isinstance(values.get("error"), str):
-            raise ValueError("a failed cell needs its error message")
+    if failed_cell(values, default="ok"):
         return
-    if values.get("status", "ok") != "ok":
-        raise ValueError(f"status must be ok or error, got {values.get('status')!r}")
     for k in (*_FRACTIONS, *_NUMBERS, *_COUNTS):
         v = values.get(k)
         if type(v) not in (int, float) or (k in _COUNTS and (type(v) is not int or v < 0)):
