@@ -38,7 +38,7 @@ from scipy import optimize
 from scipy.special import expit, ndtri
 from scipy.stats import qmc
 
-from kdtheory.losses import _d1_p, _prox_curv_p
+from kdtheory.losses import _d1_p, _prox_curv_p, sigmoid
 from kdtheory.problem import (
     BayesTeacher,
     GaussianMixture,
@@ -62,6 +62,9 @@ __all__ = [
 
 #: chains up to this many stages (teacher included) are integrated by tensor Gauss–Hermite
 EXACT_STAGES = 3
+#: nodes of the nested rules whose weight (the rule sums to 1) is below this are dropped, and the
+#: rest renormalised: at most ~1e-9 of the mass over the ≤ 10⁶ nodes of stage 3
+PRUNE = 1e-15
 #: relative change below which stage t's damped iteration hands over to the root solver
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
@@ -132,19 +135,49 @@ class _Loss:
 
 
 @njit(cache=True)
-def _prox_nodes(yhat, pt, om, var, chi, ts, h):
-    """h = prox_{var, ℓ_KD(ŷ, p̃, ·)}(ω) at every node (warm start: ``h`` on entry, NaN: none), and
-    f = −∂_hℓ_KD(h), ℓ″ = ∂²_hℓ_KD(h)."""
-    n = om.shape[0]
-    f = np.empty(n)
-    d2 = np.empty(n)
+def _stage_nodes(
+    y, yhat, xi, c, m, b, shift, f_prev, df_prev, h_prev, dh_prev, var, chi, temperature, ts,
+    bayes, bayes_c, delta, h, f, dh, df,
+):  # fmt: skip
+    """Stage t = len(shift) at every node: ω' = y m + b + Σ_u c_u ξ_u + Σ_{s<t} shift_s f_s,
+    h = prox_{var, ℓ_KD(ŷ, p̃, ·)}(ω') with p̃ = sig(h_{t−1}/T) (warm start ``h``, NaN: none),
+    f = −∂_hℓ_KD(h), and the total derivatives in ω_u, u ≤ t:
+    dω' = e_t + Σ_s shift_s df_s,  dh = (dω' − var κ dh_{t−1})/(1 + var ℓ″),
+    df = −ℓ″ dh − κ dh_{t−1},  κ = −χ p̃(1 − p̃)/(T T_s).  ``bayes``: h = ω' + Δcŷ, f = cŷ."""
+    t = shift.shape[0]
+    n = y.shape[0]
+    dom = np.empty(t + 1)
     for k in range(n):
-        h0 = h[k] if h[k] == h[k] else om[k]
-        hk, d2k = _prox_curv_p(yhat[k], pt[k], om[k], var, chi, ts, h0)
+        om = y[k] * m + b
+        for u in range(t + 1):
+            om += c[u] * xi[k, u]
+            dom[u] = 0.0
+        dom[t] = 1.0
+        for s in range(t):
+            om += shift[s] * f_prev[s, k]
+            for u in range(s + 1):
+                dom[u] += shift[s] * df_prev[s, k, u]
+        if bayes:
+            f[k] = bayes_c * yhat[k]
+            h[k] = om + delta * f[k]
+            for u in range(t + 1):
+                dh[k, u] = dom[u]
+                df[k, u] = 0.0
+            continue
+        pt, kappa = 0.5, 0.0
+        if t > 0:
+            pt = sigmoid(h_prev[k] / temperature)
+            kappa = -chi * pt * (1.0 - pt) / (temperature * ts)
+        h0 = h[k] if h[k] == h[k] else om
+        hk, d2 = _prox_curv_p(yhat[k], pt, om, var, chi, ts, h0)
         h[k] = hk
-        f[k] = -_d1_p(yhat[k], pt[k], hk, chi, ts)
-        d2[k] = d2k
-    return f, d2
+        f[k] = -_d1_p(yhat[k], pt, hk, chi, ts)
+        den = 1.0 + var * d2
+        for u in range(t + 1):
+            dprev = dh_prev[k, u] if u < t else 0.0
+            dhu = (dom[u] - var * kappa * dprev) / den
+            dh[k, u] = dhu
+            df[k, u] = -d2 * dhu - kappa * dprev
 
 
 class _Nodes:
@@ -153,6 +186,22 @@ class _Nodes:
     def __init__(self, y: np.ndarray, yhat: np.ndarray, w: np.ndarray, xi: np.ndarray):
         self.y, self.yhat, self.w, self.xi = y, yhat, w, xi
         self.h, self.f, self.dh, self.df = [], [], [], []
+        self._earlier = None
+
+    def earlier(self, t: int) -> tuple:
+        """Stages 0..t−1 stacked for ``_stage_nodes``: f (t, P), ∂f/∂ω (t, P, t) zero-padded,
+        h_{t−1} (P,) and ∂h_{t−1}/∂ω (P, t) (cached: the earlier stages are fixed)."""
+        if self._earlier is None or self._earlier[0] != t or len(self.f) < t:
+            n = self.w.shape[0]
+            f = np.zeros((t, n))
+            df = np.zeros((t, n, t))
+            for s in range(t):
+                f[s] = self.f[s]
+                df[s, :, : s + 1] = self.df[s]
+            h = self.h[t - 1] if t > 0 else np.zeros(n)
+            dh = self.dh[t - 1] if t > 0 else np.zeros((n, 0))
+            self._earlier = (t, (f, df, np.ascontiguousarray(h), np.ascontiguousarray(dh)))
+        return self._earlier[1]
 
     @classmethod
     def product(cls, data: GaussianMixture, xi: np.ndarray, wxi: np.ndarray) -> _Nodes:
@@ -230,32 +279,18 @@ class _Chain:
 
     def forward(self, nodes: _Nodes, t: int, m, b, q_row, r_row, h_warm=None):
         """Stage t at the nodes given its (m, b, Q_{t,·}, R_{t,·}) and the earlier stages' values
-        there: (h, f, ℓ″-free derivatives ∂h/∂ω_u, ∂f/∂ω_u for u ≤ t)."""
+        there: (h, f, ∂h/∂ω_u, ∂f/∂ω_u for u ≤ t), by ``_stage_nodes``."""
         loss, d = self.losses[t], self.data.delta
         c = self.cholesky_row(t, q_row)
-        om = nodes.y * m + b + nodes.xi[:, : t + 1] @ c
-        dom = np.zeros((om.shape[0], t + 1))
-        dom[:, t] = 1.0
-        for s in range(t):
-            om = om + d * r_row[s] * nodes.f[s]
-            dom[:, : s + 1] += d * r_row[s] * nodes.df[s]
-        if loss.kind == "bayes":  # h = ω + Δ c ŷ (V = 1/λ = 1), f = cŷ
-            f = loss.c * nodes.yhat
-            return om + d * f, f, dom, np.zeros_like(dom)
-        var = d * r_row[t]
-        if t == 0:
-            pt, kappa, dprev = np.full(om.shape[0], 0.5), 0.0, np.zeros_like(dom)
-        else:
-            pt = expit(nodes.h[t - 1] / loss.temperature)
-            kappa = -loss.chi * pt * (1.0 - pt) / (loss.temperature * loss.ts)
-            dprev = np.zeros_like(dom)
-            dprev[:, :t] = nodes.dh[t - 1]
-            kappa = kappa[:, None]
-        h = np.full(om.shape[0], np.nan) if h_warm is None else h_warm
-        f, d2 = _prox_nodes(nodes.yhat, pt, om, var, loss.chi, loss.ts, h)
-        den = (1.0 + var * d2)[:, None]
-        dh = (dom - var * kappa * dprev) / den
-        df = -d2[:, None] * dh - kappa * dprev
+        f_prev, df_prev, h_prev, dh_prev = nodes.earlier(t)
+        n = nodes.w.shape[0]
+        h = np.full(n, np.nan) if h_warm is None else h_warm
+        f, dh, df = np.empty(n), np.empty((n, t + 1)), np.empty((n, t + 1))
+        _stage_nodes(
+            nodes.y, nodes.yhat, nodes.xi, c, m, b, d * np.asarray(r_row[:t], dtype=float),
+            f_prev, df_prev, h_prev, dh_prev, d * r_row[t], loss.chi, loss.temperature, loss.ts,
+            loss.kind == "bayes", loss.c, d, h, f, dh, df,
+        )  # fmt: skip
         return h, f, dh, df
 
     def update(self, nodes: _Nodes, t: int, x: np.ndarray, h_warm=None):
@@ -343,7 +378,7 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
     nd = _Nodes.product(chain.data, np.zeros((1, 0)), np.ones(1))
     d = chain.data.delta
     for j in range(t):
-        nd.h, nd.f, nd.dh, nd.df = [], [], [], []
+        nd.h, nd.f, nd.dh, nd.df, nd._earlier = [], [], [], [], None
         chain.replay(nd, j)
         loss, spread = chain.losses[j], chain.C[j, j]
         centre = nd.y * chain.m[j] + chain.b[j] + nd.xi[:, :j] @ chain.C[j, :j]
@@ -374,17 +409,18 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
             nd.yhat, pt, centre, spread, var, loss.chi, loss.ts, hk,
             quad.feature_gap, base, glx, glw, width,
         )  # fmt: skip
-        keep = ws > 0.0
+        keep = nd.w[:, None] * ws > PRUNE  # (the padding has weight 0)
         rows = np.nonzero(keep)[0]
         nd = _Nodes(
             nd.y[rows], nd.yhat[rows], nd.w[rows] * ws[keep],
             np.column_stack([nd.xi[rows], xs[keep]]),
         )  # fmt: skip
     x1, w1 = _tensor_rule(1, n_own)
-    p = nd.w.shape[0]
+    w = nd.w[:, None] * w1
+    rows, cols = np.nonzero(w > PRUNE)
     nd = _Nodes(
-        np.repeat(nd.y, n_own), np.repeat(nd.yhat, n_own), (nd.w[:, None] * w1).ravel(),
-        np.column_stack([np.repeat(nd.xi, n_own, axis=0), np.tile(x1[:, 0], p)]),
+        nd.y[rows], nd.yhat[rows], w[rows, cols] / w[rows, cols].sum(),
+        np.column_stack([nd.xi[rows], x1[cols, 0]]),
     )  # fmt: skip
     chain.replay(nd, t)
     return nd

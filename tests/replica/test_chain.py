@@ -100,7 +100,7 @@ def test_labels_without_information():
         GaussianMixture(2.0, 0.5, 1.0, flip=0.5), LogisticTeacher(0.1), students
     )
     for s in half.stages:
-        assert abs(s.m) < 1e-10  # E[y f] cancels between the two equally likely labels ŷ
+        assert abs(s.m) < 1e-8  # E[y f] cancels between the two labels ŷ; 1e-9 solver tolerance
         assert abs(s.b) < 1e-10 and s.eg == pytest.approx(0.5, abs=1e-10)
     a = replica.solve_chain(
         GaussianMixture(2.0, 0.5, 1.0, flip=0.2), LogisticTeacher(0.1), students
