@@ -544,16 +544,37 @@ def _figure_metaparameters(ds, f: dict, path: Path) -> None:
         "The optimal metaparameters of the greedy chain along α: the ridge λ_t of every stage "
         "(λ̃ for stage 1) and the soft-label temperature T_t of the students; dotted: the search "
         f"box λ ∈ [{LAM_RANGE[0]:g}, {LAM_RANGE[1]:g}], T ∈ [{TEMPERATURE_RANGE[0]:g}, "
-        f"{TEMPERATURE_RANGE[1]:g}]. {100 * f['lam_at_bound']:.0f}% of the optimal λ_t (both "
-        "lines, soft and hard) lie at the upper bound (smallest λ_t "
-        f"{f['lam_min']:.3g}): there the optimum is the λ → ∞ limit, where a stage is the mean of "
-        "its (pseudo-)labelled inputs (Hebbian), and the bound stands in for it. "
-        f"{100 * f['t_at_bound']:.0f}% of the soft students' T_t lie at the lower bound "
-        f"{TEMPERATURE_RANGE[0]:g} (largest T_t {f['t_max']:.3g}): there the optimal soft labels "
-        "are hard labels.",
+        f"{TEMPERATURE_RANGE[1]:g}]. {_bounds_text(ds)} Where λ_t is at the upper bound the "
+        "optimum is the λ → ∞ limit, in which a stage is the mean of its (pseudo-)labelled inputs "
+        "(Hebbian) and the bound stands in for it; where T_t is at the lower bound the optimal "
+        "soft labels are hard labels.",
         width=150,
     )
     plotting.save(fig, path)
+
+
+def _bounds_text(ds) -> str:
+    """Per stage along α: how many optimal λ_t (soft, hard) and soft T_t lie on the search box."""
+    parts = []
+    for t in ds["stage"].values:
+        for lab in LABELS:
+            lam = _line(ds.sel(labels=lab), "lam", "alpha").sel(stage=t).values
+            lam = lam[np.isfinite(lam)]
+            hi, lo = int((lam >= 0.9 * LAM_RANGE[1]).sum()), int((lam <= 1.1 * LAM_RANGE[0]).sum())
+            name = "λ̃" if t == 1 else f"λ_{t} ({lab})"
+            inner = lam[(lam < 0.9 * LAM_RANGE[1]) & (lam > 1.1 * LAM_RANGE[0])]
+            rest = f", inside {inner.min():.3g}…{inner.max():.3g}" if inner.size else ""
+            parts.append(f"{name} at the upper bound at {hi} and the lower at {lo} of "
+                         f"{lam.size} α{rest}")  # fmt: skip
+            if t == 1:
+                break  # the teacher's search is the same for soft and hard
+        if t > 1:
+            temp = _line(ds.sel(labels="soft"), "temperature", "alpha").sel(stage=t).values
+            temp = temp[np.isfinite(temp)]
+            low = int((temp <= 1.1 * TEMPERATURE_RANGE[0]).sum())
+            parts.append(f"T_{t} (soft) at the lower bound at {low} of {temp.size} α"
+                         + (f" (largest {temp.max():.3g})" if temp.size else ""))  # fmt: skip
+    return "Along α: " + "; ".join(parts) + "."
 
 
 FIGURES = {
