@@ -43,6 +43,7 @@ __all__ = [
     "PAY",
     "TEMPERATURE_RANGE",
     "Grids",
+    "compute",
     "findings",
     "grids_of",
     "optimise_point",
