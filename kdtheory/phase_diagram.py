@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.stages is not None and args.figures != "selfdistil":
                     raise ValueError("--stages sets the chains of --figures selfdistil")
                 if args.figures == "selfdistil":
-                    if args.simulate or args.scheduler or args.tol != 1e-10:
+                    if args.simulate or args.scheduler or args.tol != parser.get_default("tol"):
                         raise ValueError("--simulate, --scheduler and --tol do not apply to "
                                          "--figures selfdistil (local workers, the chain solver's "
                                          "own tolerance; notebook 08 checks it by simulation)")  # fmt: skip

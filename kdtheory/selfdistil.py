@@ -538,7 +538,7 @@ def _figure_metaparameters(ds, f: dict, path: Path) -> None:
         ax.set_xlabel(plotting.label("alpha"))
         ax.set_ylabel(name)
         ax.set_title(_title(ds, "alpha"), fontsize=9)
-        if ax.lines:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     plotting.caption(
         fig,
