@@ -12,7 +12,9 @@ probability that a training label is flipped), λ̃ (lam_t), λ (lam), χ (chi),
 ``both``; a choice for the whole run, recorded in the NetCDF attributes); ``--optimise lam`` to minimise the
 student's error over λ at every point (repeat it to optimise several jointly).  ``--figures optimal``
 (instead of the default headline): the optimal metaparameters (χ*, T*, λ*) over (α, λ̃) and (α, ρ)
-(``kdtheory.optimal``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
+(``kdtheory.optimal``; minutes); ``--figures selfdistil``: optimal multi-stage self-distillation
+under label noise, ε_t per stage against α and θ, soft against hard labels
+(``kdtheory.selfdistil``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
 
 Everything is checked before any work: parameters, output folder and name, the grid size (at most
@@ -49,6 +51,8 @@ from kdtheory.problem import (
     Problem,
     Student,
 )
+from kdtheory.selfdistil import grids_of as selfdistil_grids
+from kdtheory.selfdistil import run_selfdistil
 from kdtheory.sweep import MAX_POINTS, QUANTITIES, Axis, Optimise, Sweep, failure_summary
 
 DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "flip": 0.0, "lam_t": 0.1, "lam": 0.05,
@@ -102,11 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", type=int, metavar="N", help="overlay finite-N simulations of dimension "
                    "N (1-D grids; integer ≥ 10)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=8, help="seeds per simulated point (default: 8)")
-    g.add_argument("--figures", choices=["headline", "optimal"], default="headline",
-                   help="without --x: the headline figures (default) or the optimal-metaparameter "
-                   "maps (kdtheory.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes)")  # fmt: skip
+    g.add_argument("--figures", choices=["headline", "optimal", "selfdistil"], default="headline",
+                   help="without --x: the headline figures (default), the optimal-metaparameter "
+                   "maps (kdtheory.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes) or "
+                   "optimal self-distillation under label noise (kdtheory.selfdistil: optimal "
+                   "error per stage against α and θ, soft and hard labels; minutes)")  # fmt: skip
     g.add_argument("--map-size", type=int, metavar="N",
-                   help="points per axis of the --figures optimal maps (default 8; ≥ 2)")  # fmt: skip
+                   help="points per axis of the --figures optimal maps (default 8; ≥ 2); for "
+                   "--figures selfdistil the N values of each line nearest (α, θ) = (2, 0.2) "
+                   "(default: all, 6 and 5; ≥ 1)")  # fmt: skip
+    g.add_argument("--stages", type=int, metavar="K",
+                   help="stages of the --figures selfdistil chains, teacher included (1–3; "
+                   "default 3)")  # fmt: skip
     r = p.add_argument_group("run")
     r.add_argument("--jobs", type=int, default=2, help="local worker processes (default: 2)")
     r.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -325,9 +336,17 @@ def main(argv: list[str] | None = None) -> int:
                         "--y, --set, --optimise, --quantity, --teacher, --tempered and --name need "
                         "--x (a custom grid)"
                     )
-                if args.map_size is not None and args.figures != "optimal":
-                    raise ValueError("--map-size sets the grids of --figures optimal")
-                if args.figures == "optimal":
+                if args.map_size is not None and args.figures == "headline":
+                    raise ValueError("--map-size sets the grids of --figures optimal or selfdistil")
+                if args.stages is not None and args.figures != "selfdistil":
+                    raise ValueError("--stages sets the chains of --figures selfdistil")
+                if args.figures == "selfdistil":
+                    if args.simulate or args.scheduler or args.tol != parser.get_default("tol"):
+                        raise ValueError("--simulate, --scheduler and --tol do not apply to "
+                                         "--figures selfdistil (local workers, the chain solver's "
+                                         "own tolerance; notebook 08 checks it by simulation)")  # fmt: skip
+                    selfdistil_grids(args)
+                elif args.figures == "optimal":
                     if args.simulate:
                         raise ValueError("--simulate is for the headline and custom grids; the "
                                          "optimal set is validated by benchmarks/optimal_validation.py")  # fmt: skip
@@ -339,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
                                           jobs=args.jobs, flags=_SIM_FLAGS)  # fmt: skip
                 check_output_dir(args.out)
             else:
-                if args.figures != "headline" or args.map_size is not None:
+                if (
+                    args.figures != "headline"
+                    or args.map_size is not None
+                    or args.stages is not None
+                ):
                     raise ValueError("--figures and --map-size name a set of the main job; they "
                                      "take no --x")  # fmt: skip
                 sweep = custom_sweep(args)
@@ -358,11 +381,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         start = time.perf_counter()
         if args.x is None:
-            run, prefix = (
-                (run_optimal, "optimal")
-                if args.figures == "optimal"
-                else (run_headline, "headline")
-            )
+            run, prefix = {
+                "optimal": (run_optimal, "optimal"),
+                "selfdistil": (run_selfdistil, "selfdistil"),
+                "headline": (run_headline, "headline"),
+            }[args.figures]
             try:
                 run(args)
             except (JournalLockedError, JournalMismatchError) as exc:
