@@ -71,6 +71,8 @@ class Journal:
         ``superseded(values)`` is true for a record that a later record of the same index replaces
         (a failed cell that a rerun computed again); by default the first valid record wins.
 
+    Notes
+    -----
     Every record is checked before use: its index is a list of ints and its values a dict (then
     ``validate``).  Lines that are not UTF-8, not JSON, not a valid record or cut short by a kill
     are skipped with one ``JournalWarning`` that counts them; their points are computed again.
