@@ -48,7 +48,7 @@ from kdtheory.problem import (
     check_integer,
     check_real,
 )
-from replica.quadrature import Quadrature, composite_rule, feature_breaks
+from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, prune
 from replica.teacher import bayes_constant
 
 __all__ = [
@@ -65,6 +65,8 @@ EXACT_STAGES = 3
 #: nodes of the nested rules whose weight (the rule sums to 1) is below this are dropped, and the
 #: rest renormalised: at most ~1e-9 of the mass over the ≤ 10⁶ nodes of stage 3
 PRUNE = 1e-15
+#: grid points along ξ_j, and the most prefix rows, of the search for later stages' kinks
+_LATER_GRID, _LATER_ROWS = 2001, 64
 #: relative change below which stage t's damped iteration hands over to the root solver
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
@@ -227,18 +229,74 @@ def _pairs(data: GaussianMixture) -> list[tuple[float, float, float]]:
 
 
 @njit(cache=True)
-def _expand(yhat, pt, centre, spread, var, chi, ts, hk, gap, base, glx, glw, width):
+def _expand(yhat, pt, centre, spread, var, chi, ts, hk, gap, base, glx, glw, width, more, n_more):
     """Per prefix node i, the composite Gauss–Legendre rule in the next ξ with breakpoints where
-    the stage's output crosses the feature points ``hk`` (``feature_breaks``): ``width`` columns
-    of nodes and weights per row (zero weight where a row has fewer)."""
+    the stage's output crosses the feature points ``hk`` (``feature_breaks``) and at
+    ``more[i, :n_more[i]]``: ``width`` columns of nodes and weights per row (zero weight where a
+    row has fewer)."""
     n = yhat.shape[0]
     xs = np.zeros((n, width))
     ws = np.zeros((n, width))
-    ext = np.empty(hk.shape[0])
+    ext = np.empty(hk.shape[0] + more.shape[1])
     for i in range(n):
         k = feature_breaks(hk, yhat[i], pt[i], var, chi, ts, centre[i], spread, gap, ext)
-        composite_rule(base, ext, k, glx, glw, xs[i], ws[i])
+        for j in range(n_more[i]):
+            ext[k + j] = more[i, j]
+        composite_rule(base, ext, k + n_more[i], glx, glw, xs[i], ws[i])
     return xs, ws
+
+
+def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature):
+    """Breakpoints along ξ_j where a later earlier stage s (j < s < t) crosses the kinks of the soft
+    label read from it, sig(h_s/T_{s+1}), seen with the directions between held at ξ ∈ {0, ±1.5}:
+    when stage s follows its predecessors closely (a small conditional spread C_ss), its kink is a
+    feature along ξ_j that the rule along ξ_s cannot resolve.  Found on a grid of ``_LATER_GRID``
+    points per row (sign changes, linear interpolation), pruned like ``feature_breaks``."""
+    rows = nd.w.shape[0]
+    if t - j < 2 or rows > _LATER_ROWS:
+        return np.zeros((rows, 0)), np.zeros(rows, dtype=np.int64)
+    grid = np.linspace(-L, L, _LATER_GRID)
+    inner = (
+        np.array(np.meshgrid(*([[-1.5, 0.0, 1.5]] * (t - 1 - j)), indexing="ij"))
+        .reshape(t - 1 - j, -1)
+        .T
+    )  # (combinations, t − 1 − j)
+    g, c = grid.shape[0], inner.shape[0]
+    xi = np.concatenate(
+        [
+            np.repeat(nd.xi, g * c, axis=0),
+            np.tile(np.repeat(grid, c), rows)[:, None],
+            np.tile(inner, (rows * g, 1)),
+        ],
+        axis=1,
+    )
+    probe = _Nodes(np.repeat(nd.y, g * c), np.repeat(nd.yhat, g * c), np.ones(rows * g * c), xi)
+    chain.replay(probe, t)
+    found = [[] for _ in range(rows)]
+    for s in range(j + 1, t):
+        reader = chain.losses[s + 1]
+        if reader.chi == 0.0:
+            continue
+        hk = reader.temperature * FEATURES
+        h = probe.h[s].reshape(rows, g, c)
+        for k in hk:
+            diff = h - k
+            cross = np.nonzero(np.sign(diff[:, 1:, :]) != np.sign(diff[:, :-1, :]))
+            r, a, b = cross
+            x0, x1 = grid[a], grid[a + 1]
+            d0, d1 = diff[r, a, b], diff[r, a + 1, b]
+            x = x0 + (x1 - x0) * d0 / (d0 - d1)
+            for ri, xv in zip(r, x, strict=True):
+                found[ri].append(xv)
+    width = max((len(f) for f in found), default=0)
+    more = np.zeros((rows, width))
+    n_more = np.zeros(rows, dtype=np.int64)
+    out = np.empty(width)
+    for i, f in enumerate(found):
+        if f:
+            n_more[i] = prune(np.sort(np.array(f)), quad.feature_gap, out)
+            more[i, : n_more[i]] = out[: n_more[i]]
+    return more, n_more
 
 
 def _tensor_rule(dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -404,10 +462,11 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
         var = d * chain.R[j, j]
         if loss.kind == "bayes":  # h_j = ω_j + Δcŷ: the features' ξ are (h_k − Δcŷ − centre)/spread
             centre, var = centre + d * loss.c * nd.yhat, 0.0
-        width = (len(base) + len(hk)) * order
+        more, n_more = _later_features(chain, nd, j, t, quad)
+        width = (len(base) + len(hk) + more.shape[1]) * order
         xs, ws = _expand(
             nd.yhat, pt, centre, spread, var, loss.chi, loss.ts, hk,
-            quad.feature_gap, base, glx, glw, width,
+            quad.feature_gap, base, glx, glw, width, more, n_more,
         )  # fmt: skip
         keep = nd.w[:, None] * ws > PRUNE  # (the padding has weight 0)
         rows = np.nonzero(keep)[0]
@@ -680,6 +739,17 @@ def _qmc_stages(chain, first, k, log2_points, repeats, tol, max_iter) -> list[St
     return out
 
 
+def _scan_brent(g, a: float, b: float, points: int = 9) -> float:
+    """argmin of g on [a, b]: the best of ``points`` equally spaced values, refined by bounded
+    Brent between its neighbours (a local search alone can stop in a shallow dip)."""
+    grid = np.linspace(a, b, points)
+    values = [g(u) for u in grid]
+    i = int(np.argmin(values))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, points - 1)]
+    r = optimize.minimize_scalar(g, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+    return float(r.x) if r.fun <= values[i] else float(grid[i])
+
+
 #: the chain rule used inside ``optimise_chain``'s search (stage 3 to ~5e-6); the optimum is then
 #: re-solved with the default rule
 COARSE = {"nodes": (64, 32, 16), "orders": (4, 3)}
@@ -715,8 +785,10 @@ def optimise_chain(
     Sakata 2025).  ``hard``: T_t = ``hard_temperature`` fixed (nearly hard pseudo-labels
     sign h_{t−1}, β = 1/T → ∞), λ_t alone optimised.
 
-    Searches are in log λ, log T: bounded Brent for one parameter, Nelder–Mead from the best
-    point of a 3 × 3 grid for two (both on the ``COARSE`` rule).
+    Searches are in log λ, log T, on the ``COARSE`` rule: for λ alone (λ̃, and λ_t of the hard
+    labels) a scan of 9 points, then bounded Brent between the neighbours of the best; for
+    (λ_t, T_t) Nelder–Mead from the best point of a 3 × 3 grid, kept if it beats the hard-label
+    optimum (T_t = ``hard_temperature``): so soft labels never do worse than hard ones.
     """
     check_instance("data", data, GaussianMixture)
     check_integer("stages", stages, 1, EXACT_STAGES)
@@ -742,11 +814,7 @@ def optimise_chain(
     def last_eg(sol: ChainSolution) -> float:
         return sol.stages[-1].eg if sol.converged else 1.0
 
-    res = optimize.minimize_scalar(
-        lambda u: last_eg(chain(math.exp(u), [])), bounds=box[:2], method="bounded",
-        options={"xatol": 1e-3},
-    )  # fmt: skip
-    lam_t = float(math.exp(res.x))
+    lam_t = float(math.exp(_scan_brent(lambda u: last_eg(chain(math.exp(u), [])), *box[:2])))
     students: list[Student] = []
     best = chain(lam_t, [])
     for _ in range(stages - 1):
@@ -759,12 +827,8 @@ def optimise_chain(
             v = min(max(z[1], box[2]), box[3])
             return last_eg(chain(lam_t, [*prefix, student(u, v)], init))
 
-        if hard:
-            r = optimize.minimize_scalar(
-                lambda u: f((u, v_hard)), bounds=box[:2], method="bounded", options={"xatol": 1e-2}
-            )
-            z = (r.x, v_hard)
-        else:
+        z = (_scan_brent(lambda u: f((u, v_hard)), *box[:2]), v_hard)
+        if not hard:  # the soft optimum: Nelder–Mead, kept only if it beats the hard one
             grid = [(u, v) for u in np.log([0.01, 0.1, 1.0]) for v in np.log([0.1, 0.5, 2.0])]
             z0 = min(grid, key=f)
             r = optimize.minimize(
@@ -772,7 +836,8 @@ def optimise_chain(
                 options={"xatol": 1e-2, "fatol": 1e-7, "initial_simplex": [
                     z0, (z0[0] + 0.7, z0[1]), (z0[0], z0[1] + 0.7)]},
             )  # fmt: skip
-            z = (min(max(r.x[0], box[0]), box[1]), min(max(r.x[1], box[2]), box[3]))
+            zs = (min(max(r.x[0], box[0]), box[1]), min(max(r.x[1], box[2]), box[3]))
+            z = zs if f(zs) < f(z) else z
         students.append(student(*z))
         best = chain(lam_t, students, best)
     teacher = LogisticTeacher(lam_t)
