@@ -65,8 +65,11 @@ EXACT_STAGES = 3
 #: nodes of the nested rules whose weight (the rule sums to 1) is below this are dropped, and the
 #: rest renormalised: at most ~1e-9 of the mass over the ≤ 10⁶ nodes of stage 3
 PRUNE = 1e-15
-#: grid points along ξ_j, and the most prefix rows, of the search for later stages' kinks
-_LATER_GRID, _LATER_ROWS = 2001, 64
+#: grid points along ξ_j, and the most prefix rows, of the search for later stages' kinks; crossings
+#: closer than _LATER_MERGE (in ξ) count once; the kinks' feature points h/T
+_LATER_GRID, _LATER_ROWS, _LATER_MERGE = 2001, 64, 0.005
+_LF = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
+LATER_FEATURES = np.concatenate([-_LF[:0:-1], _LF])
 #: relative change below which stage t's damped iteration hands over to the root solver
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
@@ -277,7 +280,7 @@ def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature)
         reader = chain.losses[s + 1]
         if reader.chi == 0.0:
             continue
-        hk = reader.temperature * FEATURES
+        hk = reader.temperature * LATER_FEATURES
         h = probe.h[s].reshape(rows, g, c)
         for k in hk:
             diff = h - k
@@ -294,9 +297,11 @@ def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature)
     out = np.empty(width)
     for i, f in enumerate(found):
         if f:
-            n_more[i] = prune(np.sort(np.array(f)), quad.feature_gap, out)
+            x = np.sort(np.array(f))
+            x = x[np.concatenate([[True], np.diff(x) > _LATER_MERGE])]  # near-duplicates: one
+            n_more[i] = prune(x, quad.feature_gap, out)
             more[i, : n_more[i]] = out[: n_more[i]]
-    return more, n_more
+    return more[:, : max(int(n_more.max(initial=0)), 0)], n_more
 
 
 def _tensor_rule(dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
