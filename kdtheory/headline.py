@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
-from kdtheory.sweep import Axis, Optimise, Sweep
+from kdtheory.sweep import Axis, Optimise, Sweep, map_points
 
 __all__ = [
     "ETAS",
@@ -316,7 +316,6 @@ def run_limit(
     at (α, Δ) = (2, 1) for every ρ in ``rhos`` and η in ``etas``, with ``gain = eg_ridge − eg_kd``
     and the Bayes error of the ηN features; journalled like ``run_sweep`` (a rerun resumes)."""
     import xarray as xr
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     from kdtheory.journal import Journal
@@ -347,13 +346,7 @@ def run_limit(
             return index, {**values, "message": f"{type(exc).__name__}: {exc}"[:500]}
 
     try:
-        results = (
-            map(task, todo)
-            if jobs == 1 or len(todo) <= 1
-            else Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(task)(i) for i in todo
-            )
-        )
+        results = map_points(task, todo, jobs)
         for index, values in results:
             if journal:
                 journal.append([(index, values)])

@@ -227,10 +227,10 @@ def compute(g: Grids, journal=None, *, jobs: int = 1, progress: bool = True):
     holds is not recomputed) and gather them in a Dataset over (alpha, theta, labels, stage);
     cells off the lines are NaN (``computed`` = 0)."""
     import xarray as xr
-    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     import replica
+    from kdtheory.sweep import map_points
 
     shape = (len(g.alpha_values), len(g.theta_values), len(LABELS))
     done = dict(journal.done) if journal is not None else {}
@@ -247,13 +247,7 @@ def compute(g: Grids, journal=None, *, jobs: int = 1, progress: bool = True):
     bar = tqdm(total=len(g.points) * len(LABELS), initial=len(g.points) * len(LABELS) - len(todo),
                desc="selfdistil", unit="pt", disable=not progress, leave=False)  # fmt: skip
     try:
-        results = (
-            map(task, todo)
-            if jobs == 1 or len(todo) <= 1
-            else Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(task)(i) for i in todo
-            )
-        )
+        results = map_points(task, todo, jobs)
         for index, values in results:
             if journal is not None:
                 journal.append([(index, values)])

@@ -786,6 +786,16 @@ SIM_FIELDS = (
 SIM_KEYS = (*[f"{q}_sim{s}" for q, _ in SIM_FIELDS for s in ("", "_sem")], "sim_failed")
 
 
+def map_points(task: Callable, todo: list, jobs: int) -> Iterator:
+    """``task(index)`` for every index of ``todo``, in completion order: in this process when
+    ``jobs`` is 1 (or there is one point), else on ``jobs`` joblib workers."""
+    if jobs == 1 or len(todo) <= 1:
+        return map(task, todo)
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(task)(i) for i in todo)
+
+
 def _sim_fingerprint(sweep: Sweep, n: int, seeds: int, seed: int) -> str:
     return f"{sweep.fingerprint()}-sim-n{n}-s{seeds}-seed{seed}"
 
