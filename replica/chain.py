@@ -28,6 +28,7 @@ error bar ``eg_se``, the one place where the package estimates an integral by sa
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ PRUNE = 1e-15
 _LATER_GRID, _LATER_ROWS, _LATER_MERGE = 2001, 64, 0.005
 _LF = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 LATER_FEATURES = np.concatenate([-_LF[:0:-1], _LF])
+#: rules with more nodes than this are released at once after their stage (``gc.collect``)
+_COLLECT = 100_000
 #: relative change below which stage t's damped iteration hands over to the root solver
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
@@ -659,6 +662,9 @@ def solve_chain(
         x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
         x, extra, res, ok = _solve_stage(chain, nd, t, tol, max_iter, x0)
         chain.accept(nd, t, x, extra)
+        if nd.w.shape[0] > _COLLECT:  # the root solve's closures form a cycle that holds it
+            del nd, extra
+            gc.collect()
         stages.append(_state(chain, t, 0.0, ok, res))
         if not ok:
             status, message = "max_iter", f"stage {t + 1} did not converge (residual {res:.2g})"
