@@ -3,6 +3,7 @@ N = 2000, 16 seeds, three points): label noise θ = 0.2, three stages of teacher
 self-distillation."""
 
 import numpy as np
+import pytest
 
 import replica
 import simulations
@@ -28,3 +29,24 @@ def test_three_stages_under_label_noise_match_finite_n():
         assert abs(est.r.mean - th.r) <= 4 * est.r.sem + 5.0 * th.r / N
     # and the stages help here, as the theory says (denoising): ε₃ < ε₂ < ε₁
     assert np.all(np.diff(theory.eg) < 0)
+
+
+@pytest.mark.slow
+def test_the_three_benchmark_points_at_n_1000():
+    """The issue's check (benchmarks/chain_vs_theory.py at N = 1000, 16 seeds): three points with
+    label noise, stages 1–3, ε_g within 4 s.e. + 5/N and m, q, r within 4 s.e. + 5|value|/N."""
+    bench = _load_benchmark()
+    for _, data, teacher, students in bench.POINTS:
+        rows = bench.compare(data, teacher, students, 1000, 16)
+        assert all(r["pass"] for r in rows), rows
+
+
+def _load_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "chain_vs_theory.py"
+    spec = importlib.util.spec_from_file_location("chain_vs_theory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
