@@ -49,7 +49,7 @@ from kdtheory.problem import (
     check_integer,
     check_real,
 )
-from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, prune
+from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, gauss_hermite, prune
 from replica.teacher import bayes_constant
 
 __all__ = [
@@ -307,15 +307,6 @@ def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature)
     return more[:, : max(int(n_more.max(initial=0)), 0)], n_more
 
 
-def _tensor_rule(dim: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilists' Gauss–Hermite rule in ``dim`` dimensions, n nodes per axis, weights sum to 1."""
-    z, w = np.polynomial.hermite_e.hermegauss(n)
-    w = w / w.sum()
-    grids = np.meshgrid(*([z] * dim), indexing="ij")
-    weights = np.meshgrid(*([w] * dim), indexing="ij")
-    return np.stack([g.ravel() for g in grids], axis=1), np.prod([g.ravel() for g in weights], 0)
-
-
 def _sobol_rule(dim: int, log2_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Scrambled Sobol points mapped to N(0, I_dim) by Φ⁻¹, equal weights."""
     u = qmc.Sobol(d=dim, scramble=True, seed=seed).random_base2(log2_points)
@@ -482,12 +473,12 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
             nd.y[rows], nd.yhat[rows], nd.w[rows] * ws[keep],
             np.column_stack([nd.xi[rows], xs[keep]]),
         )  # fmt: skip
-    x1, w1 = _tensor_rule(1, n_own)
+    x1, w1 = gauss_hermite(n_own)
     w = nd.w[:, None] * w1
     rows, cols = np.nonzero(w > PRUNE)
     nd = _Nodes(
         nd.y[rows], nd.yhat[rows], w[rows, cols] / w[rows, cols].sum(),
-        np.column_stack([nd.xi[rows], x1[cols, 0]]),
+        np.column_stack([nd.xi[rows], x1[cols]]),
     )  # fmt: skip
     chain.replay(nd, t)
     return nd
@@ -557,7 +548,11 @@ def _losses(data, teacher, students) -> list[_Loss]:
     return out
 
 
-def _check(data, teacher, students, nodes, qmc_points, qmc_repeats, tol, max_iter) -> tuple:
+def _check(
+    data, teacher, students, nodes, orders, qmc_points, qmc_repeats, tol, max_iter, exact_stages
+) -> tuple:
+    """solve_chain's arguments, each refused with its name and allowed range; returns (students,
+    nodes, orders) as tuples with the defaults filled in."""
     check_instance("data", data, GaussianMixture)
     check_instance("teacher", teacher, (LogisticTeacher, BayesTeacher))
     if isinstance(students, Student) or not isinstance(students, Sequence):
@@ -589,7 +584,13 @@ def _check(data, teacher, students, nodes, qmc_points, qmc_repeats, tol, max_ite
     check_integer("qmc_repeats", qmc_repeats, 2, 64)
     check_real("tol", tol, 0.0, 1.0, True, True)
     check_integer("max_iter", max_iter, 1)
-    return students, nodes
+    check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
+    orders = ORDERS if orders is None else tuple(orders)
+    if len(orders) != EXACT_STAGES - 1:
+        raise ValueError(f"orders must give {EXACT_STAGES - 1} counts (stages 2, 3), got {orders}")
+    for i, o in enumerate(orders):
+        check_integer(f"orders[{i}]", o, 2, 32)
+    return students, nodes, orders
 
 
 def solve_chain(
@@ -638,13 +639,9 @@ def solve_chain(
     -------
     ChainSolution
     """
-    students, nodes = _check(data, teacher, students, nodes, qmc_points, qmc_repeats, tol, max_iter)
-    check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
-    orders = ORDERS if orders is None else tuple(orders)
-    if len(orders) != EXACT_STAGES - 1:
-        raise ValueError(f"orders must give {EXACT_STAGES - 1} counts (stages 2, 3), got {orders}")
-    for i, o in enumerate(orders):
-        check_integer(f"orders[{i}]", o, 2, 32)
+    students, nodes, orders = _check(
+        data, teacher, students, nodes, orders, qmc_points, qmc_repeats, tol, max_iter, exact_stages
+    )
     if init is not None:
         check_instance("init", init, ChainSolution)
     losses = _losses(data, teacher, students)

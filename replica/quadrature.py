@@ -45,6 +45,16 @@ def gauss_legendre(p: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
+def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n-point Gauss–Hermite rule for ξ ~ N(0, 1): E g(ξ) ≈ Σ w_i g(x_i) (Σ w_i = 1 to rounding)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / math.sqrt(2 * math.pi)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    return x, w
+
+
+@lru_cache(maxsize=8)
 def base_breaks(width: float = BASE_WIDTH) -> np.ndarray:
     """Uniform breakpoints on [−L, L] with spacing ≤ width."""
     out = np.linspace(-L, L, math.ceil(2 * L / width) + 1)
