@@ -1,6 +1,6 @@
 r"""Finite-N check of the limit: does the best KD student beat the best ridge student?
 
-The replica theory (``kdtheory.headline``, figure 2 of the main job) finds that at (α, ρ, Δ) =
+The replica theory (``kdtheory.figures.headline``, figure 2 of the main job) finds that at (α, ρ, Δ) =
 (2, 0.3, 1), η = 1, T = 1 the best KD student of a logistic teacher (min over λ̃, χ, λ) has a lower
 error than the best L2 ("ridge") logistic student (min over λ), by Δ∞ ≈ 0.002 — while the slides of
 Saglietti & Zdeborová (MSML 2022) say a KD student "cannot beat an explicit regularization of the same
@@ -30,7 +30,7 @@ import numpy as np
 import replica
 import simulations
 from kdtheory import BayesTeacher, LogisticTeacher, Problem, Student
-from kdtheory.headline import STORY, best_kd_student, best_ridge_student
+from kdtheory.figures.headline import STORY, best_kd_student, best_ridge_student
 
 
 def optimal_problems(rho: float, eta: float, tol: float = 1e-10) -> tuple[Problem, Problem, dict]:

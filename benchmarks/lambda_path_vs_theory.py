@@ -4,7 +4,7 @@ For each problem (α, ρ, Δ) with a logistic teacher λ̃ and a student λ (η 
 a finite-N draw (N features, M = αN training and M validation samples), the teacher fitted by
 ``simulations``, and the linear student trained in torch by ``LambdaPathOptimizer`` — gradient-based
 (rule (2) at every step) and Algorithm 1 (``proposed``) — from (λ₁, T) = (0.5, 1), full-batch
-gradient descent (``kdtheory.neural.solvable``). Compared with
+gradient descent (``kdtheory.neural.experiments.solvable``). Compared with
 
 * **theory optimum**: the (χ*, T*) that minimise the N → ∞ student's population cross-entropy (the
   λ path's target, T_val = 1), and separately its test error ε_g, by replica solves;
@@ -33,7 +33,7 @@ import torch
 
 from kdtheory import GaussianMixture, LogisticTeacher, Problem, Student
 from kdtheory.journal import check_output_dir, write_atomic
-from kdtheory.neural.solvable import judge, summarise
+from kdtheory.neural.experiments.solvable import judge, summarise
 
 PROBLEMS = [(2.0, 0.3, 1.0), (1.0, 0.5, 1.0), (4.0, 0.2, 0.5)]
 LAM_T, LAM = 0.5, 0.01  # a well-regularised teacher, a weakly regularised student: KD pays

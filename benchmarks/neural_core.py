@@ -90,7 +90,7 @@ def timing_ratio(teacher, student, x) -> dict:
 
 def cifar_ratios(n: int = 64) -> dict:
     """Teacher/student inference ratios of the cifar10 preset's models on generated inputs."""
-    from kdtheory.neural.compress import PRESETS, parse_student
+    from kdtheory.neural.experiments.compress import PRESETS, parse_student
     from kdtheory.neural.models import count_parameters
 
     preset = PRESETS["cifar10"]

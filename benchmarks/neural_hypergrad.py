@@ -6,7 +6,7 @@ rounds on the same process:
 
 * **plain**: one SGD step of w on L_train (forward, backward, update) — the baseline;
 * **hyper**: one step of the gradient-based method: ∇_θ L_val(w − γ∇_w L_train) by differentiating
-  through the step (``kdtheory.neural.hypergrad``), plus the w and θ updates;
+  through the step (``kdtheory.neural.lambda_path.hypergrad``), plus the w and θ updates;
 * **finite differences**: the same hypergradient by central differences in θ₁ and θ₂ (four
   unrolled validation losses, each on a copy of the model) — the obvious alternative.
 
@@ -31,8 +31,8 @@ import torch
 from kdtheory.journal import write_atomic
 from kdtheory.neural.data import Split
 from kdtheory.neural.device import resolve_device
-from kdtheory.neural.hypergrad import lambda_from_raw
-from kdtheory.neural.lambda_path import LambdaPathOptimizer
+from kdtheory.neural.lambda_path.hypergrad import lambda_from_raw
+from kdtheory.neural.lambda_path.optimiser import LambdaPathOptimizer
 from kdtheory.neural.losses import kd_loss, validation_loss
 from kdtheory.neural.models import build_model
 

@@ -7,7 +7,7 @@ Part 1, threads. Each recipe is a fixed piece of the real work of a neural CLI:
   values: times do not depend on them), the synthetic set's MLP(128, 128);
 * the ``neural.train`` student: KD epochs of the MLP(100) on digits;
 * the table's methods: fixed-λ steps and hypergradient steps of
-  :class:`~kdtheory.neural.lambda_path.LambdaPathOptimizer` for the synthetic recipe (MLP(32), 30
+  :class:`~kdtheory.neural.lambda_path.optimiser.LambdaPathOptimizer` for the synthetic recipe (MLP(32), 30
   points) and the Fashion-MNIST recipe (MLP(100), batches of 128).
 
 Two worker processes, with 1 and 2 inter-op threads (the pool can be sized only before torch
@@ -52,9 +52,9 @@ def _recipes() -> dict:
     import torch
 
     from kdtheory.neural.data import DataSplits, Split, load_dataset
-    from kdtheory.neural.lambda_path import LambdaPathOptimizer
+    from kdtheory.neural.experiments.table import RECIPES
+    from kdtheory.neural.lambda_path.optimiser import LambdaPathOptimizer
     from kdtheory.neural.models import build_model
-    from kdtheory.neural.table import RECIPES
     from kdtheory.neural.training import FitConfig, fit
 
     digits = load_dataset("digits", seed=0)

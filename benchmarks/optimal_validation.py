@@ -1,7 +1,7 @@
-r"""Finite-N check of three optimal metaparameters of ``--figures optimal`` (kdtheory.optimal).
+r"""Finite-N check of three optimal metaparameters of ``--figures optimal`` (kdtheory.figures.optimal).
 
 At each of three problems the theory's optimum (λ*, χ*, T*) = argmin of the student's ε_g over the
-box of :data:`kdtheory.optimal.BOUNDS` (:func:`kdtheory.sweep.optimise_point`) is compared by
+box of :data:`kdtheory.figures.optimal.BOUNDS` (:func:`kdtheory.sweep.optimise_point`) is compared by
 simulation with its neighbours in each optimised coordinate that is not at a bound (λ and T times
 or divided by ``--factor``, χ ± ``--dchi``, kept in the box).  All students of a problem are trained
 on the same training sets seed by seed (``simulations.run(..., seed=root)`` draws the data, the
@@ -25,8 +25,8 @@ import numpy as np
 
 import replica
 import simulations
-from kdtheory.headline import STORY
-from kdtheory.optimal import BOUNDS
+from kdtheory.figures.headline import STORY
+from kdtheory.figures.optimal import BOUNDS
 from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
 from kdtheory.sweep import at_bound, optimise_point
 

@@ -1,6 +1,6 @@
 """Append-only journals of finished work and atomic file writes (stdlib only: cheap to import).
 
-Used by the theory sweeps (:mod:`kdtheory.sweep`) and the neural table (:mod:`kdtheory.neural.table`):
+Used by the theory sweeps (:mod:`kdtheory.sweep`) and the neural table (:mod:`kdtheory.neural.experiments.table`):
 a rerun reads the journal and skips what it holds.  A journal never lies: every line is validated
 before use and a bad one is skipped (with a warning), never applied; an append starts on a new line;
 a lock keeps a second writer out.  Every output file is written to a temporary file beside its

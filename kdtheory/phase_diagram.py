@@ -2,7 +2,7 @@ r"""``python -m kdtheory.phase_diagram``: phase diagrams and curves of knowledge
 
 With no grid options it tells the four findings of Saglietti & Zdeborová, *Solvable model for
 inheriting the regularization through knowledge distillation* (MSML 2022), plus the KD gain map, in
-five figures with captions (``kdtheory.headline``; about a minute on 2 cores): 1. inheritance of the
+five figures with captions (``kdtheory.figures.headline``; about a minute on 2 cores): 1. inheritance of the
 teacher's regularisation, 2. the limit (best KD student against the best ridge student),
 3. the Bayes-optimal teacher's student, 4. double descent at α = η, 5. the KD gain map.
 
@@ -12,9 +12,9 @@ probability that a training label is flipped), λ̃ (lam_t), λ (lam), χ (chi),
 ``both``; a choice for the whole run, recorded in the NetCDF attributes); ``--optimise lam`` to minimise the
 student's error over λ at every point (repeat it to optimise several jointly).  ``--figures optimal``
 (instead of the default headline): the optimal metaparameters (χ*, T*, λ*) over (α, λ̃) and (α, ρ)
-(``kdtheory.optimal``; minutes); ``--figures selfdistil``: optimal multi-stage self-distillation
+(``kdtheory.figures.optimal``; minutes); ``--figures selfdistil``: optimal multi-stage self-distillation
 under label noise, ε_t per stage against α and θ, soft against hard labels
-(``kdtheory.selfdistil``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
+(``kdtheory.figures.selfdistil``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
 
 Everything is checked before any work: parameters, output folder and name, the grid size (at most
@@ -33,7 +33,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from kdtheory.headline import headline_sweeps, run_headline
+from kdtheory.figures.headline import headline_sweeps, run_headline
+from kdtheory.figures.optimal import optimal_sweeps, run_optimal
+from kdtheory.figures.selfdistil import grids_of as selfdistil_grids
+from kdtheory.figures.selfdistil import run_selfdistil
 from kdtheory.journal import (
     Journal,
     JournalLockedError,
@@ -42,7 +45,6 @@ from kdtheory.journal import (
     check_output_dir,
     one_line_warnings,
 )
-from kdtheory.optimal import optimal_sweeps, run_optimal
 from kdtheory.problem import (
     PARAMETERS,
     BayesTeacher,
@@ -51,8 +53,6 @@ from kdtheory.problem import (
     Problem,
     Student,
 )
-from kdtheory.selfdistil import grids_of as selfdistil_grids
-from kdtheory.selfdistil import run_selfdistil
 from kdtheory.sweep import MAX_POINTS, QUANTITIES, Axis, Optimise, Sweep, failure_summary
 
 DEFAULTS = {"alpha": 2.0, "rho": 0.3, "delta": 1.0, "flip": 0.0, "lam_t": 0.1, "lam": 0.05,
@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=int, default=8, help="seeds per simulated point (default: 8)")
     g.add_argument("--figures", choices=["headline", "optimal", "selfdistil"], default="headline",
                    help="without --x: the headline figures (default), the optimal-metaparameter "
-                   "maps (kdtheory.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes) or "
-                   "optimal self-distillation under label noise (kdtheory.selfdistil: optimal "
+                   "maps (kdtheory.figures.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes) or "
+                   "optimal self-distillation under label noise (kdtheory.figures.selfdistil: optimal "
                    "error per stage against α and θ, soft and hard labels; minutes)")  # fmt: skip
     g.add_argument("--map-size", type=int, metavar="N",
                    help="points per axis of the --figures optimal maps (default 8; ≥ 2); for "

@@ -1,4 +1,4 @@
-"""The main job's story (kdtheory.headline): each finding's direction on the computed data.
+"""The main job's story (kdtheory.figures.headline): each finding's direction on the computed data.
 
 One run of the headline on coarse grids (module fixture, ~20 s; with ``-m slow`` also on the main
 job's own grids) writes the five data files and figures; the tests read the files back.  Solver tolerance 1e-10 (relative change per step) puts
@@ -16,7 +16,7 @@ import xarray as xr
 
 import replica
 from kdtheory import plotting
-from kdtheory.headline import ETAS, STORY, STUDENT_LAMS, Grids, run_headline
+from kdtheory.figures.headline import ETAS, STORY, STUDENT_LAMS, Grids, run_headline
 
 COARSE = Grids(n_lam_t=11, n_lam=11, alpha_step=0.2, n_map=6, rhos=(0.3, 0.5), limit_etas=(1.0,))
 STEMS = ("headline_1_inheritance", "headline_2_limit", "headline_3_bayes_teacher",
@@ -183,7 +183,8 @@ def test_grids_refuse_an_alpha_grid_without_alpha_eta():
 
 
 def test_phase_diagram_reexports_the_headline():
-    from kdtheory import headline, phase_diagram
+    from kdtheory import phase_diagram
+    from kdtheory.figures import headline
 
     assert phase_diagram.run_headline is headline.run_headline
     assert phase_diagram.headline_sweeps is headline.headline_sweeps

@@ -1,5 +1,5 @@
 """Joint optimisation of the metaparameters (``optimise_point``, repeated ``--optimise``) and the
-``--figures optimal`` set (kdtheory.optimal): the optimum against a brute-force grid, the bound
+``--figures optimal`` set (kdtheory.figures.optimal): the optimum against a brute-force grid, the bound
 flags, the journal's fields, bad input, and the set end to end (files, summary lines, resume)."""
 
 import argparse
@@ -13,9 +13,9 @@ import xarray as xr
 from scipy.optimize import minimize
 
 import replica
-from kdtheory import optimal
 from kdtheory import sweep as sweep_module
-from kdtheory.optimal import MAPS, Grids, run_optimal
+from kdtheory.figures import optimal
+from kdtheory.figures.optimal import MAPS, Grids, run_optimal
 from kdtheory.phase_diagram import main
 from kdtheory.problem import GaussianMixture, LogisticTeacher, Problem, Student
 from kdtheory.sweep import Axis, Optimise, Sweep, _validator, optimise_point, run_sweep

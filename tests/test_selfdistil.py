@@ -1,4 +1,4 @@
-"""The ``--figures selfdistil`` set (kdtheory.selfdistil): a one-point, two-stage run end to end
+"""The ``--figures selfdistil`` set (kdtheory.figures.selfdistil): a one-point, two-stage run end to end
 through the CLI (files, resume without recomputing), its values against a direct
 ``replica.optimise_chain``, the noiseless Bayes bound and the λ → ∞ (Hebbian) limit of the optimal
 teacher at ρ = ½, the journal's validation and bad flags."""
@@ -12,11 +12,11 @@ import xarray as xr
 from scipy.stats import norm
 
 import replica
-from kdtheory import selfdistil
+from kdtheory.figures import selfdistil
+from kdtheory.figures.selfdistil import FIGURES, LABELS, Grids, grids_of, selfdistil_journal
 from kdtheory.journal import JournalWarning
 from kdtheory.phase_diagram import main
 from kdtheory.problem import GaussianMixture
-from kdtheory.selfdistil import FIGURES, LABELS, Grids, grids_of, selfdistil_journal
 
 FLAGS = ["--figures", "selfdistil", "--map-size", "1", "--stages", "2", "--jobs", "1", "--quiet"]
 

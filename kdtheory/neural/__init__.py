@@ -10,20 +10,16 @@ the validation temperature:
 
     L_train = λ₁ CE(y, σ(g)) + (1 − λ₁) CE(σ(f/T), σ(g/T)),     L_val = CE(y, σ(g/T_val)).
 
-Modules (one idea per file): :mod:`~kdtheory.neural.data` (readers, splits),
+Layout (one idea per file). The core: :mod:`~kdtheory.neural.data` (readers, splits),
 :mod:`~kdtheory.neural.models` (the model registry), :mod:`~kdtheory.neural.losses` (KD losses),
 :mod:`~kdtheory.neural.device` (device choice, autocast), :mod:`~kdtheory.neural.training` (the
 one training loop and evaluation), :mod:`~kdtheory.neural.timing` (threads, inference time),
-:mod:`~kdtheory.neural.checkpoints` (atomic files, checkpoints, the teacher cache),
-:mod:`~kdtheory.neural.cli` (the CLI conventions), :mod:`~kdtheory.neural.train` (the ``train``
-CLI), :mod:`~kdtheory.neural.table` (the table CLI), :mod:`~kdtheory.neural.methods` (the
-comparison methods), :mod:`~kdtheory.neural.lambda_path` (the optimiser object, Algorithm 1),
-:mod:`~kdtheory.neural.hypergrad` (one-step unrolled hypergradient),
-:mod:`~kdtheory.neural.compress` (the compression study CLI), :mod:`~kdtheory.neural.grow`
-(growth operators of anti-distillation), :mod:`~kdtheory.neural.phi` (φ by optimisation),
-:mod:`~kdtheory.neural.anti` (the anti-distillation experiment and its CLI),
-:mod:`~kdtheory.neural.solvable` (the solvable model's λ path) and
-:mod:`~kdtheory.neural.selfdistil` (multi-stage self-distillation under label noise, its CLI).
+:mod:`~kdtheory.neural.checkpoints` (atomic files, checkpoints, the teacher cache) and
+:mod:`~kdtheory.neural.cli` (the CLI conventions). On the core, two methods:
+:mod:`kdtheory.neural.lambda_path` (the λ-path optimiser of Gorpinich et al. and the methods it is
+compared with) and :mod:`kdtheory.neural.anti` (anti-distillation's growth operators and φ).
+On top, :mod:`kdtheory.neural.experiments` (train, table, compress, grow, selfdistil, solvable),
+each with its CLI, ``python -m kdtheory.neural.<name>``.
 """
 
 from __future__ import annotations

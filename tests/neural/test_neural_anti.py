@@ -1,4 +1,4 @@
-"""The anti-distillation experiment and CLI (kdtheory.neural.anti, python -m kdtheory.neural.grow)."""
+"""The anti-distillation experiment and CLI (kdtheory.neural.experiments.grow, python -m kdtheory.neural.grow)."""
 
 import csv
 import math
@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kdtheory.neural import anti  # noqa: E402
-from kdtheory.neural.anti import GrowthTask, Settings, main, run, run_cell  # noqa: E402
+from kdtheory.neural.anti.growth import build_family, grow, psi  # noqa: E402
 from kdtheory.neural.data import Split  # noqa: E402
-from kdtheory.neural.grow import build_family, grow, psi  # noqa: E402
+from kdtheory.neural.experiments import grow as anti  # noqa: E402
+from kdtheory.neural.experiments.grow import GrowthTask, Settings, main, run, run_cell  # noqa: E402
 
 SMALL = [
     "--families", "mlp", "--schemes", "zero,default,net2net", "--seeds", "2",

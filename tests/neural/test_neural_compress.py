@@ -1,4 +1,4 @@
-"""kdtheory.neural.compress: the grid parser and presets, the study end to end on small data,
+"""kdtheory.neural.experiments.compress: the grid parser and presets, the study end to end on small data,
 resume, failed cells, skipped data, bad input."""
 
 import csv
@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 from neural_files import write_cifar_folder  # noqa: E402
 
-from kdtheory.neural import compress  # noqa: E402
-from kdtheory.neural.compress import (  # noqa: E402
+from kdtheory.neural.experiments import compress  # noqa: E402
+from kdtheory.neural.experiments.compress import (  # noqa: E402
     PRESETS,
     Cell,
     Grid,

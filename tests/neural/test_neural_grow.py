@@ -1,4 +1,4 @@
-"""Growth operators of anti-distillation (kdtheory.neural.grow): blocks, masks, Net2Net, ψ."""
+"""Growth operators of anti-distillation (kdtheory.neural.anti.growth): blocks, masks, Net2Net, ψ."""
 
 import pytest
 
@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from kdtheory.neural.grow import (  # noqa: E402
+from kdtheory.neural.anti.growth import (  # noqa: E402
     build_family,
     grow,
     hidden_extension,

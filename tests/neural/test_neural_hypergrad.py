@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kdtheory.neural.data import Split, make_synthetic  # noqa: E402
-from kdtheory.neural.hypergrad import hypergradient, lambda_from_raw, raw_from_lambda  # noqa: E402
-from kdtheory.neural.lambda_path import LambdaPathOptimizer, LinearTrajectory  # noqa: E402
+from kdtheory.neural.experiments.train import FitConfig, fit, predict_logits  # noqa: E402
+from kdtheory.neural.lambda_path.hypergrad import hypergradient, lambda_from_raw, raw_from_lambda  # noqa: E402
+from kdtheory.neural.lambda_path.optimiser import LambdaPathOptimizer, LinearTrajectory  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
-from kdtheory.neural.train import FitConfig, fit, predict_logits  # noqa: E402
 
 
 def _problem(seed=0, n=12, nv=9, d=4, k=3):
@@ -28,7 +28,7 @@ def _problem(seed=0, n=12, nv=9, d=4, k=3):
 
 
 def _unrolled_val_loss_by_hand(model, lam1, temp, tb, vb, lr, t_val, t2, tempered="both"):
-    """L_val(w − γ ∇_w L_train(w, λ)) written out independently of kdtheory.neural.hypergrad
+    """L_val(w − γ ∇_w L_train(w, λ)) written out independently of kdtheory.neural.lambda_path.hypergrad
     (the student's softmax at T_s = T for tempered "both", at 1 for "teacher")."""
     x, y, f = tb
     xv, yv = vb

@@ -1,4 +1,4 @@
-"""The section-4 objective of anti-distillation (kdtheory.neural.phi) against exact values."""
+"""The section-4 objective of anti-distillation (kdtheory.neural.anti.phi) against exact values."""
 
 import math
 
@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn.utils import parameters_to_vector  # noqa: E402
 
-from kdtheory.neural.phi import (  # noqa: E402
+from kdtheory.neural.anti.phi import (  # noqa: E402
     PhiObjective,
     fit_phi,
     hessian_frobenius_sq,

@@ -9,9 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 import tqdm as tqdm_package  # noqa: E402
 
-from kdtheory.neural import lambda_path, methods, table, training  # noqa: E402
+from kdtheory.neural import training  # noqa: E402
 from kdtheory.neural.data import make_synthetic  # noqa: E402
-from kdtheory.neural.methods import Budget, KDExperiment  # noqa: E402
+from kdtheory.neural.experiments import table  # noqa: E402
+from kdtheory.neural.lambda_path import methods  # noqa: E402
+from kdtheory.neural.lambda_path import optimiser as lambda_path  # noqa: E402
+from kdtheory.neural.lambda_path.methods import Budget, KDExperiment  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
 
 

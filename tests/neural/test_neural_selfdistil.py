@@ -1,4 +1,4 @@
-"""kdtheory.neural.selfdistil: the label noise, the chain end to end on generated files, resume,
+"""kdtheory.neural.experiments.selfdistil: the label noise, the chain end to end on generated files, resume,
 bad input."""
 
 import math
@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 xr = pytest.importorskip("xarray")
 
-from kdtheory.neural import selfdistil  # noqa: E402
 from kdtheory.neural.checkpoints import load_checkpoint  # noqa: E402
 from kdtheory.neural.data import load_fashion_mnist  # noqa: E402
+from kdtheory.neural.experiments import selfdistil  # noqa: E402
+from kdtheory.neural.experiments.selfdistil import main, noisy_labels  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
-from kdtheory.neural.selfdistil import main, noisy_labels  # noqa: E402
 from kdtheory.neural.training import evaluate  # noqa: E402
 
 

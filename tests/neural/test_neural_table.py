@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kdtheory.neural import table  # noqa: E402
 from kdtheory.neural.data import make_synthetic  # noqa: E402
-from kdtheory.neural.methods import METHODS, Budget, KDExperiment  # noqa: E402
+from kdtheory.neural.experiments import table  # noqa: E402
+from kdtheory.neural.lambda_path.methods import METHODS, Budget, KDExperiment  # noqa: E402
 from kdtheory.neural.models import build_model  # noqa: E402
 
 

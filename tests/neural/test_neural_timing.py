@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from kdtheory.neural import table, train  # noqa: E402
+from kdtheory.neural.experiments import table, train  # noqa: E402
 from kdtheory.neural.timing import (  # noqa: E402
     DEFAULT_THREADS,
     inference_time,

@@ -1,4 +1,4 @@
-"""kdtheory.neural.train: a short digits run learns and is bit-reproducible; checkpoints; the CLI."""
+"""kdtheory.neural.experiments.train: a short digits run learns and is bit-reproducible; checkpoints; the CLI."""
 
 import json
 import os
@@ -10,10 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from kdtheory.neural import train  # noqa: E402
 from kdtheory.neural.data import DataError, load_digits  # noqa: E402
-from kdtheory.neural.models import build_model  # noqa: E402
-from kdtheory.neural.train import (  # noqa: E402
+from kdtheory.neural.experiments import train  # noqa: E402
+from kdtheory.neural.experiments.train import (  # noqa: E402
     FitConfig,
     default_cache_dir,
     evaluate,
@@ -24,6 +23,7 @@ from kdtheory.neural.train import (  # noqa: E402
     predict_logits,
     save_checkpoint,
 )
+from kdtheory.neural.models import build_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

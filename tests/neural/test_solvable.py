@@ -10,9 +10,7 @@ torch = pytest.importorskip("torch")
 
 from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student  # noqa: E402
 from kdtheory.losses import kd_loss as kd_loss_scalar  # noqa: E402
-from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda  # noqa: E402
-from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer  # noqa: E402
-from kdtheory.neural.solvable import (  # noqa: E402
+from kdtheory.neural.experiments.solvable import (  # noqa: E402
     Judgement,
     LinearStudent,
     fit_at,
@@ -22,6 +20,8 @@ from kdtheory.neural.solvable import (  # noqa: E402
     theory_optimum,
     theory_point,
 )
+from kdtheory.neural.lambda_path.hypergrad import hypergradient, raw_from_lambda  # noqa: E402
+from kdtheory.neural.lambda_path.optimiser import TEMPERATURE_BOX, LambdaPathOptimizer  # noqa: E402
 from simulations import fit_student  # noqa: E402
 from simulations.data import TrainingSet  # noqa: E402
 

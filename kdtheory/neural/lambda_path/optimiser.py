@@ -41,7 +41,7 @@ from torch import nn
 from tqdm import tqdm  # the plain bar: no notebook widget (and no IProgress warning)
 
 from kdtheory.neural.data import Split
-from kdtheory.neural.hypergrad import hypergradient, raw_from_lambda, weight_penalty
+from kdtheory.neural.lambda_path.hypergrad import hypergradient, raw_from_lambda, weight_penalty
 from kdtheory.neural.losses import kd_loss, student_temperature
 from kdtheory.neural.training import evaluate
 

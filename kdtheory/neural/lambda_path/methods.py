@@ -35,7 +35,11 @@ from torch import nn
 from tqdm import tqdm
 
 from kdtheory.neural.data import DataSplits
-from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer, LambdaPathResult
+from kdtheory.neural.lambda_path.optimiser import (
+    TEMPERATURE_BOX,
+    LambdaPathOptimizer,
+    LambdaPathResult,
+)
 from kdtheory.neural.losses import student_temperature
 
 __all__ = ["LABELS", "METHODS", "Budget", "KDExperiment", "MethodResult"]

@@ -5,10 +5,10 @@ r"""φ by optimisation: the section-4 objective of anti-distillation (Petrushina
 with λ on the simplex (λᵢ ≥ 0, Σ λᵢ = 1) and λ₂ > 0 for anti-distillation.
 
 * L_f(w, D₁*) — mean cross-entropy of the student on D₁* = {(ψ(x), y)}, the teacher's data mapped
-  into the student's input space (:func:`kdtheory.neural.grow.psi`); its labels are the first c₁
+  into the student's input space (:func:`kdtheory.neural.anti.growth.psi`); its labels are the first c₁
   of the student's classes.
 * ‖û − w[û]‖² — squared distance, on the teacher's places (the mask of
-  :func:`kdtheory.neural.grow.grow`), between w and the grown start w₁ (there the teacher's
+  :func:`kdtheory.neural.anti.growth.grow`), between w and the grown start w₁ (there the teacher's
   weights, rescaled where Net2Net or ψ replicated them).
 * L₃^δ — the loss expected under input perturbations, by Monte Carlo over ``n_mc`` draws
   (:func:`perturbed_loss`): ``uniform`` x' = x + U[−δ, δ]^n (the L∞ ball U_δ(x) of the work) or

@@ -2,7 +2,7 @@ r"""The anti-distillation experiment and the ``python -m kdtheory.neural.grow`` 
 
 Petrushina, Grabovoy, Bakhteev & Strijov, "Anti-distillation: knowledge transfer from simple model
 to a complex one": a teacher trained on a simpler set D₁ initialises, through φ
-(:func:`kdtheory.neural.grow.grow`, or the section-4 objective of :mod:`kdtheory.neural.phi`), a
+(:func:`kdtheory.neural.anti.growth.grow`, or the section-4 objective of :mod:`kdtheory.neural.anti.phi`), a
 wider student that is then trained on D₂.  Hypothesis 1: students started at φ(û) are more robust
 and more accurate than students with default weights.
 
@@ -14,7 +14,7 @@ cell trains the teacher (seed s, cached in memory), grows the student and trains
 * the learning curve (validation loss and accuracy per epoch) — the work's result 1;
 * the norm ‖w_ext‖ and the full-training-set gradient norm ‖∇_ext L‖ of the *extended block* (the
   weights of the new hidden units, the same positions for every scheme) per epoch: under ``zero``
-  the new units are dead (zero output, zero gradient, forever), see :func:`~kdtheory.neural.grow.grow`;
+  the new units are dead (zero output, zero gradient, forever), see :func:`~kdtheory.neural.anti.growth.grow`;
 * test accuracy and loss under a fraction p ∈ {0, …, 50 %} of the pixels replaced by uniform noise
   over the data range, and under Gaussian noise N(0, σ²) — result 2 (same draws for every cell);
 * L₃^δ(w*, D₂) (uniform noise in the L∞ ball of radius δ, Monte Carlo) and the test softmax
@@ -51,10 +51,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 
 from kdtheory.journal import Journal, check_output_dir, one_line_warnings, write_atomic
-from kdtheory.neural.checkpoints import save_png
-from kdtheory.neural.cli import Parser, add_threads
-from kdtheory.neural.data import DatasetNotFoundError, Split, load_dataset
-from kdtheory.neural.grow import (
+from kdtheory.neural.anti.growth import (
     FAMILIES,
     SCHEMES,
     build_family,
@@ -63,7 +60,10 @@ from kdtheory.neural.grow import (
     psi,
     shrink,
 )
-from kdtheory.neural.phi import PhiObjective, fit_phi, perturb, perturbed_loss
+from kdtheory.neural.anti.phi import PhiObjective, fit_phi, perturb, perturbed_loss
+from kdtheory.neural.checkpoints import save_png
+from kdtheory.neural.cli import Parser, add_threads
+from kdtheory.neural.data import DatasetNotFoundError, Split, load_dataset
 from kdtheory.neural.timing import set_threads
 from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
 

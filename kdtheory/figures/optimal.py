@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdtheory.headline import ETAS, STORY
+from kdtheory.figures.headline import ETAS, STORY
 from kdtheory.problem import BayesTeacher, LogisticTeacher, Problem, Student
 from kdtheory.sweep import Axis, Optimise, Sweep
 

@@ -11,7 +11,7 @@ direction), and the batch-mean loss carries the weight decay μ = λN/M on W, bi
     M [mean_μ ℓ_KD + (μ/2)‖W‖²] = Σ_μ ℓ_KD + (λ/2)‖w‖²,
 
 the objective of :func:`simulations.fit_student` and of the replica theory at the same λ.
-The λ path (:class:`~kdtheory.neural.lambda_path.LambdaPathOptimizer`, gradient-based or
+The λ path (:class:`~kdtheory.neural.lambda_path.optimiser.LambdaPathOptimizer`, gradient-based or
 Algorithm 1) minimises the validation cross-entropy at T_val = 1, whose population value is
 :meth:`kdtheory.problem.GaussianMixture.cross_entropy` of the student's (m, q, b); the theory's
 optimum of the same objective is :func:`theory_optimum` (replica solves and a bounded search over
@@ -33,7 +33,7 @@ from torch import nn
 
 import replica
 from kdtheory.neural.data import Split
-from kdtheory.neural.lambda_path import TEMPERATURE_BOX, LambdaPathOptimizer
+from kdtheory.neural.lambda_path.optimiser import TEMPERATURE_BOX, LambdaPathOptimizer
 from kdtheory.neural.losses import kd_loss
 from kdtheory.problem import (
     GaussianMixture,

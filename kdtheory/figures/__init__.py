@@ -1,0 +1,9 @@
+"""The main job's named figure sets (``python -m kdtheory.phase_diagram --figures NAME``).
+
+One module a set: :mod:`~kdtheory.figures.headline` (the default run: the four findings of
+Saglietti & Zdeborová (2022) and the KD gain map), :mod:`~kdtheory.figures.optimal` (the optimal
+metaparameters over (α, λ̃) and (α, ρ)) and :mod:`~kdtheory.figures.selfdistil` (optimal
+multi-stage self-distillation under label noise). They build on the library core
+(:mod:`kdtheory.sweep`, :mod:`kdtheory.journal`, :mod:`kdtheory.plotting`) and the solvers
+(``replica``, ``simulations``); nothing below imports them.
+"""
