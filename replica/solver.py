@@ -26,6 +26,7 @@ from kdtheory.problem import (
     check_instance,
     check_integer,
     check_real,
+    refuse_covariance,
 )
 from replica.fixed_point import (
     FixedPointResult,
@@ -153,6 +154,7 @@ def solve(
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
     """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
     check_instance("problem", problem, Problem)
+    refuse_covariance(problem.data, "replica.solve (not yet)")  # TEMPORARY (branch spectrum)
     if init is not None:
         check_instance("init", init, init_types)
     check_real("tol", tol, 0.0, math.inf, True, True)
@@ -402,6 +404,7 @@ def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     probability θ > 0 (whose own Bayes-optimal predictor has no closed form here).
     """
     check_instance("data", data, GaussianMixture)
+    refuse_covariance(data, "the Bayes error (no prior on v is defined by a Spectrum)")
     eta = check_real("eta", eta, 0.0, 1.0, True, False)
     return bayes_teacher_state(GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)).eg
 

@@ -22,7 +22,7 @@ import xarray as xr
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from kdtheory.problem import BayesTeacher, GaussianMixture, Problem
+from kdtheory.problem import BayesTeacher, GaussianMixture, Problem, refuse_covariance
 from simulations.data import draw_subset, n_samples, sample, subset_size
 from simulations.fit import Fit, fit_student, fit_teacher
 
@@ -163,6 +163,7 @@ def run(
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
+    refuse_covariance(problem.data, "simulations.run (not yet)")  # TEMPORARY (branch spectrum)
     check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
     n = int(n)
     n_samples(problem.data, n)  # validates α·n
