@@ -37,7 +37,7 @@ from replica.fixed_point import (
     polish,
 )
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
-from replica.separability import separability_threshold
+from replica.separability import mixture_threshold
 from replica.student import StudentMap, StudentState, initial, student_map, valid
 from replica.teacher import (
     TeacherSolution,
@@ -154,7 +154,6 @@ def solve(
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
     """ValueError naming the argument and its allowed values (shared by solve and solve_teacher)."""
     check_instance("problem", problem, Problem)
-    refuse_covariance(problem.data, "replica.solve (not yet)")  # TEMPORARY (branch spectrum)
     if init is not None:
         check_instance("init", init, init_types)
     check_real("tol", tol, 0.0, math.inf, True, True)
@@ -280,7 +279,7 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         status = res.status
         msg = f"student did not converge ({describe(res, tol)})"
         d = problem.data
-        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
+        a_c = mixture_threshold(d, st.eta)
         if st.chi < 1.0 and d.alpha <= a_c:
             what = (
                 "χ = 0 is plain logistic regression on" if st.chi == 0.0 else "the label term sees"
@@ -353,7 +352,7 @@ def _flat_reason(problem: Problem, v_hat: float) -> str:
 def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
     d, st = problem.data, problem.student
     if st.chi == 0.0:
-        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
+        a_c = mixture_threshold(d, st.eta)
         if d.alpha <= a_c:
             return "unbounded", (
                 f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.6g} (η = "
