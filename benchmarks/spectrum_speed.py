@@ -1,7 +1,7 @@
 r"""Cost of a generic covariance in ``replica.solve``: N = 784 eigenvalues against the isotropic point.
 
-    python benchmarks/spectrum_speed.py            # about 1 minute on 2 cores
-    python benchmarks/spectrum_speed.py --rounds 3 # a quicker look
+    python benchmarks/spectrum_speed.py            # a few seconds on 2 cores
+    python benchmarks/spectrum_speed.py --n 4096   # a larger spectrum
 
 Baseline: ``replica.solve`` of the isotropic model (Σ = Δ I, the closed-form prior).  Against it,
 in the same process and in interleaved rounds (medians reported with ``os.getloadavg()``), the
