@@ -57,7 +57,8 @@ class TeacherState:
 
     @property
     def A(self) -> float:
-        """Ã = λ̃ + V̂_t = 1/Ṽ."""
+        """Ã = λ̃ + V̂_t = 1/Ṽ (isotropic model; with a covariance Ã_i = λ̃ + V̂_t σ_i/Δ varies
+        over the spectrum and 1/Ṽ is not one of them, see ``replica.spectral``)."""
         return 1.0 / self.V
 
 

@@ -173,6 +173,15 @@ def test_separability_of_a_covariance_is_that_of_the_whitened_mixture():
     assert below.status == "unbounded" and "α_c" in below.message
 
 
+def test_separability_threshold_where_its_cost_underflows():
+    """At Δ ≲ 1e-4 the capacity's cost underflows (the samples are separable at any α that
+    fits in a float): α_c = ∞, not a division by zero or a negative number; it grows as Δ falls."""
+    assert separability_threshold(0.3, 1e-4) == np.inf
+    assert separability_threshold(0.3, 1e-6, flip=0.0) == np.inf
+    a = [separability_threshold(0.3, d) for d in (1.0, 0.1, 0.01)]
+    assert a[0] < a[1] < a[2] < np.inf
+
+
 def test_refusals_with_a_covariance():
     d = GaussianMixture(2.0, 0.3, covariance=Spectrum.isotropic(1.0, 20))
     p = Problem(d, LogisticTeacher(0.1), Student(0.05, 0.8, 2.0))
