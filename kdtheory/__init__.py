@@ -4,7 +4,14 @@ The package namespace holds the problem vocabulary only (light to import); the s
 ``replica`` (N → ∞) and ``simulations`` (finite N), the neural code in ``kdtheory.neural``.
 """
 
-from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+from kdtheory.problem import (
+    BayesTeacher,
+    GaussianMixture,
+    LogisticTeacher,
+    Problem,
+    Spectrum,
+    Student,
+)
 
-__all__ = ["BayesTeacher", "GaussianMixture", "LogisticTeacher", "Problem", "Student"]
+__all__ = ["BayesTeacher", "GaussianMixture", "LogisticTeacher", "Problem", "Spectrum", "Student"]
 __version__ = "0.1.0"

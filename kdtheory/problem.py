@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "GaussianMixture",
     "LogisticTeacher",
     "Problem",
+    "Spectrum",
     "Student",
 ]
 
@@ -115,9 +117,162 @@ class _Validated:
 _INF = math.inf
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class Spectrum:
+    r"""A covariance Σ of the Gaussian mixture, given by its spectrum and the mean's projections.
+
+    The data are x = y v/√N + Σ^{1/2} z, z ~ N(0, I_N), with Σ = Σ_i σ_i e_i e_iᵀ (orthonormal
+    eigenvectors e_i, N = ``n`` the length of the arrays) and μ_i = v·e_i the projections of the
+    mean v on them, unscaled: (1/N) Σ_i μ_i² = ‖v‖²/N.  The isotropic model of the package
+    (Σ = Δ I, ‖v‖² = N) is σ_i = Δ with every μ_i = 1 (:meth:`isotropic`); only the μ_i² enter
+    the theory.  Immutable; equal spectra (same arrays, same order) have the same :attr:`digest`.
+
+    Parameters
+    ----------
+    eigenvalues : array_like, shape (N,)
+        σ_i > 0, finite, N ≥ 1 (zero modes are not allowed: :meth:`from_covariance` lifts them by
+        a small ridge).
+    mean_projections : array_like, shape (N,)
+        μ_i = v·e_i, finite.
+    """
+
+    eigenvalues: np.ndarray
+    mean_projections: np.ndarray
+
+    def __post_init__(self) -> None:
+        arrays = {}
+        for name in ("eigenvalues", "mean_projections"):
+            raw = getattr(self, name)
+            try:
+                a = np.array(raw, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"Spectrum.{name} must be a 1-D array of real numbers, got {raw!r}"
+                ) from None
+            if a.ndim != 1 or a.size < 1 or np.iscomplexobj(raw):
+                raise ValueError(
+                    f"Spectrum.{name} must be a 1-D array of length ≥ 1, got shape {a.shape}"
+                )
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"Spectrum.{name} must be finite, got a NaN or ±∞ entry")
+            a.setflags(write=False)
+            arrays[name] = a
+        sigma, mu = arrays["eigenvalues"], arrays["mean_projections"]
+        if not np.all(sigma > 0.0):
+            raise ValueError(
+                f"Spectrum.eigenvalues must be in (0, ∞), got min {sigma.min()!r} (lift zero modes "
+                "with Spectrum.from_covariance's ridge)"
+            )
+        if mu.size != sigma.size:
+            raise ValueError(
+                f"Spectrum.mean_projections must have the length of eigenvalues ({sigma.size}), "
+                f"got {mu.size}"
+            )
+        object.__setattr__(self, "eigenvalues", sigma)
+        object.__setattr__(self, "mean_projections", mu)
+
+    @property
+    def n(self) -> int:
+        """N, the dimension (number of eigenvalues)."""
+        return int(self.eigenvalues.size)
+
+    @property
+    def mean_eigenvalue(self) -> float:
+        """tr Σ/N = (1/N) Σ_i σ_i: the ``delta`` of a mixture with this covariance."""
+        return float(np.mean(self.eigenvalues))
+
+    @property
+    def signal(self) -> float:
+        """‖v‖²/N = (1/N) Σ_i μ_i² (1 in the isotropic model)."""
+        return float(np.mean(self.mean_projections**2))
+
+    @property
+    def whitened_signal(self) -> float:
+        """vᵀΣ⁻¹v/N = (1/N) Σ_i μ_i²/σ_i: the signal after whitening x → Σ^{-1/2} x (1/Δ in the
+        isotropic model); linear separability depends on Σ only through it."""
+        return float(np.mean(self.mean_projections**2 / self.eigenvalues))
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """SHA-256 (hex) of N and the float64 bytes of both arrays: a stable content hash."""
+        h = hashlib.sha256(b"kdtheory.Spectrum/1")
+        h.update(np.int64(self.n).tobytes())
+        h.update(np.ascontiguousarray(self.eigenvalues, dtype="<f8").tobytes())
+        h.update(np.ascontiguousarray(self.mean_projections, dtype="<f8").tobytes())
+        return h.hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Spectrum):
+            return NotImplemented
+        return self is other or self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return (
+            f"Spectrum(n={self.n}, mean_eigenvalue={self.mean_eigenvalue:.6g}, "
+            f"signal={self.signal:.6g}, digest={self.digest[:12]})"
+        )
+
+    def __reduce__(self):  # pickled by value, re-validated (and read-only) on loading
+        return (Spectrum, (np.array(self.eigenvalues), np.array(self.mean_projections)))
+
+    @classmethod
+    def isotropic(cls, delta: float, n: int) -> Spectrum:
+        """Σ = Δ I_N with every projection 1 (‖v‖² = N): the isotropic model in N dimensions."""
+        delta = check_real("delta", delta, 0.0, _INF, True, True)
+        n = check_integer("n", n, 1)
+        return cls(np.full(n, delta), np.ones(n))
+
+    @classmethod
+    def from_covariance(cls, covariance: Any, mean: Any, *, ridge: float = 1e-6) -> Spectrum:
+        r"""The spectrum of a covariance matrix Σ and the projections of a mean vector v on it.
+
+        Σ is symmetrised, (Σ + Σᵀ)/2, and diagonalised (``numpy.linalg.eigh``); eigenvalues below
+        ``ridge``·tr Σ/N (the zero modes of a singular estimate, and negative rounding errors) are
+        raised to it.  The eigenvalues come in decreasing order, μ_i = v·e_i.  For data with class
+        means c_± (centred at (c₊ + c₋)/2, which an unpenalised bias absorbs) the model's mean is
+        v = √N (c₊ − c₋)/2.
+
+        Parameters
+        ----------
+        covariance : array_like, shape (N, N)
+            Symmetric positive semi-definite (asymmetry beyond 1e-8 of its largest entry, or an
+            eigenvalue below −1e-8·max σ, is refused), finite, with tr Σ > 0.
+        mean : array_like, shape (N,)
+            v, finite.
+        ridge : float
+            Relative floor of the eigenvalues, 0 < ridge ≤ 1.
+        """
+        ridge = check_real("ridge", ridge, 0.0, 1.0, True, False)
+        c = np.array(covariance, dtype=np.float64)
+        v = np.array(mean, dtype=np.float64)
+        if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 1:
+            raise ValueError(f"covariance must be a square N×N matrix, got shape {c.shape}")
+        if v.shape != (c.shape[0],):
+            raise ValueError(f"mean must have shape ({c.shape[0]},), got {v.shape}")
+        if not (np.all(np.isfinite(c)) and np.all(np.isfinite(v))):
+            raise ValueError("covariance and mean must be finite, got a NaN or ±∞ entry")
+        scale = float(np.max(np.abs(c)))
+        if np.max(np.abs(c - c.T)) > 1e-8 * scale:
+            raise ValueError("covariance must be symmetric (to 1e-8 of its largest entry)")
+        sigma, basis = np.linalg.eigh(0.5 * (c + c.T))
+        if not sigma[-1] > 0.0 or sigma[0] < -1e-8 * sigma[-1]:
+            raise ValueError(
+                f"covariance must be positive semi-definite with tr Σ > 0, got eigenvalues in "
+                f"[{sigma[0]:.3g}, {sigma[-1]:.3g}]"
+            )
+        floor = ridge * float(np.mean(np.maximum(sigma, 0.0)))
+        order = np.argsort(sigma)[::-1]
+        return cls(np.maximum(sigma[order], floor), basis[:, order].T @ v)
+
+
 @dataclass(frozen=True)
 class GaussianMixture(_Validated):
     r"""Binary Gaussian mixture x = y v/√N + √Δ z, P(y = +1) = ρ, M = αN samples.
+
+    With a ``covariance`` Σ: x = y v/√N + Σ^{1/2} z (v and Σ given by a :class:`Spectrum`).
 
     Parameters
     ----------
@@ -126,17 +281,37 @@ class GaussianMixture(_Validated):
     rho : float
         Fraction of the positive cluster, 0 < ρ < 1.
     delta : float
-        Noise variance Δ > 0.
+        Noise variance Δ > 0.  With a ``covariance`` it is not a free parameter but its mean
+        eigenvalue Δ = tr Σ/N, set on construction (pass the default 1, or that value).
     flip : float
         Label noise θ, 0 ≤ θ ≤ 1: each training label is flipped, independently, with probability
         θ (the cluster, hence x, is unchanged). Test errors are on clean labels. θ = ½: the
         training labels carry no information.
+    covariance : Spectrum, optional
+        Σ in place of Δ I (None: the isotropic model).  The overlaps of a classifier are then
+        m = w·v/N and q = wᵀΣw/(NΔ) (= ‖w‖²/N in the isotropic model), so that the field
+        w·x/√N has variance Δq given the cluster and the metrics below keep their form.
     """
 
     alpha: float
     rho: float = 0.5
     delta: float = 1.0
     flip: float = 0.0
+    covariance: Spectrum | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cov = self.covariance
+        if cov is None:
+            return
+        check_instance("GaussianMixture.covariance", cov, Spectrum)
+        mean = cov.mean_eigenvalue
+        if self.delta != 1.0 and not math.isclose(self.delta, mean, rel_tol=1e-12):
+            raise ValueError(
+                f"GaussianMixture.delta must be left at its default (or tr Σ/N = {mean!r}) when a "
+                f"covariance is given, got {self.delta!r}: Σ replaces Δ I"
+            )
+        object.__setattr__(self, "delta", mean)
 
     _ranges: ClassVar = {
         "alpha": (0.0, _INF, True, True),
@@ -362,6 +537,17 @@ class Problem:
                 raise ValueError(
                     f"Problem.{name} must be a {_names(cls)}, got {type(getattr(self, name)).__name__}"
                 )
+        if self.data.covariance is not None:
+            if isinstance(self.teacher, BayesTeacher):
+                raise ValueError(
+                    "Problem.teacher must be a LogisticTeacher with a covariance: the Bayes-optimal "
+                    "teacher needs a prior on v, which a Spectrum does not define"
+                )
+            if self.student.eta < 1.0:
+                raise ValueError(
+                    f"Student.eta must be 1 with a covariance, got {self.student.eta!r}: a sparse "
+                    "student's features are not defined by a spectrum alone"
+                )
         if isinstance(self.teacher, BayesTeacher) and self.data.flip > 0.0:
             raise ValueError(
                 f"GaussianMixture.flip must be 0 with a BayesTeacher, got {self.data.flip!r}: under "
@@ -394,6 +580,16 @@ class Problem:
             data=dataclasses.replace(self.data, **parts["data"]),
             teacher=dataclasses.replace(self.teacher, **parts["teacher"]),
             student=dataclasses.replace(self.student, **parts["student"]),
+        )
+
+
+def refuse_covariance(data: GaussianMixture, what: str) -> None:
+    """ValueError if ``data`` has a covariance: ``what`` (a solver or a quantity) is derived for
+    the isotropic model Σ = Δ I only."""
+    if data.covariance is not None:
+        raise ValueError(
+            f"GaussianMixture.covariance must be None for {what}, which is derived for the "
+            "isotropic model Σ = Δ I only; replica.solve and simulations.run take a covariance"
         )
 
 

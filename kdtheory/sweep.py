@@ -276,7 +276,8 @@ class Sweep:
     def describe(self) -> dict:
         """What determines the results.  Label noise θ = 0 (unless swept) and the default
         ``tempered="both"`` are left out, so a sweep without them keeps the fingerprint it had
-        before they existed (and its journal stays valid)."""
+        before they existed (and its journal stays valid); a covariance enters as its
+        ``Spectrum.digest``."""
         base = {k: v for k, v in self.base.params.items() if not math.isnan(v)}
         if base.get("flip") == 0.0:
             del base["flip"]
@@ -290,6 +291,8 @@ class Sweep:
         }  # fmt: skip
         if self.base.student.tempered != "both":
             out["tempered"] = self.base.student.tempered
+        if self.base.data.covariance is not None:  # Σ by its content hash (Δ = tr Σ/N is in base)
+            out["covariance"] = self.base.data.covariance.digest
         return out
 
     def quantity_names(self) -> list[str]:

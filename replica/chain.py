@@ -48,6 +48,7 @@ from kdtheory.problem import (
     check_instance,
     check_integer,
     check_real,
+    refuse_covariance,
 )
 from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, gauss_hermite, prune
 from replica.teacher import bayes_constant
@@ -554,6 +555,7 @@ def _check(
     """solve_chain's arguments, each refused with its name and allowed range; returns (students,
     nodes, orders) as tuples with the defaults filled in."""
     check_instance("data", data, GaussianMixture)
+    refuse_covariance(data, "a self-distillation chain")
     check_instance("teacher", teacher, (LogisticTeacher, BayesTeacher))
     if isinstance(students, Student) or not isinstance(students, Sequence):
         raise ValueError(f"students must be a sequence of Student, got {students!r}")

@@ -17,7 +17,7 @@ from types import MappingProxyType
 import numpy as np
 from scipy.special import ndtr
 
-from kdtheory.problem import PARAMETERS, BayesTeacher, check_instance
+from kdtheory.problem import PARAMETERS, BayesTeacher, check_instance, refuse_covariance
 from replica.solver import Solution
 from replica.student import DIRECTIONS, FIELDS, StudentMap
 from replica.teacher import TEACHER_DIRECTIONS, _LogisticTeacherMap
@@ -82,6 +82,7 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
         ``grad[quantity][parameter]`` for every quantity of ``QUANTITIES``.
     """
     check_instance("solution", solution, Solution)
+    refuse_covariance(solution.problem.data, "replica.gradient")
     wrt = tuple(wrt)
     for k in wrt:
         if k not in PARAMETERS:

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from kdtheory.problem import PARAMETERS, BayesTeacher, Problem, check_choice, check_instance
+from kdtheory.problem import (
+    PARAMETERS,
+    BayesTeacher,
+    Problem,
+    check_choice,
+    check_instance,
+    refuse_covariance,
+)
 from replica.gradient import gradient
 from replica.solver import Solution, solve
 
@@ -84,6 +91,7 @@ def optimise(
         L-BFGS-B iterations.
     """
     check_instance("problem", problem, Problem)
+    refuse_covariance(problem.data, "replica.optimise")
     check_choice("objective", objective, OBJECTIVES)
     over = tuple(over)
     if not over or len(set(over)) != len(over):

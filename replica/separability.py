@@ -14,6 +14,11 @@ The map (θ, m̄, b) → (1 − θ, −m̄, −b) leaves the cost unchanged, so 
 at θ = ½ (labels independent of x: m̄ = b = 0 is optimal).  For a sparse student that trains ηN
 weights the threshold is η α_c(ρ, Δ/η, θ) (same mixture in ηN dimensions with a signal of norm
 √η).  At Δ → ∞ this is Cover's α_c = 2.
+
+With a covariance Σ (``GaussianMixture.covariance``) the threshold is that of the whitened mixture
+Σ^{-1/2}x = y Σ^{-1/2}v/√N + z: linear separability (with a bias) is invariant under an invertible
+linear map of x, and rescaling to a signal of unit norm per feature gives the isotropic model with
+Δ_eff = N/(vᵀΣ⁻¹v) = 1/⟨μ²/σ⟩ (:func:`mixture_threshold`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from functools import lru_cache
 from scipy.optimize import minimize_scalar
 from scipy.special import ndtr
 
-from kdtheory.problem import check_real
+from kdtheory.problem import GaussianMixture, check_real
 
 
 def _excess(c: float) -> float:
@@ -68,6 +73,13 @@ def separability_threshold(rho: float, delta: float, eta: float = 1.0, flip: flo
     )
 
 
+def mixture_threshold(data: GaussianMixture, eta: float = 1.0) -> float:
+    """α_c of the mixture ``data`` (ρ, θ, and Δ or, with a covariance, Δ_eff = 1/⟨μ²/σ⟩)."""
+    cov = data.covariance
+    delta = data.delta if cov is None else 1.0 / cov.whitened_signal
+    return separability_threshold(data.rho, delta, eta, data.flip)
+
+
 @lru_cache(maxsize=256)
 def _threshold(rho: float, delta: float, eta: float, flip: float) -> float:
     d = delta / eta
@@ -77,4 +89,5 @@ def _threshold(rho: float, delta: float, eta: float, flip: float) -> float:
         method="bounded",
         options={"xatol": 1e-10},
     )
-    return eta / float(best.fun)
+    cost = float(best.fun)  # underflows to 0 (or a rounding error below it) for Δ/η ≲ 1e-4
+    return eta / cost if cost > 0.0 else math.inf

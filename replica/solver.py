@@ -26,6 +26,7 @@ from kdtheory.problem import (
     check_instance,
     check_integer,
     check_real,
+    refuse_covariance,
 )
 from replica.fixed_point import (
     FixedPointResult,
@@ -36,7 +37,7 @@ from replica.fixed_point import (
     polish,
 )
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature
-from replica.separability import separability_threshold
+from replica.separability import mixture_threshold
 from replica.student import StudentMap, StudentState, initial, student_map, valid
 from replica.teacher import (
     TeacherSolution,
@@ -278,7 +279,7 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
         status = res.status
         msg = f"student did not converge ({describe(res, tol)})"
         d = problem.data
-        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
+        a_c = mixture_threshold(d, st.eta)
         if st.chi < 1.0 and d.alpha <= a_c:
             what = (
                 "χ = 0 is plain logistic regression on" if st.chi == 0.0 else "the label term sees"
@@ -351,7 +352,7 @@ def _flat_reason(problem: Problem, v_hat: float) -> str:
 def _refuse_zero_ridge(problem: Problem) -> tuple[str, str] | None:
     d, st = problem.data, problem.student
     if st.chi == 0.0:
-        a_c = separability_threshold(d.rho, d.delta, st.eta, d.flip)
+        a_c = mixture_threshold(d, st.eta)
         if d.alpha <= a_c:
             return "unbounded", (
                 f"Student.lam = 0 with chi = 0 and alpha = {d.alpha:g} ≤ α_c = {a_c:.6g} (η = "
@@ -402,6 +403,7 @@ def bayes_error(data: GaussianMixture, eta: float = 1.0) -> float:
     probability θ > 0 (whose own Bayes-optimal predictor has no closed form here).
     """
     check_instance("data", data, GaussianMixture)
+    refuse_covariance(data, "the Bayes error (no prior on v is defined by a Spectrum)")
     eta = check_real("eta", eta, 0.0, 1.0, True, False)
     return bayes_teacher_state(GaussianMixture(data.alpha / eta, data.rho, data.delta / eta)).eg
 

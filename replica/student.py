@@ -49,6 +49,7 @@ from replica.channels import (
 from replica.dual import Dual
 from replica.fixed_point import bias_step
 from replica.quadrature import Quadrature, composite_rule, prune
+from replica.spectral import chain, student_prior, teacher_prior
 from replica.teacher import (
     TeacherState,
     teacher_at_nodes,
@@ -220,6 +221,9 @@ class StudentMap:
         u = m_hat + vc_hat * t.m
         d = self.problem.data
         b_new = x[5] + bias_step(d.alpha * d.delta * mom[S_F], v_hat, d.delta * x[1])
+        if d.covariance is not None:
+            hats = (m_hat, q_hat, v_hat, r_hat, vc_hat, st.lam, self.teacher_hats())
+            return np.append(student_prior(d.covariance, *hats)[0], b_new)
         return np.array(
             [
                 eta * u / big_a,
@@ -269,27 +273,41 @@ class StudentMap:
         if not (v_hat.v > 0.0 and lam.v + v_hat.v > 0.0):  # a flat loss: no finite step
             inf = np.full(6, np.inf)
             return inf, inf, np.full((6, nd), np.nan), mom
-        qh_t = (q_t - m_t * m_t) / (v_t * v_t)
-        if params is None:  # the stored conjugate (equal at the teacher's fixed point)
-            qh_t.v = self.teacher.q_hat
-        a_t = 1.0 / v_t
-        big_a = lam + v_hat
-        nu = vc_hat / a_t
-        u = m_hat + vc_hat * m_t
-        out = [
-            eta * u / big_a,
-            eta * (u * u + q_hat + 2.0 * nu * r_hat + nu * nu * qh_t) / (big_a * big_a),
-            eta * (u * m_t + (r_hat + nu * qh_t) / a_t) / big_a,
-            eta / big_a,
-            eta * vc_hat / (big_a * a_t),
-            a * d * mo[S_F] / v_hat,
-        ]
+        cov = self.problem.data.covariance
+        if cov is None:
+            qh_t = (q_t - m_t * m_t) / (v_t * v_t)
+            if params is None:  # the stored conjugate (equal at the teacher's fixed point)
+                qh_t.v = self.teacher.q_hat
+            a_t = 1.0 / v_t
+            big_a = lam + v_hat
+            nu = vc_hat / a_t
+            u = m_hat + vc_hat * m_t
+            out = [
+                eta * u / big_a,
+                eta * (u * u + q_hat + 2.0 * nu * r_hat + nu * nu * qh_t) / (big_a * big_a),
+                eta * (u * m_t + (r_hat + nu * qh_t) / a_t) / big_a,
+                eta / big_a,
+                eta * vc_hat / (big_a * a_t),
+            ]
+        else:  # sums over the spectrum (replica.spectral), η = 1
+            hats = [m_hat, q_hat, v_hat, r_hat, vc_hat, lam]
+            prior = student_prior(cov, *(h.v for h in hats), self.teacher_hats())
+            out = chain(*prior, hats)
+        out.append(a * d * mo[S_F] / v_hat)
         f = np.array([o.v for o in out]) - np.append(x[:5], 0.0)
         jac = np.array([o.d for o in out])  # (the columns beyond nd are absent)
+        if cov is not None and nd > len(FIELDS):
+            # the teacher's hats are held fixed and Δ = tr Σ/N is not free: no derivative there
+            jac[:, [_IX[k] for k in ("m_t", "q_t", "b_t", "V_t", "delta")]] = np.nan
         jac[np.arange(5), np.arange(5)] -= 1.0
         g = f + np.append(x[:5], 0.0)
         g[5] = x[5] + bias_step(a.v * d.v * mom[S_F], v_hat.v, d.v * x[1])
         return g, f, jac, mom
+
+    def teacher_hats(self) -> tuple[float, float, float, float]:
+        """(m̂_t, q̂_t, V̂_t, λ̃): the teacher's part of the student's prior with a covariance."""
+        t = self.teacher
+        return t.m_hat, t.q_hat, t.V_hat, self.problem.teacher.lam
 
     def _moment_derivatives(self, x, p, params, nd=_ND):
         """d(moment)/d(DIRECTIONS[:nd]) (8 × nd, the S_ERR row zero) from the kernel's ``acc``."""
@@ -412,5 +430,9 @@ def initial(g: StudentMap, lam: float) -> np.ndarray:
     b = brentq(mean_d1, -span, span, xtol=1e-12) if mean_d1(-span) < 0 < mean_d1(span) else 0.0
     s, st_ = expit(b), expit(b / t)
     curvature = (1 - chi) * s * (1 - s) + (chi / t**2) * st_ * (1 - st_)
-    v = st.eta / (lam + d.alpha * d.delta * curvature)
+    v_hat = d.alpha * d.delta * curvature
+    if d.covariance is not None:  # V = ⟨s/(λ + V̂ s)⟩
+        v = teacher_prior(d.covariance, 0.0, 0.0, v_hat, lam)[0][2]
+    else:
+        v = st.eta / (lam + v_hat)
     return np.array([0.0, 0.0, 0.0, v, 0.0, b])

@@ -31,7 +31,8 @@ from replica.channels import (
 from replica.dual import Dual
 from replica.fixed_point import bias_step, continuation, describe, iterate, newton
 from replica.quadrature import DEFAULT_QUADRATURE, Quadrature, gauss_hermite
-from replica.separability import separability_threshold
+from replica.separability import mixture_threshold
+from replica.spectral import chain, teacher_prior
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class TeacherState:
 
     @property
     def A(self) -> float:
-        """Ã = λ̃ + V̂_t = 1/Ṽ."""
+        """Ã = λ̃ + V̂_t = 1/Ṽ (isotropic model; with a covariance Ã_i = λ̃ + V̂_t σ_i/Δ varies
+        over the spectrum and 1/Ṽ is not one of them, see ``replica.spectral``)."""
         return 1.0 / self.V
 
 
@@ -169,11 +171,17 @@ class _LogisticTeacherMap:
         big_a = sd[4] + v_hat
         if not (v_hat.v > 0.0 and big_a.v > 0.0):  # a flat loss: no finite step
             return np.full(4, np.inf), np.full(4, np.inf), np.full((4, 9), np.nan), mom
-        out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
+        if data.covariance is None:
+            out = [m_hat / big_a, (m_hat * m_hat + q_hat) / (big_a * big_a), 1.0 / big_a]
+        else:  # sums over the spectrum (replica.spectral)
+            hats = (m_hat.v, q_hat.v, v_hat.v, sd[4].v)
+            out = chain(*teacher_prior(data.covariance, *hats), [m_hat, q_hat, v_hat, sd[4]])
         out.append(a_ * d_ * Dual(mom[T_F], dm[0]) / v_hat)
         f = np.array([o.v for o in out]) - np.append(x[:3], 0.0)
         jac = np.array([o.d for o in out])
         jac[np.arange(3), np.arange(3)] -= 1.0
+        if data.covariance is not None:  # Δ = tr Σ/N is not a free parameter then
+            jac[:, TEACHER_DIRECTIONS.index("delta")] = np.nan
         g = f + np.append(x[:3], 0.0)
         g[3] = b + bias_step(a * d * mom[T_F], v_hat.v, d * q)
         return g, f, jac, mom
@@ -186,6 +194,9 @@ class _LogisticTeacherMap:
         if not big_a > 0.0:  # λ̃ = 0 and a flat loss (V̂_t = 0): Ṽ = 1/Ã is infinite
             return np.full(4, np.inf)
         b_new = x[3] + bias_step(a * d * mom[T_F], v_hat, d * x[1])
+        if self.data.covariance is not None:
+            prior = teacher_prior(self.data.covariance, m_hat, q_hat, v_hat, self.lam)[0]
+            return np.append(prior, b_new)
         return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b_new])
 
     def state(self, x: np.ndarray) -> TeacherState:
@@ -209,6 +220,9 @@ def _initial(data: GaussianMixture, lam: float) -> np.ndarray:
     big_a = lam + a * d / 4.0
     m_hat, q_hat = a / 2.0, a * d / 4.0
     b = math.log(data.rho / (1.0 - data.rho))
+    if data.covariance is not None:
+        prior = teacher_prior(data.covariance, m_hat, q_hat, a * d / 4.0, lam)[0]
+        return np.append(prior, b)
     return np.array([m_hat / big_a, (m_hat**2 + q_hat) / big_a**2, 1.0 / big_a, b])
 
 
@@ -224,7 +238,7 @@ def solve_logistic_teacher(
     """Fixed point of the logistic teacher; continuation in λ̃ when a direct solve fails."""
     lam = teacher.lam
     if lam == 0.0:
-        a_c = separability_threshold(data.rho, data.delta, flip=data.flip)
+        a_c = mixture_threshold(data)
         if data.alpha <= a_c:
             return _unbounded(
                 f"LogisticTeacher.lam = 0 with alpha = {data.alpha:g} ≤ α_c(ρ, Δ, θ) = {a_c:.6g}: the "
@@ -260,7 +274,7 @@ def solve_logistic_teacher(
     msg = ""
     if not conv:
         msg = f"logistic teacher did not converge ({describe(res, tol)})"
-        a_c = separability_threshold(data.rho, data.delta, flip=data.flip)
+        a_c = mixture_threshold(data)
         if data.alpha <= a_c:
             msg += (
                 f"; the training set is linearly separable (alpha = {data.alpha:g} ≤ α_c(ρ, Δ, θ) = "

@@ -25,7 +25,14 @@ import xarray as xr
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from kdtheory.problem import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+from kdtheory.problem import (
+    BayesTeacher,
+    GaussianMixture,
+    LogisticTeacher,
+    Problem,
+    Student,
+    refuse_covariance,
+)
 from simulations.data import n_samples, sample
 from simulations.fit import fit_student, fit_teacher
 from simulations.runner import Estimate, _record, check_run_arguments
@@ -114,6 +121,7 @@ def run_chain(
         raise ValueError(
             f"teacher must be a LogisticTeacher or BayesTeacher, got {type(teacher).__name__}"
         )
+    refuse_covariance(data, "a self-distillation chain")
     Problem(data, teacher)  # refuses a Bayes teacher under label noise, with the reason
     if isinstance(students, str | bytes) or not isinstance(students, Sequence):
         raise ValueError(f"students must be a sequence of Student, got {type(students).__name__}")

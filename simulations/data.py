@@ -10,6 +10,12 @@ and training labels ŷ_μ = −y_μ with probability θ (the label noise ``flip`
 Everything is drawn from an explicit ``np.random.Generator`` in a fixed order (v, then y, then z,
 then, only if θ > 0, the flips), so a sample is reproducible from the generator's seed alone, and
 θ > 0 keeps the (x, y, v) of the θ = 0 draw from the same generator.
+
+With a covariance Σ (``GaussianMixture.covariance``, a ``Spectrum`` of length N) the samples are
+drawn in Σ's eigenbasis: x_μ = y_μ v/√N + Σ^{1/2} z_μ with Σ = diag(σ_i) and v = (μ_i), the given
+projections (v is then fixed, not drawn).  That is enough: the fits (a ridge ‖w‖², an unpenalised
+bias) are equivariant under a rotation x → Ox (their solution is w → Ow), and every recorded
+quantity (m = w·v/N, q = wᵀΣw/(NΔ), r = wᵀΣw̃/(NΔ), the test error) is invariant under it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ import numpy as np
 
 from kdtheory.problem import GaussianMixture
 
-__all__ = ["TrainingSet", "check_n", "draw_subset", "n_samples", "sample", "subset_size"]
+__all__ = [
+    "TrainingSet",
+    "check_n",
+    "draw_subset",
+    "n_samples",
+    "overlap",
+    "sample",
+    "subset_size",
+]
 
 _CHUNK_ROWS = 512  # rows per block when adding the rank-one signal (bounds the temporary)
 
@@ -87,11 +101,11 @@ def sample(data: GaussianMixture, n: int, rng: np.random.Generator) -> TrainingS
     Parameters
     ----------
     data : GaussianMixture
-        α, ρ, Δ, θ.
+        α, ρ, Δ, θ (or a covariance Σ, in its eigenbasis, with v its mean's projections).
     n : int
-        Dimension N ≥ 10.
+        Dimension N ≥ 10 (with a covariance: its length).
     rng : numpy.random.Generator
-        Source of randomness; draws v ~ N(0, I_N), then y (P(y = +1) = ρ), then z ~ N(0, I_N) per
+        Source of randomness; draws v ~ N(0, I_N) (isotropic model), then y (P(y = +1) = ρ), then z ~ N(0, I_N) per
         sample, then (only if θ > 0) u_μ ~ U(0, 1) and flips the labels with u_μ < θ.
 
     Returns
@@ -105,16 +119,31 @@ def sample(data: GaussianMixture, n: int, rng: np.random.Generator) -> TrainingS
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     n = check_n(n)
     m = n_samples(data, n)
-    v = rng.standard_normal(n)
+    cov = data.covariance
+    if cov is not None and n != cov.n:
+        raise ValueError(f"n must be the covariance's dimension N = {cov.n}, got {n}")
+    v = rng.standard_normal(n) if cov is None else np.array(cov.mean_projections)
     y = np.where(rng.random(m) < data.rho, 1.0, -1.0)
     x = rng.standard_normal((m, n))
-    x *= math.sqrt(data.delta)
+    if cov is None:
+        x *= math.sqrt(data.delta)
+    else:  # in Σ's eigenbasis (see the module's docstring)
+        x *= np.sqrt(cov.eigenvalues)
     signal = v / math.sqrt(n)
     for lo in range(0, m, _CHUNK_ROWS):
         hi = min(lo + _CHUNK_ROWS, m)
         x[lo:hi] += y[lo:hi, None] * signal
     y_hat = np.where(rng.random(m) < data.flip, -y, y) if data.flip > 0.0 else y
     return TrainingSet(x=x, y=y, v=v, y_hat=y_hat)
+
+
+def overlap(data: GaussianMixture, a: np.ndarray, b: np.ndarray) -> float:
+    """aᵀΣb/(NΔ) in the sampling basis of ``data``: a·b/N for the isotropic model, and
+    Σ_i σ_i a_i b_i/(NΔ), Δ = tr Σ/N, with a covariance (q = ``overlap(data, w, w)``)."""
+    cov = data.covariance
+    if cov is None:
+        return float(a @ b) / a.size
+    return float((cov.eigenvalues * a) @ b) / (a.size * cov.mean_eigenvalue)
 
 
 def subset_size(n: int, eta: float) -> int:

@@ -4,10 +4,10 @@ One seed s of ``run(problem, n, seeds, seed=seed)`` draws everything from
 ``np.random.default_rng(np.random.SeedSequence(seed).spawn(seeds)[s])``, in this order: the training
 set (v, y, z, and the label flips if θ > 0; :func:`simulations.data.sample`) and the student's subset
 S. It then fits the teacher and the student on the training labels ŷ and records, for each,
-m = w·v/N, q = ‖w‖²/N, b, the exact clean-label test error ε_g = ``problem.data.error(m, q, b)`` of
+m = w·v/N, q = ‖w‖²/N (wᵀΣw/(NΔ) with a covariance Σ), b, the exact clean-label test error ε_g = ``problem.data.error(m, q, b)`` of
 that (w, b) on this draw of v, the training loss (per-sample mean of the data term) and the training
 error (fraction with ŷ h ≤ 0, against the labels fitted); for the student also
-r = w·w̃/N and the test-time agreement with the teacher. A seed's result depends on (seed, s) only,
+r = w·w̃/N (wᵀΣw̃/(NΔ)) and the test-time agreement with the teacher. A seed's result depends on (seed, s) only,
 not on ``n_jobs``.
 """
 
@@ -23,7 +23,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from kdtheory.problem import BayesTeacher, GaussianMixture, Problem
-from simulations.data import draw_subset, n_samples, sample, subset_size
+from simulations.data import draw_subset, n_samples, overlap, sample, subset_size
 from simulations.fit import Fit, fit_student, fit_teacher
 
 __all__ = [
@@ -165,6 +165,9 @@ def run(
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
     check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
     n = int(n)
+    cov = problem.data.covariance
+    if cov is not None and n != cov.n:
+        raise ValueError(f"n must be the covariance's dimension N = {cov.n}, got {n}")
     n_samples(problem.data, n)  # validates α·n
     subset_size(n, problem.student.eta)  # validates η·n
 
@@ -254,7 +257,7 @@ def simulate_seed(
             )
             row |= _record("student", student, train.v, problem.data)
             if student.converged:
-                r = float(student.w @ teacher.w) / n
+                r = overlap(problem.data, student.w, teacher.w)
                 row["student_r"] = r
                 row["student_agreement"] = problem.data.agreement(
                     row["student_m"],
@@ -294,8 +297,7 @@ def _record(role: str | None, fit: Fit | None, v: np.ndarray, data: GaussianMixt
             "grad_norm": fit.grad_norm,
         }
         if fit.converged:
-            n = v.size
-            m, q = float(fit.w @ v) / n, float(fit.w @ fit.w) / n
+            m, q = float(fit.w @ v) / v.size, overlap(data, fit.w, fit.w)
             out |= {
                 "eg": float(data.error(m, q, fit.b)),
                 "m": m,
@@ -325,4 +327,6 @@ def _table(rows: list[dict], problem: Problem, n: int, seed: int, gtol: float) -
         "root_seed": seed,
         "gtol": gtol,
     }
+    if problem.data.covariance is not None:
+        ds.attrs["covariance"] = problem.data.covariance.digest
     return ds
