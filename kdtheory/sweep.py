@@ -606,8 +606,29 @@ def _validator(sweep: Sweep) -> Callable[[dict], None]:
                 raise ValueError(f"{k} = {v} out of range")
             if kind == "iterations" and not (isinstance(v, int) and v >= 0):
                 raise ValueError(f"{k} must be an int ≥ 0")
+        _check_point_values(sweep, values)
 
     return validate
+
+
+def _check_point_values(sweep: Sweep, values: dict) -> None:
+    """The values of one grid point, per variant (suffix): ``converged`` = 1 exactly where
+    ``status`` is "converged" (0), then every quantity in its range (``kdtheory.journal.
+    check_values``), finite where converged; ``gain`` = ε_g(nokd) − ε_g where both converged."""
+    from kdtheory.journal import check_values, quantity_range
+
+    suffixes = ["", *[f"_{v}" for v in sweep.variants]]
+    for suffix, variant in zip(suffixes, [None, *sweep.variants], strict=True):
+        converged = values["converged" + suffix] == 1
+        if converged != (values["status" + suffix] == STATUS_CODES["converged"]):
+            raise ValueError(f"converged{suffix} and status{suffix} disagree")
+        names = [*QUANTITIES, "residual", *(f"{o.name}_opt" for o in sweep.optimised(variant))]
+        check_values(values, {n + suffix: quantity_range(n) for n in names}, ok=converged)
+    if "gain" in values:
+        both = values["converged"] == 1 and values["converged_nokd"] == 1
+        check_values(values, {"gain": quantity_range("gain")}, ok=both)
+        if both and abs(values["gain"] - (values["eg_nokd"] - values["eg"])) > 1e-12:
+            raise ValueError("gain is not eg_nokd − eg")  # 1e-12: one rounding of a difference
 
 
 def _run_chunk(sweep: Sweep, indices: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], dict]]:
