@@ -853,8 +853,20 @@ def simulation_journal(
             raise ValueError("sim_status must be 0 or 5, sim_message a string")
         if not (isinstance(values["sim_failed"], int) and 0 <= values["sim_failed"] <= seeds):
             raise ValueError(f"sim_failed must be an int in [0, {seeds}]")
+        _check_simulated_values(values, seeds)
 
     return Journal(path, fingerprint, header, validate=validate, lock=True, wait=wait, fix=fix)
+
+
+def _check_simulated_values(values: dict, seeds: int) -> None:
+    """Means and standard errors in their quantity's range (``kdtheory.journal.check_values``;
+    r_sim any real, s.e. ≥ 0); the means finite where the simulation ran and some seed converged
+    (an s.e. is NaN with fewer than two converged seeds)."""
+    from kdtheory.journal import NONNEGATIVE, check_values, quantity_range
+
+    ran = values.get("sim_status", 0) == STATUS_CODES["converged"] and values["sim_failed"] < seeds
+    check_values(values, {f"{q}_sim": quantity_range(q) for q, _ in SIM_FIELDS}, ok=ran)
+    check_values(values, {f"{q}_sim_sem": NONNEGATIVE for q, _ in SIM_FIELDS}, ok=False)
 
 
 def simulate_points(

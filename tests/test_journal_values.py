@@ -239,3 +239,19 @@ def test_headline_limit_journal_refuses_a_converged_optimum_without_its_values(t
         limit_journal(path, [0.3], [0.5, 1.0]) as j,
     ):
         assert list(j.done) == [(0, 0)]
+
+
+def test_simulation_journal_refuses_values_out_of_range(tmp_path):
+    from kdtheory.sweep import SIM_KEYS, simulation_journal
+
+    good = dict.fromkeys(SIM_KEYS, 0.2) | {"sim_failed": 0, "sim_status": 0, "sim_message": ""}
+    all_failed = dict.fromkeys(SIM_KEYS, math.nan) | {"sim_failed": 4, "sim_status": 0}
+    path = tmp_path / "sim.journal.jsonl"
+    with simulation_journal(LINE, path, n=50, seeds=4) as j:
+        j.append([((0,), good), ((1,), all_failed)])  # NaN where every seed failed: allowed
+    lines = path.read_bytes().splitlines()
+    for changes in ({"eg_sim": 5.0}, {"eg_sim": math.nan}, {"eg_sim_sem": -1.0}):
+        path.write_bytes(_tampered(lines, changes, where=1))
+        with pytest.warns(JournalWarning, match="skipped 1"):
+            with simulation_journal(LINE, path, n=50, seeds=4) as j:
+                assert list(j.done) == [(1,)]
