@@ -79,6 +79,7 @@ from kdtheory.neural.cli import (
     MAX_SEEDS,
     MAX_STEPS,
     Parser,
+    ResourceError,
     add_cache_dir,
     add_device,
     add_quiet,
@@ -935,12 +936,17 @@ def check_resources(preset: Preset, seeds: int, timing_repeats: int) -> None:
         configs * len(g.kd) * seeds, f"{configs} configurations × {len(g.kd)} × {seeds} seeds"
     )
     shape, k = STUDY_SHAPES[preset.dataset]
-    flag = "--resnet-width" if preset.teacher == "resnet4" else "--preset"
-    check_model_memory(flag, f"teacher {preset.teacher}", lambda: build_model(
-        preset.teacher, shape, k, **preset.teacher_options))  # fmt: skip
+    models = [("--resnet-width" if preset.teacher == "resnet4" else "--preset",
+               f"teacher {preset.teacher}", preset.teacher, preset.teacher_options)]  # fmt: skip
     for s in g.students:
-        name, opts = parse_student(s, preset.resnet_width)
-        check_model_memory("--students", s, lambda n=name, o=opts: build_model(n, shape, k, **o))
+        models.append(("--students", s, *parse_student(s, preset.resnet_width)))
+    for flag, label, name, opts in models:
+        try:
+            check_model_memory(flag, label, lambda n=name, o=opts: build_model(n, shape, k, **o))
+        except ResourceError:
+            raise
+        except Exception:  # a model that cannot be built here: its cells fail and say why
+            continue
 
 
 def main(argv: Sequence[str] | None = None) -> int:
