@@ -5,28 +5,36 @@ a rerun reads the journal and skips what it holds.  A journal never lies: every 
 before use and a bad one is skipped (with a warning), never applied; an append starts on a new line;
 a lock keeps a second writer out.  Every output file is written to a temporary file beside its
 target and renamed over it, so nothing half-written is ever left behind.  ``check_output_dir`` and
-``check_name`` check the CLIs' ``--out`` and ``--name`` before any work.
+``check_name`` check the CLIs' ``--out`` and ``--name`` before any work.  :func:`check_values` is
+the one check of a record's values (finite, in the ranges of :data:`QUANTITY_RANGES`, consistent
+with the record's status) that every journal's ``validate`` calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "QUANTITY_RANGES",
     "Journal",
     "JournalLockedError",
     "JournalMismatchError",
     "JournalWarning",
+    "Range",
     "check_name",
     "check_output_dir",
+    "check_values",
     "one_line_warnings",
+    "quantity_range",
     "write_atomic",
 ]
 
@@ -290,3 +298,93 @@ def one_line_warnings(prog: str):
             f"{prog}: warning: {message}\n"
         )
         yield
+
+
+# ----------------------------------------------------------------------------- record values
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a journalled quantity may take: the closed interval [lo, hi] of the extended
+    reals (``lo_open``: (lo, hi]); ``integer``: an int (not a bool) in it."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    integer: bool = False
+
+    def __contains__(self, v) -> bool:
+        if self.integer and not (isinstance(v, int) and not isinstance(v, bool)):
+            return False
+        return (self.lo < v if self.lo_open else self.lo <= v) and v <= self.hi
+
+    def __str__(self) -> str:
+        def f(x):
+            return "∞" if x == math.inf else "−∞" if x == -math.inf else f"{x:g}"
+
+        kind = "an integer" if self.integer else "a number"
+        return f"{kind} in {'(' if self.lo_open else '['}{f(self.lo)}, {f(self.hi)}]"
+
+
+PROBABILITY = Range(0.0, 1.0)
+NONNEGATIVE = Range(0.0)
+POSITIVE = Range(0.0, lo_open=True)
+REAL = Range()
+COUNT = Range(0, integer=True)
+SIZE = Range(1, integer=True)
+FLAG = Range(0, 1, integer=True)
+
+#: the range of every quantity that the package journals, by name (``kdtheory.sweep`` suffixes
+#: such as ``_nokd`` are stripped by :func:`quantity_range`): errors, agreements and fractions in
+#: [0, 1], norms, susceptibility, losses, residuals, λ and standard errors ≥ 0, T > 0, χ ∈ [0, 1],
+#: counts ints ≥ 0, ``converged`` 0 or 1; overlaps, biases and V_c are any real
+QUANTITY_RANGES: dict[str, Range] = {
+    **dict.fromkeys(("eg", "eg_teacher", "eg_bayes", "eg_ridge", "eg_kd", "eg_teacher_kd",
+                     "agreement", "train_error", "test_acc", "chi", "chi_opt", "chi_kd"),
+                    PROBABILITY),
+    **dict.fromkeys(("q", "q_teacher", "V", "train_loss", "residual", "eg_se", "lam", "lam_opt",
+                     "lam_t", "lam_ridge", "lam_t_kd", "lam_kd", "seconds"), NONNEGATIVE),
+    **dict.fromkeys(("temperature", "temperature_opt"), POSITIVE),
+    **dict.fromkeys(("m", "b", "r", "Vc", "m_teacher", "b_teacher"), REAL),
+    **dict.fromkeys(("iterations", "solves", "solves_kd"), COUNT),
+    **dict.fromkeys(("converged", "converged_ridge", "converged_kd"), FLAG),
+    "gain": Range(-1.0, 1.0),
+}  # fmt: skip
+
+
+def quantity_range(name: str, suffixes: Iterable[str] = ()) -> Range:
+    """The :data:`QUANTITY_RANGES` entry of ``name``, or of ``name`` less one of ``suffixes``
+    (e.g. ``eg_nokd`` with suffix ``_nokd``); ``KeyError`` if neither is known."""
+    if name in QUANTITY_RANGES:
+        return QUANTITY_RANGES[name]
+    for s in suffixes:
+        if s and name.endswith(s) and name.removesuffix(s) in QUANTITY_RANGES:
+            return QUANTITY_RANGES[name.removesuffix(s)]
+    raise KeyError(name)
+
+
+def check_values(values: Mapping, ranges: Mapping[str, Range], *, ok: bool) -> None:
+    """Raise ``ValueError`` unless every field named in ``ranges`` is in ``values`` and is a number,
+    or a list of numbers, each in its :class:`Range` or NaN — NaN only where ``ok`` is false.
+
+    ``ok`` says that the record claims a result (``converged`` = 1, ``status`` "ok"): then every
+    value must be finite.  A failed point may hold NaN (not computed) or, where its range reaches
+    ±∞, an infinite value (a diverging norm); a value outside its range (ε = 5, q = −1, ε = ∞) is
+    refused either way.  The one record check of every journal (figure sets, phase-diagram grids,
+    neural experiments), called by their ``validate``.
+    """
+    for name, allowed in ranges.items():
+        if name not in values:
+            raise ValueError(f"{name} is missing")
+        v = values[name]
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                raise ValueError(f"{name} must be {allowed}, got {x!r}")
+            if x != x:  # NaN
+                if ok:
+                    raise ValueError(f"{name} is NaN in a record that claims a result")
+                continue
+            if x not in allowed:
+                raise ValueError(f"{name} must be {allowed}, got {x!r}")
+            if ok and not math.isfinite(x):
+                raise ValueError(f"{name} = {x!r} in a record that claims a result")

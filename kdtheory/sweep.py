@@ -606,8 +606,29 @@ def _validator(sweep: Sweep) -> Callable[[dict], None]:
                 raise ValueError(f"{k} = {v} out of range")
             if kind == "iterations" and not (isinstance(v, int) and v >= 0):
                 raise ValueError(f"{k} must be an int ≥ 0")
+        _check_point_values(sweep, values)
 
     return validate
+
+
+def _check_point_values(sweep: Sweep, values: dict) -> None:
+    """The values of one grid point, per variant (suffix): ``converged`` = 1 exactly where
+    ``status`` is "converged" (0), then every quantity in its range (``kdtheory.journal.
+    check_values``), finite where converged; ``gain`` = ε_g(nokd) − ε_g where both converged."""
+    from kdtheory.journal import check_values, quantity_range
+
+    suffixes = ["", *[f"_{v}" for v in sweep.variants]]
+    for suffix, variant in zip(suffixes, [None, *sweep.variants], strict=True):
+        converged = values["converged" + suffix] == 1
+        if converged != (values["status" + suffix] == STATUS_CODES["converged"]):
+            raise ValueError(f"converged{suffix} and status{suffix} disagree")
+        names = [*QUANTITIES, "residual", *(f"{o.name}_opt" for o in sweep.optimised(variant))]
+        check_values(values, {n + suffix: quantity_range(n) for n in names}, ok=converged)
+    if "gain" in values:
+        both = values["converged"] == 1 and values["converged_nokd"] == 1
+        check_values(values, {"gain": quantity_range("gain")}, ok=both)
+        if both and abs(values["gain"] - (values["eg_nokd"] - values["eg"])) > 1e-12:
+            raise ValueError("gain is not eg_nokd − eg")  # 1e-12: one rounding of a difference
 
 
 def _run_chunk(sweep: Sweep, indices: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], dict]]:
@@ -832,8 +853,20 @@ def simulation_journal(
             raise ValueError("sim_status must be 0 or 5, sim_message a string")
         if not (isinstance(values["sim_failed"], int) and 0 <= values["sim_failed"] <= seeds):
             raise ValueError(f"sim_failed must be an int in [0, {seeds}]")
+        _check_simulated_values(values, seeds)
 
     return Journal(path, fingerprint, header, validate=validate, lock=True, wait=wait, fix=fix)
+
+
+def _check_simulated_values(values: dict, seeds: int) -> None:
+    """Means and standard errors in their quantity's range (``kdtheory.journal.check_values``;
+    r_sim any real, s.e. ≥ 0); the means finite where the simulation ran and some seed converged
+    (an s.e. is NaN with fewer than two converged seeds)."""
+    from kdtheory.journal import NONNEGATIVE, check_values, quantity_range
+
+    ran = values.get("sim_status", 0) == STATUS_CODES["converged"] and values["sim_failed"] < seeds
+    check_values(values, {f"{q}_sim": quantity_range(q) for q, _ in SIM_FIELDS}, ok=ran)
+    check_values(values, {f"{q}_sim_sem": NONNEGATIVE for q, _ in SIM_FIELDS}, ok=False)
 
 
 def simulate_points(

@@ -70,7 +70,8 @@ class Fit:
         ``"converged"`` (‖∇F‖ ≤ gtol·M), ``"closed_form"`` (Bayes teacher), ``"unbounded"`` (the
         minimiser does not exist: separable data at λ = 0, or ‖w‖ diverging), ``"not_unique"``
         (λ = 0 and M < k + 1: a stationary point was reached but the minimiser is not unique),
-        ``"max_iter"`` or ``"failed"`` (non-finite values or no descent direction).
+        ``"max_iter"``, ``"failed"`` (non-finite values or no descent direction) or
+        ``"diverged"`` (:func:`fit_gd`: the gradient-descent iterates blew up).
     iterations : int
         Newton iterations (0 for the closed form).
     cg_iterations : int
@@ -422,15 +423,17 @@ def fit_gd(
     h_μ = s x_μ·w + b — the objective of :func:`fit_teacher` (:func:`newton_cg` with χ = 0), but
     with a fixed budget.  F is strictly convex for λ > 0, so as steps → ∞ (with γ below 2/L,
     L ≤ (s²‖x‖₂² / 4 + λ)/M + 1/4) every start reaches the same minimiser: only a finite budget can
-    make the start matter.  ``status`` is ``"converged"`` if ‖∇F‖ ≤ 1e-10·M at the end, else
-    ``"max_iter"``.
+    make the start matter.  ``status`` is ``"converged"`` if ‖∇F‖ ≤ 1e-10·M at the end,
+    ``"diverged"`` if the iteration blew up (F, ∇F or θ non-finite, or s²‖w‖² + b² > 10¹⁰, e.g. γ far
+    above 2/L): it stops there, keeps that iterate for diagnosis and reports NaN training loss and
+    error; else ``"max_iter"``.
 
     Parameters
     ----------
     x : ndarray, shape (M, k)
-        Inputs.
+        Inputs (finite).
     y : ndarray, shape (M,)
-        Labels ±1.
+        Labels ±1 (any other value is refused).
     lam : float
         λ ≥ 0.
     steps : int
@@ -452,35 +455,57 @@ def fit_gd(
             raise ValueError(f"{name} must be in {allowed}, got {value!r}")
     x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-D array (M, k), got shape {x.shape}")
     m, k = x.shape
     if y.shape != (m,):
         raise ValueError(f"y must have shape ({m},), got {y.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("x must be finite (it holds NaN or ±inf)")
+    if not np.isin(y, (-1.0, 1.0)).all():
+        bad = y[~np.isin(y, (-1.0, 1.0))][0]
+        raise ValueError(f"y must hold labels ±1 only, got {float(bad):g}")
     theta = np.zeros(k + 1)
     if w0 is not None:
         w0 = np.asarray(w0, dtype=np.float64)
         if w0.shape != (k,):
             raise ValueError(f"w0 must have shape ({k},), got {w0.shape}")
+        if not np.isfinite(w0).all():
+            raise ValueError("w0 must be finite (it holds NaN or ±inf)")
         theta[:k] = w0
+    if isinstance(b0, bool) or not isinstance(b0, int | float | np.number) or not math.isfinite(b0):
+        raise ValueError(f"b0 must be a finite number, got {b0!r}")
     theta[k] = float(b0)
+    if scale is not None and not (math.isfinite(scale) and scale > 0.0):
+        raise ValueError(f"scale must be in (0, ∞), got {scale!r}")
     s = 1.0 / math.sqrt(k) if scale is None else float(scale)
     grad, h, curv, ht = np.empty(k + 1), np.empty(m), np.empty(m), np.zeros(m)
+    diverged = False
     for it in range(steps + 1):
         data = loss_grad(x, y, ht, theta, theta[k], s, 0.0, 1.0, 1.0, grad, h, curv)
         grad[:k] += lam * theta[:k]
+        size = s * s * (theta[:k] @ theta[:k]) + theta[k] ** 2
+        if not (math.isfinite(data) and np.isfinite(grad).all() and size <= _Q_UNBOUNDED):
+            diverged = True
+            break
         if it == steps:
             break
         theta -= (lr / m) * grad
     gnorm = float(np.linalg.norm(grad))
+    if diverged:
+        status = "diverged"
+    else:
+        status = "converged" if gnorm <= 1e-10 * m else "max_iter"
     return Fit(
         w=theta[:k].copy(),
         b=float(theta[k]),
         h=h,
-        status="converged" if gnorm <= 1e-10 * m else "max_iter",
-        iterations=steps,
+        status=status,
+        iterations=it,
         cg_iterations=0,
         grad_norm=gnorm,
-        train_loss=data / m,
-        train_error=float(np.mean(y * h <= 0.0)),
+        train_loss=math.nan if diverged else data / m,
+        train_error=math.nan if diverged else float(np.mean(y * h <= 0.0)),
     )
 
 

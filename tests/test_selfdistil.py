@@ -110,7 +110,7 @@ def test_the_journal_skips_a_record_that_is_not_of_this_set(tmp_path):
     g = Grids(alphas=(2.0,), thetas=(0.2,), stages=2)
     path = tmp_path / "j.jsonl"
     good = {k: [0.1, 0.2] for k in selfdistil.STAGE_FIELDS}
-    good.update(converged=1, solves=3, seconds=1.0)
+    good.update(temperature=[math.nan, 0.2], converged=1, solves=3, seconds=1.0)
     with selfdistil_journal(path, g) as j:
         j.append([((0, 0, 0), good)])
     bad = [

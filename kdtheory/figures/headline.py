@@ -299,8 +299,23 @@ def limit_journal(path, rhos, etas, *, tol: float = 1e-10, wait: bool = False,
             raise ValueError("converged_* must be 0 or 1")
         if not (isinstance(values["solves_kd"], int) and values["solves_kd"] >= 0):
             raise ValueError("solves_kd must be an int ≥ 0")
+        _check_limit_values(values)
 
     return Journal(path, fingerprint, describe, validate=validate, lock=True, wait=wait, fix=fix)
+
+
+def _check_limit_values(values: dict) -> None:
+    """Each optimum's values in their ranges (:func:`kdtheory.journal.check_values`), finite where
+    it converged; the Bayes error always finite."""
+    from kdtheory.journal import check_values, quantity_range
+
+    groups = {
+        "converged_ridge": ("eg_ridge", "lam_ridge"),
+        "converged_kd": ("eg_kd", "lam_t_kd", "chi_kd", "lam_kd", "eg_teacher_kd"),
+    }
+    for flag, names in groups.items():
+        check_values(values, {k: quantity_range(k) for k in names}, ok=values[flag] == 1)
+    check_values(values, {"eg_bayes": quantity_range("eg_bayes")}, ok=True)
 
 
 def run_limit(

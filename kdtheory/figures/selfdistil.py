@@ -218,8 +218,24 @@ def selfdistil_journal(path, g: Grids, *, wait: bool = False, fix: str = "choose
             raise ValueError("solves must be an int ≥ 0")
         if not isinstance(values.get("message", ""), str):
             raise ValueError("message must be a string")
+        _check_point_values(values)
 
     return Journal(path, fingerprint, describe, validate=validate, lock=True, wait=wait, fix=fix)
+
+
+def _check_point_values(values: dict) -> None:
+    """Every per-stage value in its range (:func:`kdtheory.journal.check_values`), finite where
+    the chain converged; stage 1 has no temperature (NaN)."""
+    from kdtheory.journal import check_values, quantity_range
+
+    ok = values["converged"] == 1
+    t1, *ts = values["temperature"]
+    if t1 == t1:
+        raise ValueError("temperature of stage 1 must be NaN (the teacher has none)")
+    stages = {k: values[k] for k in STAGE_FIELDS if k != "temperature"}
+    stages["temperature"] = ts
+    check_values(stages, {k: quantity_range(k) for k in STAGE_FIELDS}, ok=ok)
+    check_values(values, {"seconds": quantity_range("seconds")}, ok=True)
 
 
 def compute(g: Grids, journal=None, *, jobs: int = 1, progress: bool = True):

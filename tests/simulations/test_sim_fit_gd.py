@@ -70,3 +70,48 @@ def test_bad_input(train):
         fit_gd(train.x, train.y, lam=1.0, steps=1, lr=0.0)
     with pytest.raises(ValueError, match="w0 must have shape"):
         fit_gd(train.x, train.y, lam=1.0, steps=1, lr=1.0, w0=np.zeros(3))
+
+
+def test_non_finite_inputs_and_labels_are_refused(train):
+    x, y = train.x.copy(), train.y.copy()
+    x[3, 5] = np.nan
+    with pytest.raises(ValueError, match="x must be finite"):
+        fit_gd(x, y, lam=1.0, steps=1, lr=1.0)
+    x[3, 5] = np.inf
+    with pytest.raises(ValueError, match="x must be finite"):
+        fit_gd(x, y, lam=1.0, steps=1, lr=1.0)
+    y[:3] = [1, 5, -3]  # the issue's labels
+    with pytest.raises(ValueError, match="y must hold labels ±1 only, got 5"):
+        fit_gd(train.x, y, lam=1.0, steps=1, lr=1.0)
+    y = train.y.copy()
+    y[0] = np.nan
+    with pytest.raises(ValueError, match="y must hold labels ±1"):
+        fit_gd(train.x, y, lam=1.0, steps=1, lr=1.0)
+    w0 = np.zeros(train.n)
+    w0[0] = np.nan
+    with pytest.raises(ValueError, match="w0 must be finite"):
+        fit_gd(train.x, train.y, lam=1.0, steps=1, lr=1.0, w0=w0)
+    with pytest.raises(ValueError, match="b0 must be a finite number"):
+        fit_gd(train.x, train.y, lam=1.0, steps=1, lr=1.0, b0=math.inf)
+    with pytest.raises(ValueError, match="scale must be in"):
+        fit_gd(train.x, train.y, lam=1.0, steps=1, lr=1.0, scale=math.nan)
+
+
+@pytest.mark.parametrize("lr", [1e6, 3.0 * 400 / LAM])
+def test_divergence_is_its_own_status(train, lr):
+    """Far from the minimiser the logistic curvature vanishes and θ ← (1 − γλ/M)θ + O(γ): with
+    γλ/M = 3 (or 10⁶·λ/M) the factor has modulus > 1 and the iterates explode."""
+    assert train.m == 400
+    fit = fit_gd(train.x, train.y, lam=LAM, steps=500, lr=lr)
+    assert fit.status == "diverged" and not fit.converged
+    assert fit.iterations < 500  # stopped where it blew up, not at the budget
+    assert math.isnan(fit.train_loss) and math.isnan(fit.train_error)  # not the old 0.0
+    assert np.isfinite(fit.w).all() and math.isfinite(fit.b)  # the last finite iterate, kept
+
+
+def test_a_step_below_the_stability_bound_does_not_diverge(train):
+    """γ = 2 < 2/L (L ≤ (s²‖x‖₂²/4 + λ)/M + 1/4 for these data): no divergence at any budget."""
+    s2 = 1.0 / train.n
+    bound = (s2 * np.linalg.norm(train.x, 2) ** 2 / 4 + LAM) / train.m + 0.25
+    assert 2.0 < 2.0 / bound
+    assert fit_gd(train.x, train.y, lam=LAM, steps=50, lr=2.0).status == "max_iter"

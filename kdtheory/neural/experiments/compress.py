@@ -58,7 +58,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir, failed_cell, one_line_warnings
+from kdtheory.journal import (
+    POSITIVE,
+    PROBABILITY,
+    SIZE,
+    Journal,
+    check_output_dir,
+    check_values,
+    failed_cell,
+    one_line_warnings,
+)
 from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     default_cache_dir,
@@ -66,12 +75,19 @@ from kdtheory.neural.checkpoints import (
     save_png,
 )
 from kdtheory.neural.cli import (
+    MAX_EPOCHS,
+    MAX_SEEDS,
+    MAX_STEPS,
     Parser,
+    ResourceError,
     add_cache_dir,
     add_device,
     add_quiet,
     add_tempered,
     add_threads,
+    check_count,
+    check_fits,
+    check_model_memory,
 )
 from kdtheory.neural.data import (
     DataError,
@@ -106,6 +122,9 @@ __all__ = [
 
 LOSSES = tuple(f"{s}{t}" for s in SOFT_TARGETS for t in ("", "-t2"))
 STUDY_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+#: (input shape, classes) of each data set of the study, known before its files are read
+STUDY_SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+                "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}  # fmt: skip
 AXES = ("students", "temperatures", "epochs", "batch_sizes", "losses", "n_per_class")
 
 
@@ -426,16 +445,10 @@ def _check_record(index: tuple, values: dict, cells: Sequence[Cell]) -> None:
             raise ValueError("int8 must be an object")
         parts.append((values["int8"], _TIMES))
     for part, times in parts:
-        acc = part.get("test_acc")
-        if type(acc) not in (int, float) or not 0.0 <= acc <= 1.0:
-            raise ValueError(f"test_acc must be in [0, 1], got {acc!r}")
-        for k in times:
-            v = part.get(k)
-            if type(v) not in (int, float) or not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"{k} must be a number > 0, got {v!r}")
-        for k in ("size_bytes", *(("params",) if part is values else ())):
-            if type(part.get(k)) is not int or part[k] < 1:
-                raise ValueError(f"{k} must be an integer ≥ 1, got {part.get(k)!r}")
+        ranges = {"test_acc": PROBABILITY, **dict.fromkeys(times, POSITIVE), "size_bytes": SIZE}
+        if part is values:
+            ranges["params"] = SIZE
+        check_values(part, ranges, ok=True)  # a result: finite values in their ranges
 
 
 def _failure(cell: Cell, seed: int, exc: BaseException, where: str = "") -> dict:
@@ -789,7 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_list(str, "--students"),
         default=None,
         help="comma-separated students, e.g. mlp:300,mlp:1200x1200,"
-        "resnet4:1-1-1-1:s2,resnet4:3-4-6-3:bottleneck (default: the preset's)",
+        "resnet4:1-1-1-1:s2,resnet4:3-4-6-3:bottleneck (default: the preset's); each must train "
+        "in the memory available (parameters × 16 bytes)",
     )
     p.add_argument(
         "--temperatures",
@@ -801,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_list(int, "--epochs"),
         default=None,
-        help="comma-separated student epochs ≥ 1 (default: the preset's)",
+        help="comma-separated student epochs in [1, 10 000] (default: the preset's)",
     )
     p.add_argument(
         "--batch-sizes",
@@ -847,7 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-epochs",
         type=int,
         default=None,
-        help="teacher epochs ≥ 1 (default: the preset's)",
+        help="teacher epochs in [1, 10 000] (default: the preset's)",
     )
     p.add_argument(
         "--resnet-width",
@@ -861,7 +875,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="validation images taken from the training files (not digits)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0 … seeds − 1)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (0 … seeds − 1; ≤ 1000)")
     p.add_argument(
         "--timing-repeats",
         type=int,
@@ -905,6 +919,36 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
     return replace(preset, **changes)
 
 
+def check_resources(preset: Preset, seeds: int, timing_repeats: int) -> None:
+    """Before any work: counts within the caps of :mod:`kdtheory.neural.cli` (``--seeds`` ≤
+    ``MAX_SEEDS``, epochs ≤ ``MAX_EPOCHS``, ``--timing-repeats`` ≤ ``MAX_STEPS``, cells × seeds ≤
+    ``MAX_FITS``) and every model (teacher and students) small enough to train in the memory
+    available (:func:`~kdtheory.neural.cli.check_model_memory`); ``ValueError`` naming the flag."""
+    check_count("--seeds", seeds, MAX_SEEDS)
+    check_count("--timing-repeats", timing_repeats, MAX_STEPS)
+    check_count("--teacher-epochs", preset.teacher_fit.epochs, MAX_EPOCHS)
+    g = preset.grid
+    for e in g.epochs:
+        check_count("--epochs", e, MAX_EPOCHS)
+    sizes = [len(getattr(g, a)) for a in AXES]
+    configs = math.prod(sizes) if g.full else 1 + sum(sizes)  # an upper bound: no enumeration
+    check_fits(
+        configs * len(g.kd) * seeds, f"{configs} configurations × {len(g.kd)} × {seeds} seeds"
+    )
+    shape, k = STUDY_SHAPES[preset.dataset]
+    models = [("--resnet-width" if preset.teacher == "resnet4" else "--preset",
+               f"teacher {preset.teacher}", preset.teacher, preset.teacher_options)]  # fmt: skip
+    for s in g.students:
+        models.append(("--students", s, *parse_student(s, preset.resnet_width)))
+    for flag, label, name, opts in models:
+        try:
+            check_model_memory(flag, label, lambda n=name, o=opts: build_model(n, shape, k, **o))
+        except ResourceError:
+            raise
+        except Exception:  # a model that cannot be built here: its cells fail and say why
+            continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m kdtheory.neural.compress`` (returns the exit code)."""
     p = build_parser()
@@ -923,6 +967,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(exc))
     if args.val_size is not None and preset.dataset == "digits":
         p.error("--val-size applies to mnist, fashion-mnist and cifar10, not digits")
+    try:
+        check_resources(preset, args.seeds, args.timing_repeats)
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         resolve_device(args.device)
     except ValueError as exc:

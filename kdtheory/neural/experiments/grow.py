@@ -50,7 +50,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from kdtheory.journal import Journal, check_output_dir, one_line_warnings, write_atomic
+from kdtheory.journal import (
+    NONNEGATIVE,
+    PROBABILITY,
+    Journal,
+    check_output_dir,
+    check_values,
+    one_line_warnings,
+    write_atomic,
+)
 from kdtheory.neural.anti.growth import (
     FAMILIES,
     SCHEMES,
@@ -62,7 +70,17 @@ from kdtheory.neural.anti.growth import (
 )
 from kdtheory.neural.anti.phi import PhiObjective, fit_phi, perturb, perturbed_loss
 from kdtheory.neural.checkpoints import save_png
-from kdtheory.neural.cli import Parser, add_threads
+from kdtheory.neural.cli import (
+    MAX_EPOCHS,
+    MAX_SEEDS,
+    MAX_STEPS,
+    Parser,
+    ResourceError,
+    add_threads,
+    check_count,
+    check_fits,
+    check_model_memory,
+)
 from kdtheory.neural.data import DatasetNotFoundError, Split, load_dataset
 from kdtheory.neural.timing import set_threads
 from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
@@ -314,8 +332,12 @@ def _validator(s: Settings):
                 raise ValueError("a failure names its error")
             return
         need = {"status", "test_loss", "test_acc", "L3", "curve", "corruption", "probs", "train_s"}
-        if set(v) != need or not all(math.isfinite(v[k]) for k in ("test_acc", "test_loss")):
+        if set(v) != need or v["status"] != "ok":
             raise ValueError("not a cell record")
+        # a result: finite accuracies in [0, 1], cross-entropies and times ≥ 0
+        ranges = {"test_acc": PROBABILITY, "test_loss": NONNEGATIVE, "L3": NONNEGATIVE}
+        check_values(v, {**ranges, "train_s": NONNEGATIVE}, ok=True)
+        check_values(v["curve"], {"val_acc": PROBABILITY, "val_loss": NONNEGATIVE}, ok=True)
         if len(v["curve"]["val_acc"]) != s.epochs + 1:
             raise ValueError("learning curve of another length")
 
@@ -355,6 +377,7 @@ def run(task: GrowthTask, s: Settings, out: Path, *, log=print) -> RunResult:
                         if teacher is None:
                             teacher = _teacher(task, family, seed, s)
                         values = run_cell(task, family, scheme, seed, s, teacher)
+                        _validator(s)({"index": [fi, si, seed], "values": values})  # e.g. NaN
                     except Exception as exc:
                         values = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
                         log(f"{PROG}: cell {family}/{scheme}/seed {seed} failed: {values['error']}")
@@ -668,6 +691,10 @@ def _settings(a: argparse.Namespace) -> Settings:
             raise ValueError(
                 f"--{name.replace('_', '-')} must be an integer ≥ {low}, got {getattr(a, name)}"
             )
+    for name, low, cap in (("seeds", 2, MAX_SEEDS), ("epochs", 1, MAX_EPOCHS),
+                           ("teacher_epochs", 1, MAX_EPOCHS), ("phi_steps", 0, MAX_STEPS)):  # fmt: skip
+        check_count(f"--{name.replace('_', '-')}", getattr(a, name), cap, low=low)
+    check_fits(len(a.families) * len(a.schemes) * a.seeds, "--families × --schemes × --seeds")
     if a.student_width < a.teacher_width:
         raise ValueError(
             f"--student-width must be ≥ --teacher-width ({a.teacher_width}), got {a.student_width}"
@@ -695,6 +722,29 @@ def _settings(a: argparse.Namespace) -> Settings:
     )
 
 
+def check_memory(task: GrowthTask, s: Settings) -> None:
+    """Before any training: every family's teacher and student small enough to train in the
+    memory available (:func:`~kdtheory.neural.cli.check_model_memory`; ``ValueError`` naming
+    ``--teacher-width`` or ``--student-width``)."""
+    for family in s.families:
+        for flag, value, width, shape, k in (
+            ("--teacher-width", s.teacher_width, s.widths(family)[0], task.teacher_shape,
+             task.teacher_classes),
+            ("--student-width", s.student_width, s.widths(family)[1], task.student_shape,
+             task.student_classes),
+        ):  # fmt: skip
+
+            def build(f=family, w=width, sh=shape, c=k):
+                return build_family(f, sh, c, w, seed=0)
+
+            try:
+                check_model_memory(flag, f"{value} ({family})", build)
+            except ResourceError:
+                raise
+            except Exception:  # a model that cannot be built here: its cells fail and say why
+                continue
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2: bad input, nothing written)."""
     p = build_parser()
@@ -713,6 +763,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if s.preset == "cifar":
             print(f"{PROG}: skipped: {exc}")
             return 0
+        p.exit(2, f"{PROG}: error: {exc}\n")
+    try:
+        check_memory(task, s)
+    except ValueError as exc:
         p.exit(2, f"{PROG}: error: {exc}\n")
     t0 = time.perf_counter()
     try:

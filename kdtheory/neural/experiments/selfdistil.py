@@ -40,8 +40,11 @@ import numpy as np
 import torch
 
 from kdtheory.journal import (
+    NONNEGATIVE,
+    PROBABILITY,
     Journal,
     check_output_dir,
+    check_values,
     failed_cell,
     one_line_warnings,
     write_atomic,
@@ -52,7 +55,19 @@ from kdtheory.neural.checkpoints import (
     save_checkpoint,
     save_png,
 )
-from kdtheory.neural.cli import Parser, add_device, add_quiet, add_tempered, add_threads
+from kdtheory.neural.cli import (
+    MAX_EPOCHS,
+    MAX_FITS,
+    MAX_SEEDS,
+    Parser,
+    add_device,
+    add_quiet,
+    add_tempered,
+    add_threads,
+    check_count,
+    check_fits,
+    check_model_memory,
+)
 from kdtheory.neural.data import (
     DataError,
     DatasetNotFoundError,
@@ -146,7 +161,8 @@ def _theta_key(theta: float) -> int:
 
 def _check_record(record: dict) -> None:
     """Raise ``ValueError`` unless the record is a cell this command writes: index (round(θ·10⁶),
-    stage ≥ 1, seed ≥ 0) matching the values, then a failure (``error``) or fractions in [0, 1]."""
+    stage ≥ 1, seed ≥ 0) matching the values, then a failure (``error``) or finite fractions in
+    [0, 1] (``agree_prev`` NaN at stage 1) and a training time ≥ 0."""
     index, values = record["index"], record["values"]
     if len(index) != 3 or not 0 <= index[0] <= THETA_SCALE or index[1] < 1 or index[2] < 0:
         raise ValueError(f"index must be (θ·10⁶, stage ≥ 1, seed ≥ 0), got {index!r}")
@@ -155,12 +171,11 @@ def _check_record(record: dict) -> None:
         raise ValueError(f"values of {named!r} stored at {index!r}")
     if failed_cell(values):
         return
-    for k in FRACTIONS:
-        v = values.get(k)
-        if type(v) is not float or not (0.0 <= v <= 1.0 or (k == "agree_prev" and math.isnan(v))):
-            raise ValueError(f"{k} must be a number in [0, 1], got {v!r}")
-    if type(values.get("train_time_s")) is not float:
-        raise ValueError("train_time_s must be a number")
+    first = index[1] == 1  # stage 1 has no previous stage to agree with: agree_prev is NaN
+    if first and values.get("agree_prev") == values.get("agree_prev"):
+        raise ValueError("agree_prev must be NaN at stage 1")
+    ranges = {k: PROBABILITY for k in FRACTIONS if not (first and k == "agree_prev")}
+    check_values(values, {**ranges, "train_time_s": NONNEGATIVE}, ok=True)
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -469,14 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--thetas", type=_thetas, default=[0.0, 0.2, 0.4],
                    help="comma-separated label-noise fractions θ ∈ [0, 1]")  # fmt: skip
-    p.add_argument("--stages", type=int, default=3, help="stages per chain (≥ 1)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0 … seeds − 1 (≥ 1)")
+    p.add_argument("--stages", type=int, default=3, help="stages per chain (≥ 1; θs × stages × "
+                   "seeds ≤ 100 000 fits)")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 … seeds − 1 (1 … 1000)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="T > 0")
     add_tempered(p)
     p.add_argument("--chi", type=float, default=d.chi,
                    help="χ ∈ (0, 1], weight of the soft term in stages ≥ 2")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per stage (≥ 1)")
-    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units of the MLP (≥ 1)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per stage (1 … 10 000)")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units of the MLP (≥ 1; "
+                   "it must train in the memory available)")  # fmt: skip
     p.add_argument("--train-size", type=int, default=d.train_size,
                    help="training images kept (≥ 1; 0: all 60 000 − --val-size)")  # fmt: skip
     p.add_argument("--val-size", type=int, default=d.val_size,
@@ -519,6 +536,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, ok, why in checks:
         if not ok:
             p.error(f"{flag} {why}; got {getattr(args, flag[2:].replace('-', '_'))}")
+    try:  # resources, before any work: caps of kdtheory.neural.cli and the MLP's memory
+        check_count("--stages", args.stages, MAX_FITS)
+        check_count("--seeds", args.seeds, MAX_SEEDS)
+        check_count("--epochs", args.epochs, MAX_EPOCHS)
+        check_fits(len(args.thetas) * args.stages * args.seeds, "--thetas × --stages × --seeds")
+        check_model_memory("--hidden", str(args.hidden), lambda: build_model(
+            "mlp", (1, 28, 28), 10, hidden=args.hidden))  # Fashion-MNIST  # fmt: skip
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         resolve_device(args.device)
     except ValueError as exc:

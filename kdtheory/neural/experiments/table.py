@@ -39,7 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdtheory.journal import Journal, check_output_dir, failed_cell, one_line_warnings
+from kdtheory.journal import (
+    COUNT,
+    NONNEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    Journal,
+    check_output_dir,
+    check_values,
+    failed_cell,
+    one_line_warnings,
+)
 from kdtheory.neural.checkpoints import (
     atomic_write_bytes,
     default_cache_dir,
@@ -47,12 +57,17 @@ from kdtheory.neural.checkpoints import (
     save_png,
 )
 from kdtheory.neural.cli import (
+    MAX_FITS,
+    MAX_SEEDS,
+    MAX_STEPS,
     Parser,
     add_cache_dir,
     add_device,
     add_quiet,
     add_tempered,
     add_threads,
+    check_count,
+    check_fits,
 )
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
 from kdtheory.neural.device import resolve_device
@@ -192,8 +207,15 @@ def _thin(traj: dict, keep: int = 1000) -> dict:
 
 
 _FRACTIONS = ("test_acc", "val_acc", "lambda1", "teacher_test_acc")
-_NUMBERS = ("test_loss", "val_loss", "temperature", "wall_time_s")
 _COUNTS = ("train_steps", "hyper_steps", "trials")
+#: the range of every number of a result (:func:`kdtheory.journal.check_values`): accuracies and
+#: λ₁ in [0, 1], cross-entropies and times ≥ 0, T > 0, step counts ints ≥ 0
+_RANGES = {
+    **dict.fromkeys(_FRACTIONS, PROBABILITY),
+    **dict.fromkeys(("test_loss", "val_loss", "wall_time_s"), NONNEGATIVE),
+    "temperature": POSITIVE,
+    **dict.fromkeys(_COUNTS, COUNT),
+}
 
 
 def _check_record(index: tuple, values: dict) -> None:
@@ -201,8 +223,8 @@ def _check_record(index: tuple, values: dict) -> None:
 
     ``index`` = (i, run) with i the method's place in ``METHODS``; ``values`` names the same
     method and seed and is either a failed cell (``status`` "error" and its message) or a result
-    whose accuracies and λ₁ lie in [0, 1], whose losses, T and times are numbers and whose step
-    counts are integers ≥ 0.
+    whose accuracies and λ₁ lie in [0, 1], whose losses and times are finite numbers ≥ 0, T > 0
+    and whose step counts are integers ≥ 0 (:data:`_RANGES`).
     """
     if not (
         isinstance(index, tuple)
@@ -219,12 +241,7 @@ def _check_record(index: tuple, values: dict) -> None:
         raise ValueError(f"values of (method, run) {named!r} stored at {expected!r}")
     if failed_cell(values, default="ok"):
         return
-    for k in (*_FRACTIONS, *_NUMBERS, *_COUNTS):
-        v = values.get(k)
-        if type(v) not in (int, float) or (k in _COUNTS and (type(v) is not int or v < 0)):
-            raise ValueError(f"{k} must be {'an integer ≥ 0' if k in _COUNTS else 'a number'}")
-        if k in _FRACTIONS and not 0.0 <= v <= 1.0:
-            raise ValueError(f"{k} must be in [0, 1], got {v!r}")
+    check_values(values, _RANGES, ok=True)  # a result: finite values in their ranges
     if not isinstance(values.get("trajectory"), dict):
         raise ValueError("trajectory must be an object")
 
@@ -581,12 +598,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of %(default)s",
     )
     p.add_argument(
-        "--runs", type=int, default=5, help="runs per method and data set (default: %(default)s)"
+        "--runs",
+        type=int,
+        default=5,
+        help="runs per method and data set, 1 … 1000 (default: %(default)s)",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="override the SGD steps per training run"
+        "--steps",
+        type=int,
+        default=None,
+        help="override the SGD steps per training run (1 … 10 000 000)",
     )
-    p.add_argument("--trials", type=int, default=None, help="override Hyperopt's number of trials")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="override Hyperopt's number of trials (1 … 100 000)",
+    )
     p.add_argument(
         "--root",
         action="append",
@@ -619,6 +647,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("--threads", args.threads)):  # fmt: skip
         if v is not None and v < 1:
             p.error(f"{flag} must be an integer ≥ 1; got {v}")
+    try:  # resources, before any work: the caps of kdtheory.neural.cli
+        check_count("--runs", args.runs, MAX_SEEDS)
+        check_count("--steps", args.steps, MAX_STEPS)
+        check_count("--trials", args.trials, MAX_FITS)
+        trials = (args.trials or 10) if "hyperopt" in args.methods else 1  # recipes: ≤ 10 trials
+        check_fits(len(args.datasets) * args.runs * len(args.methods) * trials,
+                   "--datasets × --runs × --methods (× Hyperopt's --trials)")  # fmt: skip
+    except ValueError as exc:
+        p.error(str(exc))
     set_threads(args.threads)  # before any torch work
     roots = {}
     for spec in args.root:

@@ -47,7 +47,17 @@ from kdtheory.neural.checkpoints import (
     save_checkpoint,
     save_png,
 )
-from kdtheory.neural.cli import Parser, add_quiet, add_tempered, add_threads, fail
+from kdtheory.neural.cli import (
+    MAX_EPOCHS,
+    Parser,
+    ResourceError,
+    add_quiet,
+    add_tempered,
+    add_threads,
+    check_count,
+    check_model_memory,
+    fail,
+)
 from kdtheory.neural.data import (
     DATASETS,
     DataError,
@@ -118,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--student-hidden",
         type=int,
         default=100,
-        help="hidden units of an mlp / cnn-small student (≥ 1)",
+        help="hidden units of an mlp / cnn-small student (≥ 1; it must train in the memory "
+        "available)",
     )
     p.add_argument(
         "--chi", type=float, default=0.5, help="χ ∈ [0, 1], weight of the teacher term; λ₁ = 1 − χ"
@@ -143,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=5,
-        help="student epochs (passes over the student's training split, ≥ 1)",
+        help="student epochs (passes over the student's training split, 1 … 10 000)",
     )
-    p.add_argument("--teacher-epochs", type=int, default=5, help="teacher epochs (≥ 1)")
+    p.add_argument("--teacher-epochs", type=int, default=5, help="teacher epochs (1 … 10 000)")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -231,6 +242,11 @@ def _validate(args: argparse.Namespace) -> None:
     for flag, ok, why in checks:
         if not ok:
             _fail(f"{flag} {why}; got {getattr(args, flag[2:].replace('-', '_'))}")
+    try:
+        check_count("--epochs", args.epochs, MAX_EPOCHS)
+        check_count("--teacher-epochs", args.teacher_epochs, MAX_EPOCHS)
+    except ValueError as exc:
+        _fail(str(exc))
     if args.train_size is not None and args.dataset != "fashion-mnist":
         _fail("--train-size applies to --dataset fashion-mnist only")
     if args.val_size is not None and args.dataset not in (
@@ -349,8 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher_name = args.teacher or ("cnn" if data.is_image else "mlp-large")
     s_opts = _student_options(args.student, args.student_hidden)
     for flag, nm, opts in (("--teacher", teacher_name, {}), ("--student", args.student, s_opts)):
-        try:
-            build_model(nm, data.input_shape, data.num_classes, **opts)
+        size_flag = "--student-hidden" if opts else flag
+
+        def build(n=nm, o=opts):
+            return build_model(n, data.input_shape, data.num_classes, **o)
+
+        try:  # on the meta device: the options checked and the size weighed, nothing allocated
+            check_model_memory(size_flag, f"{args.student_hidden if opts else nm}", build)
+        except ResourceError as exc:
+            _fail(str(exc))
         except ValueError as exc:
             _fail(f"{flag} {nm}: {exc}")
     try:  # before any training; the cache first, so that a bad one leaves no empty --out behind
