@@ -96,7 +96,7 @@ def run(tmp_path_factory):
 
 
 def test_the_set_writes_every_file_and_converges(run):
-    out, files, ds = run
+    _, files, ds = run
     assert [p.name for p in files] == ["realdata.nc", "realdata_digits-4-8.png",
                                        "realdata_kd_gain.png"]  # fmt: skip
     for p in files[1:]:
