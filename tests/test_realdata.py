@@ -82,7 +82,7 @@ def test_test_error_is_reweighted_to_rho(task):
 
 DESIGN = figset.Design(
     tasks=("digits-4-8",), alphas=(0.5, 1.0), seeds=2, grid_alpha=1.0, chis=(0.0, 1.0),
-    temperatures=(2.0,),
+    temperatures=(2.0,), curve_alphas=(0.5, 0.7, 1.0),
 )  # fmt: skip
 
 
@@ -102,8 +102,15 @@ def test_the_set_writes_every_file_and_converges(run):
     for p in files[1:]:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cells = np.isfinite(ds["seconds"].values)
-    assert cells.sum() == len(DESIGN.cells)
+    n_curve = len(DESIGN.tasks) * len(DESIGN.variants) * len(DESIGN.curve_alphas)
+    assert cells.sum() + n_curve == len(DESIGN.cells)
     assert (ds["converged"].values[cells] == 1).all()
+    assert np.isfinite(ds["eg_curve"].values).all()
+    # the curve and the theory cells are the same deterministic solve where their α coincide
+    theory = ds.sel(kind="theory", seed=0, alpha=1.0)
+    curve = ds["eg_curve"].sel(alpha_curve=1.0)
+    for role in ("teacher", "student"):
+        np.testing.assert_array_equal(curve.sel(role=role).values, theory[f"eg_{role}"].values)
 
 
 def test_no_kd_in_the_grid_is_the_teacher_on_the_same_subset(run):

@@ -63,6 +63,8 @@ __all__ = [
 
 #: the three ways of computing an error
 KINDS = ("theory", "real", "gaussian")
+#: the kind index of the theory's curve cells (on the finer ``Design.curve_alphas``)
+CURVE = len(KINDS)
 #: name → (ρ, θ): the class fraction and the training labels' flip probability
 VARIANTS = {"balanced": (0.5, 0.0), "rho=0.3": (0.3, 0.0), "flip=0.2": (0.5, 0.2)}
 #: per-cell fields: errors of teacher and student (real test images for ``real``, exact otherwise),
@@ -91,14 +93,17 @@ class Design:
     ridge: float = 1e-6
     seed: int = 0
     variants: tuple[str, ...] = field(default=tuple(VARIANTS))
+    curve_alphas: tuple[float, ...] = tuple(float(f"{a:.3g}") for a in np.geomspace(0.4, 10, 15))
 
     def __post_init__(self):
         from kdtheory.problem import LogisticTeacher, Student
 
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"Design.tasks must be distinct task names, got {self.tasks}")
-        if not self.alphas or sorted(set(self.alphas)) != list(self.alphas) or self.alphas[0] <= 0:
-            raise ValueError(f"Design.alphas must be increasing values > 0, got {self.alphas}")
+        for name in ("alphas", "curve_alphas"):
+            a = getattr(self, name)
+            if not a or sorted(set(a)) != list(a) or a[0] <= 0:
+                raise ValueError(f"Design.{name} must be increasing values > 0, got {a}")
         if self.grid_alpha not in self.alphas:
             raise ValueError(f"Design.grid_alpha must be one of the alphas, got {self.grid_alpha}")
         if not (isinstance(self.seeds, int) and 1 <= self.seeds <= 100):
@@ -122,15 +127,26 @@ class Design:
 
     @property
     def cells(self) -> tuple[tuple[int, ...], ...]:
-        """The computed cells (i_task, i_variant, i_kind, i_seed, i_alpha); theory at seed 0 only,
-        and only at the α the task's training set allows at the variant's ρ."""
+        """The computed cells (i_task, i_variant, i_kind, i_seed, i_alpha), theory at seed 0 only,
+        and the theory's curves (i_task, i_variant, :data:`CURVE`, 0, i_curve_alpha) on the finer
+        :attr:`curve_alphas` (teacher and default student only)."""
         out = []
         for i, _ in enumerate(self.tasks):
             for j, _ in enumerate(self.variants):
                 for k, kind in enumerate(KINDS):
                     for s in range(1 if kind == "theory" else self.seeds):
                         out += [(i, j, k, s, a) for a in range(len(self.alphas))]
+                out += [(i, j, CURVE, 0, c) for c in range(len(self.curve_alphas))]
         return tuple(out)
+
+    def alpha_of(self, index: tuple[int, ...]) -> float:
+        """The α of a cell."""
+        grid = self.curve_alphas if index[2] == CURVE else self.alphas
+        return grid[index[4]]
+
+    def has_grid(self, index: tuple[int, ...]) -> bool:
+        """Whether a cell fits the (χ, T) grid's students too."""
+        return index[2] != CURVE and self.alphas[index[4]] == self.grid_alpha
 
 
 def design_of(args) -> Design:
@@ -222,14 +238,14 @@ def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
     from kdtheory.problem import LogisticTeacher, Problem, Student
 
     start = time.perf_counter()
-    i, j, k, _, a = index
+    i, j, k = index[:3]
     task = load_task(design.tasks[i], design.root, design.ridge)
     rho, flip = VARIANTS[design.variants[j]]
-    alpha = design.alphas[a]
-    kind = KINDS[k]
+    alpha = design.alpha_of(index)
+    kind = "theory" if k == CURVE else KINDS[k]
     teacher = LogisticTeacher(design.lam_t)
     students = [Student(design.lam, design.chi, design.temperature)]
-    if alpha == design.grid_alpha:
+    if design.has_grid(index):
         students += [Student(design.lam, c, t) for c, t in design.grid]
     data = task.mixture(alpha, rho, flip)
     scores, ok = [], True
@@ -245,7 +261,7 @@ def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
     else:
         rng = _rng(design, index)
         if alpha > task.max_alpha(rho) and kind == "real":
-            return _failed(design, alpha, f"α = {alpha:g} exceeds the training set's "
+            return _failed(design, index, f"α = {alpha:g} exceeds the training set's "
                                           f"{task.max_alpha(rho):.3g} at ρ = {rho:g}")  # fmt: skip
         train = (task.draw(alpha, rho, flip, rng) if kind == "real"
                  else simulations.sample(data, task.n, rng))  # fmt: skip
@@ -267,9 +283,9 @@ def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
     return values
 
 
-def _failed(design: Design, alpha: float, message: str) -> dict:
+def _failed(design: Design, index: tuple[int, ...], message: str) -> dict:
     values = dict.fromkeys(FIELDS, math.nan)
-    grid = [math.nan] * len(design.grid) if alpha == design.grid_alpha else []
+    grid = [math.nan] * len(design.grid) if design.has_grid(index) else []
     return {**values, "grid": grid, "converged": 0, "seconds": 0.0, "message": message[:500]}
 
 
@@ -308,7 +324,7 @@ def realdata_journal(path, design: Design, digests: dict[str, str], *, wait: boo
             raise ValueError("not the fields of the realdata set")
         if not all(_in_range(values[f], 0.0, 1.0) for f in FIELDS):
             raise ValueError("errors and standard errors must be in [0, 1] or NaN")
-        n_grid = len(design.grid) if design.alphas[index[4]] == design.grid_alpha else 0
+        n_grid = len(design.grid) if design.has_grid(index) else 0
         grid = values["grid"]
         if not (isinstance(grid, list) and len(grid) == n_grid
                 and all(_in_range(g, 0.0, 1.0) for g in grid)):  # fmt: skip
@@ -347,7 +363,7 @@ def compute(design: Design, journal=None, *, jobs: int = 1, progress: bool = Tru
     info = _task_info(design) if info is None else info
     done = dict(journal.done) if journal is not None else {}
     todo = [c for c in design.cells if c not in done]
-    todo.sort(key=lambda c: (-design.alphas[c[4]], c))  # the slow large-α fits first
+    todo.sort(key=lambda c: (c[2] == CURVE, -design.alpha_of(c), c))  # the slow fits first
     task = functools.partial(_task, design)
     bar = tqdm(total=len(design.cells), initial=len(design.cells) - len(todo), desc="realdata",
                unit="cell", disable=not progress, leave=False)  # fmt: skip
@@ -366,7 +382,14 @@ def compute(design: Design, journal=None, *, jobs: int = 1, progress: bool = Tru
     grid = np.full((*shape[:4], len(design.chis), len(design.temperatures)), np.nan)
     messages = np.full(shape, "", dtype=object)
     a_grid = design.alphas.index(design.grid_alpha)
+    curve = np.full((*shape[:2], len(design.curve_alphas), len(ROLES)), np.nan)
     for index, values in done.items():
+        if index[2] == CURVE:
+            ok = values["converged"] == 1
+            curve[index[0], index[1], index[4]] = [
+                values[f"eg_{r}"] if ok else np.nan for r in ROLES
+            ]
+            continue
         for f in arrays:
             arrays[f][index] = values[f]
         messages[index] = values.get("message", "")
@@ -379,6 +402,11 @@ def compute(design: Design, journal=None, *, jobs: int = 1, progress: bool = Tru
                 "chi": list(design.chis), "temperature": list(design.temperatures)},
     )  # fmt: skip
     ds["eg_grid"] = (gdims, grid)
+    ds["eg_curve"] = (("task", "variant", "alpha_curve", "role"), curve)
+    ds = ds.assign_coords(alpha_curve=list(design.curve_alphas), role=list(ROLES))
+    ds["eg_curve"].attrs["long_name"] = (
+        "the theory's ε_g of teacher and KD student on a finer α grid"
+    )
     ds["message"] = (dims, messages.astype(str))
     ds["rho"] = ("variant", [VARIANTS[v][0] for v in design.variants])
     ds["flip"] = ("variant", [VARIANTS[v][1] for v in design.variants])
@@ -400,8 +428,7 @@ def _task(design: Design, index):
     try:
         return index, compute_cell(design, index)
     except Exception as exc:  # one failed cell does not end the set
-        alpha = design.alphas[index[4]]
-        return index, _failed(design, alpha, f"{type(exc).__name__}: {exc}")
+        return index, _failed(design, index, f"{type(exc).__name__}: {exc}")
 
 
 def run_realdata(args, design: Design | None = None) -> list[Path]:
@@ -558,7 +585,12 @@ def plot_variant(ax, ds, task: str, variant: str) -> None:
         c = _COLOURS[role]
         name = "teacher" if role == "teacher" else "KD student"
         a = ds["alpha"].values
-        ax.plot(a, mean.sel(kind="theory"), "-", color=c, label=f"{name}: theory")
+        curve = ds["eg_curve"].sel(sel | {"role": role}) if "eg_curve" in ds else None
+        if curve is not None and np.isfinite(curve).any():
+            ax.plot(ds["alpha_curve"], curve, "-", color=c,
+                    label=f"{name}: theory")  # fmt: skip
+        else:
+            ax.plot(a, mean.sel(kind="theory"), "-", color=c, label=f"{name}: theory")
         ax.errorbar(a, mean.sel(kind="gaussian"), sem.sel(kind="gaussian"), fmt="s", mfc="none",
                     color=c, ms=5, capsize=2, label=f"{name}: Gaussian surrogate")  # fmt: skip
         ax.errorbar(a * 1.04, mean.sel(kind="real"), sem.sel(kind="real"), fmt="o", color=c,
