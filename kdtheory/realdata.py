@@ -78,6 +78,9 @@ class RealTask:
         σ_i (decreasing, zero modes lifted) and μ_i = v·e_i of the pooled within-class covariance.
     pixels : ndarray of int
         The kept pixels' indices in the flattened image.
+    class_covariances : ndarray, shape (2, N, N)
+        The covariances Σ₊, Σ₋ of each class on its own (in the same basis; Σ is their pooled
+        average): for the diagnostic :meth:`class_gaussian_error`, which the theory does not use.
     info : dict
         Provenance and sizes (classes, counts, the ridge, the rank of Σ before the lift).
     """
@@ -89,6 +92,7 @@ class RealTask:
     y_test: np.ndarray
     spectrum: Spectrum
     pixels: np.ndarray
+    class_covariances: np.ndarray
     info: dict
 
     @property
@@ -147,6 +151,18 @@ class RealTask:
         y_hat = np.where(rng.random(m) < data.flip, -y, y) if data.flip > 0.0 else y
         v = np.array(self.spectrum.mean_projections)
         return TrainingSet(x=np.ascontiguousarray(self.x_train[idx]), y=y, v=v, y_hat=y_hat)
+
+    def class_gaussian_error(self, w: np.ndarray, b: float, rho: float = 0.5) -> float:
+        r"""The exact error of sign(w·x/√N + b) on Gaussian data with the task's class means and
+        *class-wise* covariances, x | y ~ N(y v/√N, Σ_y): ε = ρ Φ(−(m + b)/s₊) + (1 − ρ)
+        Φ(−(m − b)/s₋), m = w·v/N, s_y² = wᵀΣ_y w/N.  Against :meth:`test_error` it tells a gap
+        due to Σ₊ ≠ Σ₋ from one due to non-Gaussian tails."""
+        from scipy.special import ndtr
+
+        rho = check_real("rho", rho, 0.0, 1.0, True, True)
+        m = float(w @ self.spectrum.mean_projections) / self.n
+        s_pos, s_neg = (math.sqrt(float(w @ c @ w) / self.n) for c in self.class_covariances)
+        return float(rho * ndtr(-(m + b) / s_pos) + (1.0 - rho) * ndtr(-(m - b) / s_neg))
 
     def test_error(self, w: np.ndarray, b: float, rho: float = 0.5) -> tuple[float, float]:
         r"""The error of sign(w·x/√N + b) on the real test images at class fraction ρ, and its
@@ -213,6 +229,7 @@ def estimate(
     xte -= mid
     centred = xtr - np.where(ytr[:, None] > 0, c_pos - mid, c_neg - mid)
     cov = centred.T @ centred / (len(ytr) - 2)
+    class_cov = [np.cov(centred[ytr == sign], rowvar=False) for sign in (1.0, -1.0)]
     v = math.sqrt(n) * 0.5 * (c_pos - c_neg)
     spectrum = Spectrum.from_covariance(cov, v, ridge=ridge)
     sigma, basis = np.linalg.eigh(0.5 * (cov + cov.T))
@@ -226,6 +243,7 @@ def estimate(
         y_test=yte,
         spectrum=spectrum,
         pixels=pixels,
+        class_covariances=np.stack([basis.T @ c @ basis for c in class_cov]),
         info={**(info or {}), "n": n, "train": [int((ytr > 0).sum()), int((ytr < 0).sum())],
               "test": [int((yte > 0).sum()), int((yte < 0).sum())], "ridge": ridge,
               "rank": rank, "delta": spectrum.mean_eigenvalue,

@@ -194,3 +194,26 @@ def test_bad_flags_exit_2(argv, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--out", str(tmp_path / "out")])
     assert exc.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_class_covariances_pool_to_sigma_and_reduce_to_the_model(task):
+    """(M₊ − 1)Σ₊ + (M₋ − 1)Σ₋ = (M − 2)Σ, and with Σ₊ = Σ₋ = Σ the class-wise Gaussian error
+    is the model's ε_g(m, q, b)."""
+    import dataclasses
+
+    from simulations.data import overlap
+
+    pos, neg = task.counts
+    pooled = ((pos - 1) * task.class_covariances[0] + (neg - 1) * task.class_covariances[1]) / (
+        pos + neg - 2
+    )
+    rank = task.info["rank"]
+    sigma = task.spectrum.eigenvalues
+    np.testing.assert_allclose(np.diag(pooled)[:rank], sigma[:rank], rtol=1e-9)
+    same = dataclasses.replace(task, class_covariances=np.stack([np.diag(sigma)] * 2))
+    w = np.random.default_rng(3).normal(size=task.n)
+    data = task.mixture(1.0, 0.3)
+    m, q = w @ task.spectrum.mean_projections / task.n, overlap(data, w, w)
+    assert same.class_gaussian_error(w, 0.2, 0.3) == pytest.approx(
+        float(data.error(m, q, 0.2)), rel=1e-12
+    )

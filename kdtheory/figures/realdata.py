@@ -68,8 +68,10 @@ CURVE = len(KINDS)
 #: name → (ρ, θ): the class fraction and the training labels' flip probability
 VARIANTS = {"balanced": (0.5, 0.0), "rho=0.3": (0.3, 0.0), "flip=0.2": (0.5, 0.2)}
 #: per-cell fields: errors of teacher and student (real test images for ``real``, exact otherwise),
-#: the Gaussian formula's error of the same weights, the test-set standard error (0 where exact)
-ROLE_FIELDS = ("eg", "eg_model", "test_se")
+#: the Gaussian formula's error of the same weights, the test-set standard error (0 where exact),
+#: and the exact error of the same weights on Gaussian data with class-wise covariances Σ₊, Σ₋
+#: (:meth:`kdtheory.realdata.RealTask.class_gaussian_error`; = ``eg_model`` where Σ₊ = Σ₋ = Σ)
+ROLE_FIELDS = ("eg", "eg_model", "test_se", "eg_classcov")
 ROLES = ("teacher", "student")
 FIELDS = tuple(f"{f}_{r}" for r in ROLES for f in ROLE_FIELDS)
 
@@ -217,17 +219,17 @@ def _rng(design: Design, index: tuple[int, ...]) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([design.seed, *index]))
 
 
-def _fit_scores(task, data, train, fit, rho: float, real: bool) -> tuple[float, float, float]:
-    """(ε, ε of the Gaussian formula, test-set s.e.) of a converged fit; NaNs otherwise."""
+def _fit_scores(task, data, train, fit, rho: float, real: bool) -> tuple[float, ...]:
+    """:data:`ROLE_FIELDS` of a converged fit; NaNs otherwise."""
     from simulations.data import overlap
 
     if not fit.converged:
-        return math.nan, math.nan, math.nan
+        return (math.nan,) * len(ROLE_FIELDS)
     model = float(data.error(fit.w @ train.v / train.n, overlap(data, fit.w, fit.w), fit.b))
     if not real:
-        return model, model, 0.0
+        return model, model, 0.0, model
     eg, se = task.test_error(fit.w, fit.b, rho)
-    return eg, model, se
+    return eg, model, se, task.class_gaussian_error(fit.w, fit.b, rho)
 
 
 def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
@@ -255,9 +257,9 @@ def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
             ok = ok and bool(sol.converged)
             if n == 0:
                 eg = float(sol.teacher.eg) if sol.converged else math.nan
-                scores.append((eg, eg, 0.0))
+                scores.append((eg, eg, 0.0, eg))
             eg = float(sol.student.eg) if sol.converged else math.nan
-            scores.append((eg, eg, 0.0))
+            scores.append((eg, eg, 0.0, eg))
     else:
         rng = _rng(design, index)
         if alpha > task.max_alpha(rho) and kind == "real":
@@ -270,7 +272,7 @@ def compute_cell(design: Design, index: tuple[int, ...]) -> dict:
         ok = tfit.converged
         for s in students:
             if not tfit.converged:
-                scores.append((math.nan,) * 3)
+                scores.append((math.nan,) * len(ROLE_FIELDS))
                 continue
             sfit = simulations.fit_student(s, train, tfit.h)
             ok = ok and sfit.converged
@@ -494,6 +496,7 @@ def findings(ds) -> dict:
     for role in ROLES:
         mean, sem = _stats(ds, f"eg_{role}")
         model, _ = _stats(ds, f"eg_model_{role}")
+        classcov, _ = _stats(ds, f"eg_classcov_{role}")
         theory = mean.sel(kind="theory")
         f[role] = {
             "real_minus_theory": mean.sel(kind="real") - theory,
@@ -501,6 +504,7 @@ def findings(ds) -> dict:
             "gauss_z": (mean.sel(kind="gaussian") - theory) / sem.sel(kind="gaussian"),
             "real_minus_gauss": mean.sel(kind="real") - mean.sel(kind="gaussian"),
             "real_model_minus_gauss": model.sel(kind="real") - mean.sel(kind="gaussian"),
+            "real_minus_classcov": mean.sel(kind="real") - classcov.sel(kind="real"),
             "real_se": sem.sel(kind="real"),
         }
     # the KD gain ε̃ − ε, paired on the same subsets (the no-KD student at λ = λ̃ is the teacher)
@@ -597,6 +601,9 @@ def plot_variant(ax, ds, task: str, variant: str) -> None:
                     ms=4, capsize=2, label=f"{name}: real images")  # fmt: skip
         ax.plot(a * 1.04, model.sel(kind="real"), "x", color=c, ms=4,
                 label=f"{name}: real-trained w, Gaussian test")  # fmt: skip
+        classcov, _ = _stats(ds.sel(sel), f"eg_classcov_{role}")
+        ax.plot(a * 1.04, classcov.sel(kind="real"), "+", color=c, ms=6,
+                label=f"{name}: real-trained w, Gaussian test with Σ₊, Σ₋")  # fmt: skip
     ax.set_xscale("log")
     plotting.log_ticks(ax, "x")
     ax.set_xlabel(plotting.label("alpha"))
@@ -634,8 +641,8 @@ def plot_task(ds, task: str, f: dict, path: Path) -> None:
         f"{ds.attrs['chi']:g}, T = {ds.attrs['temperature']:g}, trained on the teacher's outputs "
         f"on the same M = αN samples. Lines: replica theory with the data's spectrum; open "
         f"squares: Gaussian samples with the same means and covariance; dots: real training "
-        f"images, real test images (reweighted to ρ); crosses: the real-trained weights scored "
-        f"by the Gaussian model. {ds.sizes['seed']} subsets per α, bars ±1 s.e. (real: subsets "
+        f"images, real test images (reweighted to ρ); crosses (pluses): the real-trained weights "
+        f"scored by the Gaussian model (with class-wise covariances Σ₊, Σ₋). {ds.sizes['seed']} subsets per α, bars ±1 s.e. (real: subsets "
         f"and test set). " + "; ".join(nums) + ".",
         width=int(4.4 * len(variants) * 15),
     )
