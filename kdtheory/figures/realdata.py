@@ -605,7 +605,9 @@ def plot_variant(ax, ds, task: str, variant: str) -> None:
         ax.plot(a * 1.04, classcov.sel(kind="real"), "+", color=c, ms=6,
                 label=f"{name}: real-trained w, Gaussian test with Σ₊, Σ₋")  # fmt: skip
     ax.set_xscale("log")
+    ax.set_yscale("log")
     plotting.log_ticks(ax, "x")
+    plotting.log_ticks(ax, "y")
     ax.set_xlabel(plotting.label("alpha"))
     ax.set_ylabel(r"test error $\varepsilon_g$")
     rho, flip = float(ds["rho"].sel(variant=variant)), float(ds["flip"].sel(variant=variant))
@@ -617,11 +619,11 @@ def plot_task(ds, task: str, f: dict, path: Path) -> None:
     from kdtheory import plotting
 
     variants = list(ds["variant"].values)
-    fig, axes = plotting.plt.subplots(1, len(variants), figsize=(4.4 * len(variants), 4),
+    fig, axes = plotting.plt.subplots(1, len(variants), figsize=(4.4 * len(variants) + 2.6, 4),
                                       layout="constrained", squeeze=False)  # fmt: skip
     for ax, var in zip(axes[0], variants, strict=True):
         plot_variant(ax, ds, task, var)
-    axes[0][0].legend(fontsize=6.5)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     classes = json.loads(ds.attrs["classes"])[task]
     tsel = {"task": task}
     nums = []
@@ -644,7 +646,7 @@ def plot_task(ds, task: str, f: dict, path: Path) -> None:
         f"images, real test images (reweighted to ρ); crosses (pluses): the real-trained weights "
         f"scored by the Gaussian model (with class-wise covariances Σ₊, Σ₋). {ds.sizes['seed']} subsets per α, bars ±1 s.e. (real: subsets "
         f"and test set). " + "; ".join(nums) + ".",
-        width=int(4.4 * len(variants) * 15),
+        width=int((4.4 * len(variants) + 2.6) * 15),
     )
     plotting.save(fig, path)
 
@@ -691,8 +693,8 @@ def plot_gain(ds, f: dict, path: Path) -> None:
     plotting.caption(
         fig,
         f"The KD gain over the teacher (= the no-KD student at λ = λ̃) at α = "
-        f"{ds.attrs['grid_alpha']:g} for every (χ, T) with χ ∈ {list(ds['chi'].values)}, T ∈ "
-        f"{list(ds['temperature'].values)}, paired on the same subsets: measured (red: real "
+        f"{ds.attrs['grid_alpha']:g} for every (χ, T) with χ ∈ {_values(ds['chi'])}, T ∈ "
+        f"{_values(ds['temperature'])}, paired on the same subsets: measured (red: real "
         f"images; blue open: Gaussian surrogate) against the theory; dotted: equality. The sign of "
         f"the real gain agrees with the theory's at {agree} of {total} points. Best (χ, T): "
         + "; ".join(best)
@@ -700,6 +702,10 @@ def plot_gain(ds, f: dict, path: Path) -> None:
         width=int(4.2 * len(tasks) * 15),
     )
     plotting.save(fig, path)
+
+
+def _values(coord) -> str:
+    return "{" + ", ".join(f"{v:g}" for v in coord.values) + "}"
 
 
 def _fmt(ct: tuple[float, float]) -> str:
