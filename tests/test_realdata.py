@@ -183,6 +183,24 @@ def test_missing_fashion_mnist_exits_2_with_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"tasks": ("coat-bag",)}, "Design.tasks must name tasks among"),
+        ({"tasks": ("digits-3-3",)}, "Design.tasks"),
+        ({"alphas": (2.0, 1.0)}, "Design.alphas must be increasing"),
+        ({"grid_alpha": 3.0}, "Design.grid_alpha must be one of the alphas"),
+        ({"seeds": 0}, "Design.seeds must be an integer in 1…100"),
+        ({"lam": -1.0}, "Student.lam"),
+    ],
+)
+def test_design_refuses_bad_values(changes, match):
+    import dataclasses
+
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(DESIGN, **changes)
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["--figures", "realdata", "--simulate", "100"],

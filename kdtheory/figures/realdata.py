@@ -40,6 +40,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,10 @@ class Design:
 
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"Design.tasks must be distinct task names, got {self.tasks}")
+        for t in self.tasks:
+            if t not in _FASHION and not _DIGITS.fullmatch(t):
+                raise ValueError(f"Design.tasks must name tasks among {', '.join(sorted(_FASHION))} "
+                                 f"or digits-P-N (P ≠ N digits), got {t!r}")  # fmt: skip
         for name in ("alphas", "curve_alphas"):
             a = getattr(self, name)
             if not a or sorted(set(a)) != list(a) or a[0] <= 0:
@@ -187,6 +192,7 @@ def _fashion_names():
 
 
 _FASHION = _fashion_names()
+_DIGITS = re.compile(r"digits-(\d)-(?!\1)(\d)")
 
 
 @functools.lru_cache(maxsize=2)
