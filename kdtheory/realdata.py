@@ -44,10 +44,13 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "RIDGE",
     "TASKS",
+    "ClassMoments",
     "RealTask",
+    "class_moments",
     "digits_task",
     "estimate",
     "fashion_mnist_task",
+    "standardise",
 ]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
@@ -179,6 +182,91 @@ class RealTask:
         return out, math.sqrt(var)
 
 
+def standardise(
+    x_train: np.ndarray, x_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Steps 1–2 of the module: drop the pixels constant on the training set, then map every
+    kept pixel j to (p_j − mean_j)/std_j with the training set's mean and standard deviation.
+
+    Parameters
+    ----------
+    x_train, x_test : array_like, shape (M, …)
+        Images (flattened), raw pixel values, finite.
+
+    Returns
+    -------
+    x_train, x_test : ndarray, shape (M, N), float64
+        The standardised inputs (N = the kept pixels).
+    pixels : ndarray of int
+        The kept pixels' indices in the flattened image.
+    """
+    xtr = np.asarray(x_train, dtype=np.float64).reshape(len(x_train), -1)
+    xte = np.asarray(x_test, dtype=np.float64).reshape(len(x_test), -1)
+    if xtr.shape[1] != xte.shape[1]:
+        raise ValueError(f"x_test must have {xtr.shape[1]} pixels per image, got {xte.shape[1]}")
+    if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(xte))):
+        raise ValueError("x_train and x_test must be finite")
+    std = xtr.std(axis=0)
+    pixels = np.flatnonzero(std > 0.0)
+    if pixels.size < 10:
+        raise ValueError(f"x_train has {pixels.size} non-constant pixels; at least 10 are needed")
+    mean, std = xtr[:, pixels].mean(axis=0), std[pixels]
+    return (xtr[:, pixels] - mean) / std, (xte[:, pixels] - mean) / std, pixels
+
+
+@dataclass(frozen=True, eq=False)
+class ClassMoments:
+    r"""The first two moments of labelled data, per class and pooled.
+
+    Attributes
+    ----------
+    classes : ndarray, shape (K,)
+        The labels, in the order of the rows below.
+    counts : ndarray of int, shape (K,)
+        M_c, the number of samples of each class.
+    means : ndarray, shape (K, N)
+        The class means c_k = (1/M_k) Σ_{y_μ = k} x_μ.
+    covariances : ndarray, shape (K, N, N)
+        Each class's own covariance Σ_k = Σ_{y_μ = k} (x_μ − c_k)(x_μ − c_k)ᵀ/(M_k − 1).
+    pooled : ndarray, shape (N, N)
+        The pooled within-class covariance Σ = Σ_μ (x_μ − c_{y_μ})(x_μ − c_{y_μ})ᵀ/(M − K)
+        = Σ_k (M_k − 1) Σ_k/(M − K).
+    """
+
+    classes: np.ndarray
+    counts: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    pooled: np.ndarray
+
+
+def class_moments(x: np.ndarray, labels: np.ndarray, classes=None) -> ClassMoments:
+    r"""Class means, class covariances and the pooled within-class covariance of ``x`` (M × N)
+    with labels ``labels`` (M): the one estimator of these moments from real data (binary tasks
+    here; a K-class mixture takes the same means, e.g. ``MulticlassMixture.from_class_means``).
+
+    ``classes``: the labels to use, in order (default: the sorted distinct labels); each must
+    have at least 2 samples, and no other label may occur.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    if x.ndim != 2 or labels.shape != (x.shape[0],):
+        raise ValueError(f"x must be M×N and labels of length M, got {x.shape} and {labels.shape}")
+    classes = np.unique(labels) if classes is None else np.asarray(classes)
+    members = [labels == c for c in classes]
+    counts = np.array([int(m.sum()) for m in members])
+    if len(classes) < 2 or counts.min() < 2 or counts.sum() != len(labels):
+        raise ValueError(f"labels must hold ≥ 2 classes among {classes.tolist()} with ≥ 2 samples "
+                         f"each and no other label; got counts {counts.tolist()} of {len(labels)}")  # fmt: skip
+    means = np.stack([x[m].mean(axis=0) for m in members])
+    centred = x.copy()
+    for m, c in zip(members, means, strict=True):
+        centred[m] -= c
+    pooled = centred.T @ centred / (len(labels) - len(classes))
+    covariances = np.stack([np.cov(centred[m], rowvar=False) for m in members])
+    return ClassMoments(classes, counts, means, covariances, pooled)
+
+
 def estimate(
     name: str,
     x_train: np.ndarray,
@@ -207,29 +295,19 @@ def estimate(
     xtr = np.asarray(x_train, dtype=np.float64).reshape(len(x_train), -1)
     xte = np.asarray(x_test, dtype=np.float64).reshape(len(x_test), -1)
     ytr, yte = np.asarray(y_train, dtype=np.float64), np.asarray(y_test, dtype=np.float64)
-    if xtr.shape[1] != xte.shape[1]:
-        raise ValueError(f"x_test must have {xtr.shape[1]} pixels per image, got {xte.shape[1]}")
     for nm, y, x in (("y_train", ytr, xtr), ("y_test", yte, xte)):
         if y.shape != (x.shape[0],) or not np.all(np.abs(y) == 1.0):
             raise ValueError(f"{nm} must hold one label ±1 per image")
         if min((y > 0).sum(), (y < 0).sum()) < 2:
             raise ValueError(f"{nm} must hold at least 2 images of each class")
-    if not (np.all(np.isfinite(xtr)) and np.all(np.isfinite(xte))):
-        raise ValueError("x_train and x_test must be finite")
-    std = xtr.std(axis=0)
-    pixels = np.flatnonzero(std > 0.0)
-    if pixels.size < 10:
-        raise ValueError(f"x_train has {pixels.size} non-constant pixels; at least 10 are needed")
-    mean, std = xtr[:, pixels].mean(axis=0), std[pixels]
-    xtr, xte = (xtr[:, pixels] - mean) / std, (xte[:, pixels] - mean) / std
+    xtr, xte, pixels = standardise(xtr, xte)
     n = pixels.size
-    c_pos, c_neg = xtr[ytr > 0].mean(axis=0), xtr[ytr < 0].mean(axis=0)
+    moments = class_moments(xtr, ytr, classes=(1.0, -1.0))
+    c_pos, c_neg = moments.means
     mid = 0.5 * (c_pos + c_neg)
     xtr -= mid
     xte -= mid
-    centred = xtr - np.where(ytr[:, None] > 0, c_pos - mid, c_neg - mid)
-    cov = centred.T @ centred / (len(ytr) - 2)
-    class_cov = [np.cov(centred[ytr == sign], rowvar=False) for sign in (1.0, -1.0)]
+    cov, class_cov = moments.pooled, moments.covariances
     v = math.sqrt(n) * 0.5 * (c_pos - c_neg)
     spectrum = Spectrum.from_covariance(cov, v, ridge=ridge)
     sigma, basis = np.linalg.eigh(0.5 * (cov + cov.T))

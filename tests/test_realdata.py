@@ -235,3 +235,25 @@ def test_class_covariances_pool_to_sigma_and_reduce_to_the_model(task):
     assert same.class_gaussian_error(w, 0.2, 0.3) == pytest.approx(
         float(data.error(m, q, 0.2)), rel=1e-12
     )
+
+
+def test_class_moments_for_three_classes():
+    """Means and covariances per class against numpy, the pooled covariance as the weighted sum
+    Σ_k (M_k − 1)Σ_k/(M − K) (rounding only), and refusals."""
+    from kdtheory.realdata import class_moments
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(60, 7)) + np.repeat(np.eye(3, 7) * 3.0, 20, axis=0)
+    labels = np.repeat([2, 0, 1], 20)
+    mom = class_moments(x, labels)
+    assert mom.classes.tolist() == [0, 1, 2] and mom.counts.tolist() == [20, 20, 20]
+    for k in range(3):
+        rows = x[labels == k]
+        np.testing.assert_allclose(mom.means[k], rows.mean(axis=0), rtol=1e-14)
+        np.testing.assert_allclose(mom.covariances[k], np.cov(rows, rowvar=False), atol=1e-13)
+    pooled = sum(19 * mom.covariances[k] for k in range(3)) / (60 - 3)
+    np.testing.assert_allclose(mom.pooled, pooled, atol=1e-13)
+    with pytest.raises(ValueError, match="no other label"):
+        class_moments(x, labels, classes=(0, 1))
+    with pytest.raises(ValueError, match="≥ 2 samples"):
+        class_moments(x[:21], labels[:21])
