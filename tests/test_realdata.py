@@ -158,13 +158,15 @@ def test_the_journal_skips_bad_records(run, tmp_path):
         {**good, "values": {**good["values"], "eg_student": float("nan")}},  # NaN, converged
         {**good, "index": [0, 0, 0, 1, 0]},  # theory has one seed
         {**good, "values": {**good["values"], "grid": [0.1, 0.1, 0.1]}},  # grid of 2 (or 0)
+        {**good, "values": {**good["values"], "converged": 2}},
+        {**good, "values": {**good["values"], "test_se_teacher": float("inf")}},
     ]
     good_index = tuple(good["index"])
     # the bad records are placed before the good ones, so that the first valid record would win
     path.write_text("\n".join([lines[0], *(json.dumps(b) for b in bad), *lines[1:]]) + "\n")
     digests = {"digits-4-8": digits_task(4, 8).spectrum.digest}
     with (
-        pytest.warns(JournalWarning, match="skipped 4"),
+        pytest.warns(JournalWarning, match="skipped 6"),
         figset.realdata_journal(path, DESIGN, digests) as j,
     ):
         assert j.done[good_index] == good["values"]

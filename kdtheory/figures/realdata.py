@@ -307,22 +307,21 @@ def _describe(design: Design, digests: dict[str, str]) -> tuple[dict, str]:
     return describe, hashlib.sha256(json.dumps(describe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _in_range(x, lo: float, hi: float) -> bool:
-    return (
-        isinstance(x, int | float) and not isinstance(x, bool) and (math.isnan(x) or lo <= x <= hi)
-    )
-
-
 def realdata_journal(path, design: Design, digests: dict[str, str], *, wait: bool = False,
                      fix: str = "choose another --out"):  # fmt: skip
     """The locked journal of the set.  A record is valid if its index is a computed cell and its
-    values are the fields of :func:`compute_cell`: errors in [0, 1] or NaN, standard errors in
-    [0, 1] or NaN, a grid of the right length, ``converged`` 0/1 (1 only with finite errors)."""
-    from kdtheory.journal import Journal
+    values are the fields of :func:`compute_cell`, each in its range
+    (:func:`kdtheory.journal.check_values`): errors, standard errors and the grid's errors in
+    [0, 1] (NaN only where ``converged`` = 0), a grid of the right length, ``converged`` 0 or 1,
+    ``seconds`` ≥ 0."""
+    from kdtheory.journal import Journal, check_values, quantity_range
 
     describe, fingerprint = _describe(design, digests)
     cells = set(design.cells)
     keys = {*FIELDS, "grid", "converged", "seconds"}
+    error = quantity_range("eg")
+    ranges = {**dict.fromkeys((*FIELDS, "grid"), error),
+              "converged": quantity_range("converged")}  # fmt: skip
 
     def validate(record: dict) -> None:
         index, values = tuple(record["index"]), record["values"]
@@ -330,18 +329,12 @@ def realdata_journal(path, design: Design, digests: dict[str, str], *, wait: boo
             raise ValueError(f"index {list(index)} is not a cell of the set")
         if not keys <= set(values) <= {*keys, "message"}:
             raise ValueError("not the fields of the realdata set")
-        if not all(_in_range(values[f], 0.0, 1.0) for f in FIELDS):
-            raise ValueError("errors and standard errors must be in [0, 1] or NaN")
         n_grid = len(design.grid) if design.has_grid(index) else 0
-        grid = values["grid"]
-        if not (isinstance(grid, list) and len(grid) == n_grid
-                and all(_in_range(g, 0.0, 1.0) for g in grid)):  # fmt: skip
+        if not (isinstance(values["grid"], list) and len(values["grid"]) == n_grid):
             raise ValueError(f"grid must be a list of {n_grid} errors")
-        if values["converged"] not in (0, 1) or not _in_range(values["seconds"], 0.0, math.inf):
-            raise ValueError("converged must be 0 or 1 and seconds a number ≥ 0")
-        finite = all(math.isfinite(values[f]) for f in FIELDS) and all(map(math.isfinite, grid))
-        if values["converged"] == 1 and not finite:
-            raise ValueError("a converged cell has finite errors")
+        check_values(values, {"converged": ranges["converged"]}, ok=True)
+        check_values(values, ranges, ok=values["converged"] == 1)
+        check_values(values, {"seconds": quantity_range("seconds")}, ok=True)
         if not isinstance(values.get("message", ""), str):
             raise ValueError("message must be a string")
 
