@@ -14,7 +14,9 @@ student's error over λ at every point (repeat it to optimise several jointly). 
 (instead of the default headline): the optimal metaparameters (χ*, T*, λ*) over (α, λ̃) and (α, ρ)
 (``kdtheory.figures.optimal``; minutes); ``--figures selfdistil``: optimal multi-stage self-distillation
 under label noise, ε_t per stage against α and θ, soft against hard labels
-(``kdtheory.figures.selfdistil``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
+(``kdtheory.figures.selfdistil``; minutes); ``--figures realdata``: the theory with the data's own
+covariance against binary Fashion-MNIST tasks and a Gaussian surrogate (``kdtheory.figures.realdata``;
+needs the data set; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
 
 Everything is checked before any work: parameters, output folder and name, the grid size (at most
@@ -35,6 +37,9 @@ from pathlib import Path
 
 from kdtheory.figures.headline import headline_sweeps, run_headline
 from kdtheory.figures.optimal import optimal_sweeps, run_optimal
+from kdtheory.figures.realdata import check_data as realdata_check
+from kdtheory.figures.realdata import design_of as realdata_design
+from kdtheory.figures.realdata import run_realdata
 from kdtheory.figures.selfdistil import grids_of as selfdistil_grids
 from kdtheory.figures.selfdistil import run_selfdistil
 from kdtheory.journal import (
@@ -106,11 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", type=int, metavar="N", help="overlay finite-N simulations of dimension "
                    "N (1-D grids; integer ≥ 10)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=8, help="seeds per simulated point (default: 8)")
-    g.add_argument("--figures", choices=["headline", "optimal", "selfdistil"], default="headline",
+    g.add_argument("--figures", choices=["headline", "optimal", "selfdistil", "realdata"],
+                   default="headline",
                    help="without --x: the headline figures (default), the optimal-metaparameter "
                    "maps (kdtheory.figures.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes) or "
                    "optimal self-distillation under label noise (kdtheory.figures.selfdistil: optimal "
-                   "error per stage against α and θ, soft and hard labels; minutes)")  # fmt: skip
+                   "error per stage against α and θ, soft and hard labels; minutes) or the theory against "
+                   "real images (kdtheory.figures.realdata: three binary Fashion-MNIST tasks, "
+                   "theory, Gaussian surrogate and real data against α; needs Fashion-MNIST; "
+                   "minutes)")  # fmt: skip
     g.add_argument("--map-size", type=int, metavar="N",
                    help="points per axis of the --figures optimal maps (default 8; ≥ 2); for "
                    "--figures selfdistil the N values of each line nearest (α, θ) = (2, 0.2) "
@@ -118,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stages", type=int, metavar="K",
                    help="stages of the --figures selfdistil chains, teacher included (1–3; "
                    "default 3)")  # fmt: skip
+    g.add_argument("--data-root", type=Path, metavar="DIR",
+                   help="--figures realdata: the folder of the Fashion-MNIST IDX files (default "
+                   "/usr/share/datasets/fashion-mnist, Debian package dataset-fashion-mnist)")  # fmt: skip
     r = p.add_argument_group("run")
     r.add_argument("--jobs", type=int, default=2, help="local worker processes (default: 2)")
     r.add_argument("--scheduler", metavar="tcp://HOST:PORT",
@@ -340,12 +352,21 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("--map-size sets the grids of --figures optimal or selfdistil")
                 if args.stages is not None and args.figures != "selfdistil":
                     raise ValueError("--stages sets the chains of --figures selfdistil")
+                if args.data_root is not None and args.figures != "realdata":
+                    raise ValueError("--data-root sets the data of --figures realdata")
                 if args.figures == "selfdistil":
                     if args.simulate or args.scheduler or args.tol != parser.get_default("tol"):
                         raise ValueError("--simulate, --scheduler and --tol do not apply to "
                                          "--figures selfdistil (local workers, the chain solver's "
                                          "own tolerance; notebook 08 checks it by simulation)")  # fmt: skip
                     selfdistil_grids(args)
+                elif args.figures == "realdata":
+                    if (args.simulate or args.scheduler or args.map_size is not None
+                            or args.tol != parser.get_default("tol")):  # fmt: skip
+                        raise ValueError("--simulate, --scheduler, --map-size and --tol do not "
+                                         "apply to --figures realdata (it simulates by itself, on "
+                                         "local workers)")  # fmt: skip
+                    realdata_check(realdata_design(args))
                 elif args.figures == "optimal":
                     if args.simulate:
                         raise ValueError("--simulate is for the headline and custom grids; the "
@@ -362,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.figures != "headline"
                     or args.map_size is not None
                     or args.stages is not None
+                    or args.data_root is not None
                 ):
                     raise ValueError("--figures and --map-size name a set of the main job; they "
                                      "take no --x")  # fmt: skip
@@ -384,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             run, prefix = {
                 "optimal": (run_optimal, "optimal"),
                 "selfdistil": (run_selfdistil, "selfdistil"),
+                "realdata": (run_realdata, "realdata"),
                 "headline": (run_headline, "headline"),
             }[args.figures]
             try:

@@ -28,18 +28,25 @@ Missing files raise :class:`DatasetNotFoundError`; truncated or inconsistent fil
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import pickle
 import pickletools
-import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
+
+from kdtheory.datafiles import (
+    DEFAULT_FASHION_MNIST_ROOT,
+    DataError,
+    DatasetNotFoundError,
+    fashion_mnist_arrays,
+    read_bytes,
+    read_idx,
+)
 
 __all__ = [
     "DATASETS",
@@ -60,16 +67,7 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "synthetic", "fashion-mnist", "cifar10", "cifar10-reduced")
-DEFAULT_FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CIFAR_REDUCED_TRAIN = 12_800
-
-
-class DataError(ValueError):
-    """A data file exists but is truncated, corrupt or inconsistent with its companions."""
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The files of a data set are absent (the message says where they were looked for)."""
 
 
 @dataclass(frozen=True)
@@ -160,113 +158,6 @@ class DataSplits:
             test=self.test.to(device),
             teacher_train=tt,
         )
-
-
-# --------------------------------------------------------------------------------------- IDX ---
-
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-def _read_bytes(path: Path) -> bytes:
-    """All bytes of ``path``, transparently gunzipped when the name ends in ``.gz``."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise DatasetNotFoundError(f"{path}: file not found") from exc
-        raise DataError(f"{path}: cannot read ({exc}); the file is truncated or corrupt") from exc
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (the MNIST / Fashion-MNIST format), gzipped or not.
-
-    The format: two zero bytes, a type code (0x08 uint8 … 0x0E float64), the number of
-    dimensions d, then d big-endian uint32 sizes, then the data in C order.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file; a ``.gz`` suffix means gzip.
-
-    Returns
-    -------
-    numpy.ndarray
-        The array with the stored shape and dtype (native byte order).
-
-    Raises
-    ------
-    DataError
-        Bad magic, unknown type code, or a data length different from the product of the sizes
-        (a truncated or padded file).
-    DatasetNotFoundError
-        The file does not exist.
-    """
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    if raw[0] != 0 or raw[1] != 0:
-        raise DataError(
-            f"{path}: not an IDX file (magic starts {raw[:2]!r}, expected b'\\x00\\x00')"
-        )
-    code, ndim = raw[2], raw[3]
-    if code not in _IDX_DTYPES:
-        raise DataError(f"{path}: unknown IDX type code 0x{code:02x}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header (needs {header} bytes, has {len(raw)})")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = _IDX_DTYPES[code]
-    expected = math.prod(shape) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
-        raise DataError(
-            f"{path}: shape {shape} needs {expected} data bytes but the file has {found} "
-            "(truncated or corrupt)"
-        )
-    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
-
-
-def _find_file(root: Path, stem: str) -> Path:
-    """``root/stem.gz`` or ``root/stem``; raises :class:`DatasetNotFoundError` if neither."""
-    for cand in (root / f"{stem}.gz", root / stem):
-        if cand.is_file():
-            return cand
-    raise DatasetNotFoundError(f"{root}: missing {stem}[.gz]")
-
-
-def _read_idx_pair(root: Path, prefix: str, least: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of ``prefix`` (train / t10k); the images file must hold ≥ ``least``."""
-    image_file = _find_file(root, f"{prefix}-images-idx3-ubyte")
-    images = read_idx(image_file)
-    labels = read_idx(_find_file(root, f"{prefix}-labels-idx1-ubyte"))
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(
-            f"{root}: {prefix} images must be uint8 n×H×W, got {images.dtype} {images.shape}"
-        )
-    if images.shape[0] < least:
-        raise DataError(
-            f"{image_file}: holds {images.shape[0]} images; at least {least} are needed"
-            + (" (the validation split is taken from them)" if least > 1 else "")
-        )
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataError(
-            f"{root}: {prefix} has {images.shape[0]} images but labels of shape {labels.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{root}: {prefix} labels outside 0…9")
-    return images, labels.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------- CIFAR ---
@@ -462,7 +353,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         or missing / inconsistent fields.
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     try:
         batch = restricted_loads(raw)
     except ForbiddenGlobalError as exc:
@@ -612,15 +503,7 @@ def load_fashion_mnist(
         Keep only this many (random) training images for the student and teacher (None: all).
     """
     root = Path(root) if root is not None else DEFAULT_FASHION_MNIST_ROOT
-    if not root.is_dir():
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST not found: {root} is not a folder (apt-get install dataset-fashion-mnist, "
-            "or pass --data-root to a folder with the IDX files)"
-        )
-    xtr_all, ytr_all = _read_idx_pair(root, "train", least=2)
-    xte, yte = _read_idx_pair(root, "t10k", least=1)
-    if xtr_all.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{root}: train images {xtr_all.shape[1:]} vs test {xte.shape[1:]}")
+    xtr_all, ytr_all, xte, yte = fashion_mnist_arrays(root, least=2)
     n = len(ytr_all)
     val_size = _check_size("val_size", val_size, 1, n - 1)
     rng = np.random.default_rng(seed)
