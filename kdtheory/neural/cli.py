@@ -2,7 +2,8 @@
 
 One-line errors: a bad flag prints ``prog: error: ...`` on stderr and exits with code 2
 (:class:`Parser` for what argparse finds, :func:`fail` for the checks after it). The flags that
-several tools share (``--device``, ``--threads``, ``--cache-dir``, ``--quiet``) are added here once,
+several tools share (``--device``, ``--threads``, ``--cache-dir``, ``--quiet``,
+``--jobs`` and ``--scheduler``) are added here once,
 and the KD loss's ``--tempered``, with one help text each.
 
 Resources are checked before any work (one-line exit 2 naming the flag): counts against the caps
@@ -36,10 +37,12 @@ __all__ = [
     "add_quiet",
     "add_tempered",
     "add_threads",
+    "add_workers",
     "available_memory",
     "check_count",
     "check_fits",
     "check_model_memory",
+    "check_workers",
     "fail",
 ]
 
@@ -170,3 +173,33 @@ def check_model_memory(
             "GiB of memory available"
         )
     return n
+
+
+WORKERS_HELP = (
+    "Cells (independent training runs) run on --jobs local worker processes with one torch "
+    "thread each, or on the Dask cluster at --scheduler; the journal, the resume and "
+    "the results are those of a serial run. With CUDA, local worker slot k uses cuda:(k mod "
+    "GPUs): give --jobs the number of GPUs; a Dask worker uses its own devices (start one "
+    "worker per GPU, each with CUDA_VISIBLE_DEVICES set, e.g. dask-cuda's `dask cuda worker`)."
+)
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """``--jobs`` (default 1) and ``--scheduler``: where the cells of a grid run
+    (:func:`kdtheory.sweep.map_points`)."""
+    g = p.add_argument_group("workers", WORKERS_HELP)
+    g.add_argument("--jobs", type=int, default=1,
+                   help="local worker processes for the cells (≥ 1; default: %(default)s)")  # fmt: skip
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="run the cells on this Dask distributed scheduler instead "
+                   "(default: local)")  # fmt: skip
+
+
+def check_workers(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a bad ``--jobs`` or ``--scheduler`` with a one-line error (exit 2)."""
+    if args.jobs < 1:
+        p.error(f"--jobs must be an integer ≥ 1; got {args.jobs}")
+    if args.scheduler is not None and not args.scheduler.startswith(
+        ("tcp://", "tls://", "inproc://")
+    ):
+        p.error(f"--scheduler must look like tcp://host:port; got {args.scheduler!r}")
