@@ -30,6 +30,7 @@ __all__ = [
     "MAX_SEEDS",
     "MAX_STEPS",
     "TRAINING_COPIES",
+    "DefaultsHelpFormatter",
     "Parser",
     "ResourceError",
     "add_cache_dir",
@@ -64,8 +65,27 @@ class ResourceError(ValueError):
     """A command would exceed a cap or the memory available (raised before any work)."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` with each option's default, said once: "(default: X)" is added to a help text
+    that does not already name its default, unless the default is None or a flag's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
+    """argparse with one-line errors (exit code 2) and each default said once in ``--help``
+    (:class:`DefaultsHelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=DefaultsHelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -97,9 +117,12 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_quiet(p: argparse.ArgumentParser) -> None:
-    """``--quiet``: no progress bar."""
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def add_quiet(p: argparse.ArgumentParser, table: bool = False) -> None:
+    """``--quiet``: no progress bars (and, for a tool that prints its ``table.md``, not that
+    either); the closing line that names the written files is always printed."""
+    extra = ", no copy of table.md on the terminal" if table else ""
+    p.add_argument("--quiet", action="store_true",
+                   help=f"no progress bars{extra}; the closing result line is still printed")  # fmt: skip
 
 
 def add_tempered(p: argparse.ArgumentParser) -> None:

@@ -823,7 +823,6 @@ def build_parser() -> argparse.ArgumentParser:
         "trained with and without KD from one teacher; test accuracy, training time, inference "
         "speed-up teacher/student (batched and one at a time, CPU), parameters and size, per cell "
         "over seeds. Writes table.md, cells.csv, runs.csv, accuracy_vs_speedup.png to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--preset",
@@ -940,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output folder (default: results/neural/compress-<preset>)"
     )
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p  # fmt: skip
 
 

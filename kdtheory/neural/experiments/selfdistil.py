@@ -535,7 +535,6 @@ def build_parser() -> argparse.ArgumentParser:
         "of the training labels replaced by another class: stage 1 on the noisy labels, stage t "
         "on stage t − 1's soft outputs (KD loss, χ, T, --tempered). Writes selfdistil.nc, "
         "selfdistil.png and table.md to --out; resumable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--thetas", type=_thetas, default=[0.0, 0.2, 0.4],
                    help="comma-separated label-noise fractions θ ∈ [0, 1]")  # fmt: skip
@@ -565,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(p)
     add_workers(p)
     p.add_argument("--out", default="results/neural/selfdistil", help="output folder")
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p
 
 

@@ -657,7 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default="results/neural/table", help="output folder (default: %(default)s)"
     )
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p  # fmt: skip
 
 
