@@ -865,7 +865,8 @@ def _figure_bayes_teacher(ds, f: dict, path: Path) -> None:
             f"KD closes {100 * v['closed']:.0f}% of the gap",
             fontsize=10,
         )
-    axes[0].legend(fontsize=7)
+    # one legend above both panels: inside either it covered a curve
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=4, fontsize=8)
     full, sparse = f["bayes"][1.0], f["bayes"][0.5]
     plotting.caption(
         fig,

@@ -743,6 +743,9 @@ def _plot(path: Path, rows: list[dict], title: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator
+
+    from kdtheory.plotting import log_ticks
 
     shown = [r for r in rows if "acc_mean" in r]
     if not shown:
@@ -765,6 +768,12 @@ def _plot(path: Path, rows: list[dict], title: str) -> bool:
                 label=f"{label} frontier")  # fmt: skip
     ax.set(xscale="log", xlabel="inference speed-up, teacher / student (batched, CPU)",
            ylabel="test accuracy %", title=title)  # fmt: skip
+    log_ticks(ax, "x")  # plain numbers at each decade, or at 1-2-5 steps on a narrow range
+    lo, hi = ax.get_xlim()
+    for subs in ((1.0, 2.0, 5.0), tuple(range(1, 10))):  # at least three labels
+        if sum(lo <= t <= hi for t in ax.get_xticks()) >= 3:
+            break
+        ax.xaxis.set_major_locator(LogLocator(base=10.0, subs=subs, numticks=12))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -275,6 +275,7 @@ def plot_learning_curves(curves: dict[str, dict], path: str | Path, title: str =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for label, h in curves.items():
@@ -286,6 +287,7 @@ def plot_learning_curves(curves: dict[str, dict], path: str | Path, title: str =
     ax1.set(xlabel="epoch", ylabel="training loss (its own L_train)", title="training loss")
     ax2.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
