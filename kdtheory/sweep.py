@@ -862,6 +862,8 @@ def map_points(
     if jobs < 1:
         raise ValueError(f"jobs must be ≥ 1, got {jobs}")
     with_shared = shared is not _NOTHING
+    if not todo:  # e.g. a resumed grid that is complete: no workers, no cluster
+        return iter(())
     if scheduler is not None:
         return _map_dask(task, todo, scheduler, shared if with_shared else None, with_shared)
     if jobs == 1 or len(todo) <= 1:
