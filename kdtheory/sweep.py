@@ -884,6 +884,7 @@ def _map_local(task: Callable, todo: list, jobs: int, shared) -> Iterator:
 
     from joblib.externals.loky import ProcessPoolExecutor
 
+    jobs = min(jobs, len(todo))  # no idle workers to start
     ex = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
                              initargs=(os.getpid(), shared))  # fmt: skip
     items, free, pending = iter(todo), list(range(jobs)), {}
