@@ -1,5 +1,6 @@
 """The neural grids on the one runner (kdtheory.sweep.map_points): a compress grid on 2 local
-workers and on a local Dask cluster gives the serial table; the device of a worker slot."""
+workers (and, with -m slow, on a local Dask cluster) gives the serial table; the device of a
+worker slot."""
 
 import csv
 
@@ -28,21 +29,36 @@ def _argv(out, cache, *extra):
     ]  # fmt: skip
 
 
-def test_compress_grid_on_local_workers_and_dask_gives_the_serial_table(tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
-    cache = tmp_path / "cache"  # one teacher: trained by the serial run, loaded by the others
+def _serial(tmp_path):
+    """The grid in this process; its teacher, trained here, is cached for the other runs."""
+    cache = tmp_path / "cache"
     assert main(_argv(tmp_path / "serial", cache)) == 0
-    assert main(_argv(tmp_path / "jobs", cache, "--jobs", "2")) == 0
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:  # fmt: skip
-        assert main(_argv(tmp_path / "dask", cache, "--scheduler", cluster.scheduler_address)) == 0
+    return cache
+
+
+def _same_tables(tmp_path, other):
     for name in ("runs.csv", "cells.csv"):
         serial = _table(tmp_path / "serial", name)
         assert len(serial) == (8 if name == "runs.csv" else 4)  # 2 students × KD/no KD (× 2 seeds)
         assert {r.get("status", "ok") for r in serial} == {"ok"}
         # the same seeds, data and teacher: the same weights, hence identical accuracies
-        assert _table(tmp_path / "jobs", name) == serial
-        assert _table(tmp_path / "dask", name) == serial
+        assert _table(tmp_path / other, name) == serial
+
+
+def test_compress_grid_on_two_local_workers_gives_the_serial_table(tmp_path):
+    cache = _serial(tmp_path)
+    assert main(_argv(tmp_path / "jobs", cache, "--jobs", "2")) == 0
+    _same_tables(tmp_path, "jobs")
+
+
+@pytest.mark.slow  # a local Dask cluster of 2 processes, each importing torch: ~30 s on 2 cores
+def test_compress_grid_on_a_local_dask_cluster_gives_the_serial_table(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    cache = _serial(tmp_path)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:  # fmt: skip
+        assert main(_argv(tmp_path / "dask", cache, "--scheduler", cluster.scheduler_address)) == 0
+    _same_tables(tmp_path, "dask")
 
 
 def test_slot_device_spreads_cuda_slots_over_the_gpus_without_cuda():
