@@ -72,7 +72,9 @@ def broken_links(site: Path) -> list[str]:
             where = page.relative_to(site)
             if not target.is_file() or site not in target.parents:
                 broken.append(f"{where}: {url} (no such file)")
-            elif fragment and target.suffix == ".html" and fragment not in _parse(target, cache).ids:
+            elif (
+                fragment and target.suffix == ".html" and fragment not in _parse(target, cache).ids
+            ):
                 broken.append(f"{where}: {url} (no anchor #{fragment})")
     return broken
 
