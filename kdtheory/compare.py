@@ -173,7 +173,7 @@ def run(args, plan: dict[str, tuple[Sweep, Sweep]], journals: dict) -> list[Path
     if Axis.parse(args.x).log:
         ax.set_xscale("log")
     ax.set_xlabel(plotting.label(name))
-    ax.set_ylabel("student test error ε_g")
+    ax.set_ylabel(r"student test error $\varepsilon_g$")
     fixed = {**COMPARE_DEFAULTS, **parse_set(args.set)}
     fixed.pop(name, None)
     shown = [f"{k}={v:g}" for k, v in fixed.items() if k != "lam_t" and (k, v) != ("flip", 0.0)]

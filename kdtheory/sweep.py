@@ -810,14 +810,110 @@ SIM_FIELDS = (
 SIM_KEYS = (*[f"{q}_sim{s}" for q, _ in SIM_FIELDS for s in ("", "_sem")], "sim_failed")
 
 
-def map_points(task: Callable, todo: list, jobs: int) -> Iterator:
-    """``task(index)`` for every index of ``todo``, in completion order: in this process when
-    ``jobs`` is 1 (or there is one point), else on ``jobs`` joblib workers."""
-    if jobs == 1 or len(todo) <= 1:
-        return map(task, todo)
-    from joblib import Parallel, delayed
+_NOTHING = object()  # map_points: no ``shared`` object
+_WORKER: dict = {"shared": None, "slot": 0}  # this process's shared object and task slot
 
-    return Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(task)(i) for i in todo)
+
+def worker_slot() -> int:
+    """The slot of the task running in this process: on ``jobs`` local workers each running task
+    of :func:`map_points` holds its own slot in 0 … jobs − 1 (a device per slot, for example);
+    0 in the driver and on a Dask worker (which owns its devices: one worker per GPU)."""
+    return _WORKER["slot"]
+
+
+def _init_worker(driver: int, shared) -> None:
+    """Local worker initializer: exit with the driver, one thread, the shared object kept."""
+    _exit_with_driver(driver)
+    _single_thread()
+    _WORKER["shared"] = shared
+
+
+def _call(task: Callable, item, slot: int, with_shared: bool):
+    _WORKER["slot"] = slot
+    return task(_WORKER["shared"], item) if with_shared else task(item)
+
+
+@dataclass(frozen=True)
+class _Box:
+    """One object for ``client.scatter`` (which would scatter a dict or list item by item)."""
+
+    value: object
+
+
+def _call_dask(task: Callable, box: _Box | None, item):
+    _single_thread()
+    return task(item) if box is None else task(box.value, item)
+
+
+def map_points(
+    task: Callable, todo: list, jobs: int = 1, *, scheduler: str | None = None, shared=_NOTHING
+) -> Iterator:
+    """``task(item)`` for every item of ``todo``, in completion order — the one runner of every
+    grid of independent cells (figure sets' points, neural experiments' training runs).
+
+    In this process when ``jobs`` is 1 (or there is one item) and no ``scheduler``; on ``jobs``
+    local worker processes (loky; one thread each; they exit if the driver dies); or on the Dask
+    distributed cluster at ``scheduler`` (``tcp://host:port``).  With ``shared``, ``task(shared,
+    item)`` is called instead, and ``shared`` (a teacher, a data set) travels once per worker —
+    in the initializer of a local worker, by ``client.scatter(broadcast=True)`` to a Dask worker —
+    instead of once per item.  Local workers run at most ``jobs`` items at once, each under its
+    own :func:`worker_slot`.  ``task`` must catch its own errors: an exception ends the map.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    with_shared = shared is not _NOTHING
+    if not todo:  # e.g. a resumed grid that is complete: no workers, no cluster
+        return iter(())
+    if scheduler is not None:
+        return _map_dask(task, todo, scheduler, shared if with_shared else None, with_shared)
+    if jobs == 1 or len(todo) <= 1:
+        if with_shared:
+            return (task(shared, i) for i in todo)
+        return map(task, todo)
+    if not with_shared:
+        from joblib import Parallel, delayed
+
+        return Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(task)(i) for i in todo
+        )
+    return _map_local(task, todo, jobs, shared)
+
+
+def _map_local(task: Callable, todo: list, jobs: int, shared) -> Iterator:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    jobs = min(jobs, len(todo))  # no idle workers to start
+    ex = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker,
+                             initargs=(os.getpid(), shared))  # fmt: skip
+    items, free, pending = iter(todo), list(range(jobs)), {}
+    try:
+        while True:
+            for item in items if free else ():
+                slot = free.pop(0)
+                pending[ex.submit(_call, task, item, slot, True)] = slot
+                if not free:
+                    break
+            if not pending:
+                return
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                free.append(pending.pop(fut))
+                yield fut.result()
+    finally:
+        ex.shutdown(wait=True, kill_workers=bool(pending))
+
+
+def _map_dask(task: Callable, todo: list, scheduler: str, shared, with_shared: bool) -> Iterator:
+    from dask.distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        client.wait_for_workers(1, timeout=60)
+        box = client.scatter(_Box(shared), broadcast=True, hash=False) if with_shared else None
+        futures = [client.submit(_call_dask, task, box, item, pure=False) for item in todo]
+        for fut in as_completed(futures):
+            yield fut.result()
 
 
 def _sim_fingerprint(sweep: Sweep, n: int, seeds: int, seed: int) -> str:

@@ -18,7 +18,7 @@ import replica
 from kdtheory import plotting
 from kdtheory.figures.headline import ETAS, STORY, STUDENT_LAMS, Grids, run_headline
 
-COARSE = Grids(n_lam_t=11, n_lam=11, alpha_step=0.2, n_map=6, rhos=(0.3, 0.5), limit_etas=(1.0,))
+COARSE = Grids(n_lam_t=7, n_lam=11, alpha_step=0.4, n_map=5, rhos=(0.3, 0.5), limit_etas=(1.0,))
 STEMS = ("headline_1_inheritance", "headline_2_limit", "headline_3_bayes_teacher",
          "headline_4_double_descent", "headline_5_gain_map")  # fmt: skip
 

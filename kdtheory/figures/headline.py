@@ -622,8 +622,17 @@ def _inheritance_numbers(f: dict) -> dict:
     return {"kd": _range(kd), "mixed": _range(mixed), "factor": factor}
 
 
+#: the first summary line: what the symbols of the findings' lines mean
+SYMBOLS_LINE = (
+    "Symbols: ρ = P(y = +1) (the clusters' balance), α = M/N (samples per dimension), λ̃ the "
+    "teacher's ridge (λ̃* its best value, ε̃_g the teacher's test error there), λ the student's "
+    "ridge, χ the weight of the teacher's soft labels in the student's loss (χ = 0: no KD), η the "
+    "fraction of the N weights the student trains, ε_g the student's test error."
+)
+
+
 def summary_lines(f: dict) -> list[str]:
-    """One line per finding, with its numbers."""
+    """What the symbols mean (:data:`SYMBOLS_LINE`), then one line per finding, with its numbers."""
     inh = _inheritance_numbers(f)
     lams = sorted({k[1] for k in f["argmin"]})
     etas = sorted({k[0] for k in f["argmin"]}, reverse=True)
@@ -637,6 +646,7 @@ def summary_lines(f: dict) -> list[str]:
         for eta in sorted({k[1] for k in lim}, reverse=True)
     )
     return [
+        SYMBOLS_LINE,
         f"1. Inheritance: the logistic teacher is best at λ̃* = {f['lam_t_star']:.3g} "
         f"(ε̃_g = {f['eg_teacher_star']:.4f}); KD students (χ = 1, λ ∈ {{{', '.join(f'{x:g}' for x in lams)}}}, "
         f"η ∈ {{{', '.join(f'{x:g}' for x in etas)}}}) are best with a teacher at λ̃ = {inh['kd']}, within a "
@@ -855,7 +865,8 @@ def _figure_bayes_teacher(ds, f: dict, path: Path) -> None:
             f"KD closes {100 * v['closed']:.0f}% of the gap",
             fontsize=10,
         )
-    axes[0].legend(fontsize=7)
+    # one legend above both panels: inside either it covered a curve
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=4, fontsize=8)
     full, sparse = f["bayes"][1.0], f["bayes"][0.5]
     plotting.caption(
         fig,

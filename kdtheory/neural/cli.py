@@ -2,7 +2,8 @@
 
 One-line errors: a bad flag prints ``prog: error: ...`` on stderr and exits with code 2
 (:class:`Parser` for what argparse finds, :func:`fail` for the checks after it). The flags that
-several tools share (``--device``, ``--threads``, ``--cache-dir``, ``--quiet``) are added here once,
+several tools share (``--device``, ``--threads``, ``--cache-dir``, ``--quiet``,
+``--jobs`` and ``--scheduler``) are added here once,
 and the KD loss's ``--tempered``, with one help text each.
 
 Resources are checked before any work (one-line exit 2 naming the flag): counts against the caps
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_SEEDS",
     "MAX_STEPS",
     "TRAINING_COPIES",
+    "DefaultsHelpFormatter",
     "Parser",
     "ResourceError",
     "add_cache_dir",
@@ -36,10 +38,12 @@ __all__ = [
     "add_quiet",
     "add_tempered",
     "add_threads",
+    "add_workers",
     "available_memory",
     "check_count",
     "check_fits",
     "check_model_memory",
+    "check_workers",
     "fail",
 ]
 
@@ -61,8 +65,27 @@ class ResourceError(ValueError):
     """A command would exceed a cap or the memory available (raised before any work)."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` with each option's default, said once: "(default: X)" is added to a help text
+    that does not already name its default, unless the default is None or a flag's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2)."""
+    """argparse with one-line errors (exit code 2) and each default said once in ``--help``
+    (:class:`DefaultsHelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class=DefaultsHelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -94,9 +117,12 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_quiet(p: argparse.ArgumentParser) -> None:
-    """``--quiet``: no progress bar."""
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+def add_quiet(p: argparse.ArgumentParser, table: bool = False) -> None:
+    """``--quiet``: no progress bars (and, for a tool that prints its ``table.md``, not that
+    either); the closing line that names the written files is always printed."""
+    extra = ", no copy of table.md on the terminal" if table else ""
+    p.add_argument("--quiet", action="store_true",
+                   help=f"no progress bars{extra}; the closing result line is still printed")  # fmt: skip
 
 
 def add_tempered(p: argparse.ArgumentParser) -> None:
@@ -170,3 +196,33 @@ def check_model_memory(
             "GiB of memory available"
         )
     return n
+
+
+WORKERS_HELP = (
+    "Cells (independent training runs) run on --jobs local worker processes with one torch "
+    "thread each, or on the Dask cluster at --scheduler; the journal, the resume and "
+    "the results are those of a serial run. With CUDA, local worker slot k uses cuda:(k mod "
+    "GPUs): give --jobs the number of GPUs; a Dask worker uses its own devices (start one "
+    "worker per GPU, each with CUDA_VISIBLE_DEVICES set, e.g. dask-cuda's `dask cuda worker`)."
+)
+
+
+def add_workers(p: argparse.ArgumentParser) -> None:
+    """``--jobs`` (default 1) and ``--scheduler``: where the cells of a grid run
+    (:func:`kdtheory.sweep.map_points`)."""
+    g = p.add_argument_group("workers", WORKERS_HELP)
+    g.add_argument("--jobs", type=int, default=1,
+                   help="local worker processes for the cells (≥ 1; default: %(default)s)")  # fmt: skip
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="run the cells on this Dask distributed scheduler instead "
+                   "(default: local)")  # fmt: skip
+
+
+def check_workers(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a bad ``--jobs`` or ``--scheduler`` with a one-line error (exit 2)."""
+    if args.jobs < 1:
+        p.error(f"--jobs must be an integer ≥ 1; got {args.jobs}")
+    if args.scheduler is not None and not args.scheduler.startswith(
+        ("tcp://", "tls://", "inproc://")
+    ):
+        p.error(f"--scheduler must look like tcp://host:port; got {args.scheduler!r}")

@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "slot_device"]
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -32,6 +32,21 @@ def resolve_device(spec: str = "auto") -> torch.device:
             f"--device {spec}: CUDA is not available on this machine (use auto or cpu)"
         )
     return dev
+
+
+def slot_device(device: torch.device, slot: int, count: int | None = None) -> torch.device:
+    """The device of a grid's task in worker slot ``slot`` (:func:`kdtheory.sweep.worker_slot`).
+
+    An unindexed ``cuda`` becomes ``cuda:(slot mod count)``, ``count`` the visible CUDA devices
+    (``torch.cuda.device_count()`` when None): with ``--jobs`` equal to the number of GPUs every
+    running cell has a GPU of its own.  An indexed ``cuda:i`` and the CPU are kept as given.
+    """
+    if device.type != "cuda" or device.index is not None:
+        return device
+    count = torch.cuda.device_count() if count is None else count
+    if count < 1:
+        raise ValueError("no CUDA device is visible in this worker")
+    return torch.device("cuda", slot % count)
 
 
 def _autocast(device: torch.device, enabled: bool):

@@ -44,6 +44,7 @@ outputs, and computed again by the next run; the grid finishes either way.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import io
@@ -85,9 +86,11 @@ from kdtheory.neural.cli import (
     add_quiet,
     add_tempered,
     add_threads,
+    add_workers,
     check_count,
     check_fits,
     check_model_memory,
+    check_workers,
 )
 from kdtheory.neural.data import (
     DataError,
@@ -96,7 +99,7 @@ from kdtheory.neural.data import (
     load_dataset,
     load_fashion_mnist,
 )
-from kdtheory.neural.device import resolve_device
+from kdtheory.neural.device import resolve_device, slot_device
 from kdtheory.neural.losses import SOFT_TARGETS
 from kdtheory.neural.models import (
     MODELS,
@@ -107,6 +110,7 @@ from kdtheory.neural.models import (
 )
 from kdtheory.neural.timing import inference_times, set_threads
 from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
+from kdtheory.sweep import map_points, worker_slot
 
 __all__ = [
     "LOSSES",
@@ -478,8 +482,14 @@ def run_study(
     retrain_teacher: bool = False,
     timing_repeats: int = TIMING_ROUNDS,
     quiet: bool = False,
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
     """Run (or resume) the study ``preset`` over ``seeds`` seeds (0 … seeds − 1).
+
+    The cells (cell, seed) run one after another in this process, on ``jobs`` local workers or on
+    the Dask cluster at ``scheduler`` (:func:`kdtheory.sweep.map_points`; the teacher is trained or
+    loaded once, before them, and sent to every worker); the results are the same.
 
     Returns ``{"teacher": {...}, "cells": [Cell], "records": [values], "skipped": reason or None,
     "written": [file name]}``.
@@ -524,23 +534,26 @@ def run_study(
         except Exception as exc:  # fails the cells to compute, not the command
             journal.append([((i, s), _failure(cells[i], s, exc, "teacher: ")) for i, s in todo])
             teacher, todo = {}, []
-        subsets: dict[int | None, tuple[DataSplits, torch.Tensor]] = {}
+        subsets: dict[int | None, tuple[DataSplits, torch.Tensor] | Exception] = {}
+        for n in dict.fromkeys(cells[i].n_per_class for i, _ in todo):
+            try:
+                subsets[n] = _subset(data, n, teacher, dev)
+            except Exception as exc:  # fails the cells of this training set only
+                subsets[n] = exc
+        remote = jobs > 1 or scheduler is not None
+        shared = {
+            "cells": cells, "preset": preset, "subsets": subsets, "device": dev,
+            "teacher": teacher["model"] if todo else None, "quantize": quantize,
+            "repeats": timing_repeats, "threads": 1 if remote else None,
+        }  # fmt: skip
+        if remote and todo:  # workers get CPU copies and move them to their own device
+            shared = _to_cpu(shared)
         bar = tqdm(total=len(todo), disable=quiet, unit="fit", desc="compress")
-        for i, seed in todo:
+        for (i, seed), values in map_points(_cell_task, todo, jobs, scheduler=scheduler,
+                                            shared=shared):  # fmt: skip
+            journal.append([((i, seed), values)])
             cell = cells[i]
             bar.set_description(f"{cell.student} {'KD' if cell.kd else 'no KD'} seed {seed}")
-            try:
-                if cell.n_per_class not in subsets:
-                    subsets[cell.n_per_class] = _subset(data, cell.n_per_class, teacher, dev)
-                cell_data, f = subsets[cell.n_per_class]
-                values = train_cell(
-                    cell, seed, preset, cell_data, f, teacher["model"], device=dev,
-                    quantize=quantize, repeats=timing_repeats,
-                )  # fmt: skip
-                _check_record((i, seed), values, cells)  # e.g. a NaN accuracy
-            except Exception as exc:  # fails this cell and seed only
-                values = _failure(cell, seed, exc)
-            journal.append([((i, seed), values)])
             bar.update(1)
         bar.close()
         records = [journal.done[(i, s)] for i in range(len(cells)) for s in range(seeds)
@@ -549,6 +562,39 @@ def run_study(
     written = _write_outputs(out, preset, cells, records, info, skipped=None)
     return {"teacher": info, "cells": cells, "records": records, "skipped": None,
             "written": written}  # fmt: skip
+
+
+def _cell_task(shared: dict, item: tuple[int, int]) -> tuple[tuple[int, int], dict]:
+    """One cell and seed of the grid, on this process's device (:func:`kdtheory.sweep.map_points`
+    calls it in the driver or on a worker; ``shared`` holds the teacher and the training sets);
+    an exception fails this cell and seed only."""
+    i, seed = item
+    cell = shared["cells"][i]
+    try:
+        if shared["threads"] is not None:
+            set_threads(shared["threads"])
+        dev = slot_device(shared["device"], worker_slot())
+        subset = shared["subsets"][cell.n_per_class]
+        if isinstance(subset, Exception):
+            raise subset
+        cell_data, f = subset
+        teacher = shared["teacher"].to(dev)
+        values = train_cell(
+            cell, seed, shared["preset"], cell_data.to(dev), f.to(dev), teacher, device=dev,
+            quantize=shared["quantize"], repeats=shared["repeats"],
+        )  # fmt: skip
+        _check_record((i, seed), values, shared["cells"])  # e.g. a NaN accuracy
+    except Exception as exc:
+        values = _failure(cell, seed, exc)
+    return (i, seed), values
+
+
+def _to_cpu(shared: dict) -> dict:
+    """``shared`` with its tensors and the teacher on the CPU (what is sent to the workers)."""
+    subsets = {n: v if isinstance(v, Exception) else (v[0].to("cpu"), v[1].cpu())
+               for n, v in shared["subsets"].items()}  # fmt: skip
+    teacher = copy.deepcopy(shared["teacher"]).to("cpu")
+    return {**shared, "subsets": subsets, "teacher": teacher}
 
 
 def _teacher(preset, data, cache, dev, retrain, repeats, quiet) -> dict:
@@ -697,6 +743,9 @@ def _plot(path: Path, rows: list[dict], title: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator
+
+    from kdtheory.plotting import log_ticks
 
     shown = [r for r in rows if "acc_mean" in r]
     if not shown:
@@ -719,6 +768,12 @@ def _plot(path: Path, rows: list[dict], title: str) -> bool:
                 label=f"{label} frontier")  # fmt: skip
     ax.set(xscale="log", xlabel="inference speed-up, teacher / student (batched, CPU)",
            ylabel="test accuracy %", title=title)  # fmt: skip
+    log_ticks(ax, "x")  # plain numbers at each decade, or at 1-2-5 steps on a narrow range
+    lo, hi = ax.get_xlim()
+    for subs in ((1.0, 2.0, 5.0), tuple(range(1, 10))):  # at least three labels
+        if sum(lo <= t <= hi for t in ax.get_xticks()) >= 3:
+            break
+        ax.xaxis.set_major_locator(LogLocator(base=10.0, subs=subs, numticks=12))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -777,7 +832,6 @@ def build_parser() -> argparse.ArgumentParser:
         "trained with and without KD from one teacher; test accuracy, training time, inference "
         "speed-up teacher/student (batched and one at a time, CPU), parameters and size, per cell "
         "over seeds. Writes table.md, cells.csv, runs.csv, accuracy_vs_speedup.png to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--preset",
@@ -884,6 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device(p)
     add_threads(p)
+    add_workers(p)
     add_cache_dir(p)
     p.add_argument(
         "--retrain-teacher",
@@ -893,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output folder (default: results/neural/compress-<preset>)"
     )
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p  # fmt: skip
 
 
@@ -959,6 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          ("--timing-repeats", args.timing_repeats, 1)):  # fmt: skip
         if v is not None and v < low:
             p.error(f"{flag} must be an integer ≥ {low}; got {v}")
+    check_workers(p, args)
     if args.lambda1 is not None and not 0.0 <= args.lambda1 < 1.0:
         p.error(f"--lambda1 must be in [0, 1) (1 is no KD: use --kd no-kd); got {args.lambda1}")
     try:
@@ -983,7 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 preset, args.seeds, out=out, data_root=args.data_root, val_size=args.val_size,
                 quantize=args.quantize, device=args.device, cache_dir=args.cache_dir,
                 retrain_teacher=args.retrain_teacher, timing_repeats=args.timing_repeats,
-                quiet=args.quiet,
+                quiet=args.quiet, jobs=args.jobs, scheduler=args.scheduler,
             )  # fmt: skip
     except ValueError as exc:  # unwritable folders, another computation's journal, a bad cache
         p.error(str(exc))

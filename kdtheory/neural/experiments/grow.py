@@ -77,13 +77,16 @@ from kdtheory.neural.cli import (
     Parser,
     ResourceError,
     add_threads,
+    add_workers,
     check_count,
     check_fits,
     check_model_memory,
+    check_workers,
 )
 from kdtheory.neural.data import DatasetNotFoundError, Split, load_dataset
 from kdtheory.neural.timing import set_threads
 from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
+from kdtheory.sweep import map_points
 
 __all__ = ["ALL_SCHEMES", "GrowthTask", "Settings", "main", "make_task", "run", "run_cell"]
 
@@ -351,8 +354,52 @@ class RunResult:
     failed: list = field(default_factory=list)
 
 
-def run(task: GrowthTask, s: Settings, out: Path, *, log=print) -> RunResult:
-    """All cells of ``s`` on ``task`` with the journal ``out/journal.jsonl``; then the outputs."""
+def _teacher_task(shared: dict, item: tuple[int, int]):
+    """((family index, seed), the trained teacher or the exception that stopped it)."""
+    fi, seed = item
+    s: Settings = shared["settings"]
+    try:
+        if shared["remote"]:
+            set_threads(1)
+        return item, _teacher(shared["task"], s.families[fi], seed, s)
+    except Exception as exc:  # fails the cells of this teacher only
+        return item, exc
+
+
+def _cell_task(shared: dict, item: tuple[int, int, int]):
+    """((family, scheme, seed) indices, journal values, wall seconds) of one cell, grown from the
+    teacher of its family and seed in ``shared``; an exception fails this cell only."""
+    fi, si, seed = item
+    s: Settings = shared["settings"]
+    t0 = time.perf_counter()
+    try:
+        if shared["remote"]:
+            set_threads(1)
+        teacher = shared["teachers"][fi, seed]
+        if isinstance(teacher, Exception):
+            raise teacher
+        values = run_cell(shared["task"], s.families[fi], s.schemes[si], seed, s, teacher)
+        _validator(s)({"index": [fi, si, seed], "values": values})  # e.g. a NaN result
+    except Exception as exc:
+        values = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    return item, values, time.perf_counter() - t0
+
+
+def run(
+    task: GrowthTask,
+    s: Settings,
+    out: Path,
+    *,
+    log=print,
+    jobs: int = 1,
+    scheduler: str | None = None,
+) -> RunResult:
+    """All cells of ``s`` on ``task`` with the journal ``out/journal.jsonl``; then the outputs.
+
+    The teachers (one per family and seed with cells to compute), then the cells, run in this
+    process, on ``jobs`` local workers or on the Dask cluster at ``scheduler``
+    (:func:`kdtheory.sweep.map_points`); the results are the same.
+    """
     res = RunResult()
     journal = Journal(
         out / "journal.jsonl",
@@ -363,31 +410,29 @@ def run(task: GrowthTask, s: Settings, out: Path, *, log=print) -> RunResult:
         superseded=lambda v: v.get("status") == "error",
     )
     with journal:
-        for fi, family in enumerate(s.families):
-            for seed in range(s.seeds):
-                todo = [
-                    (si, sc)
-                    for si, sc in enumerate(s.schemes)
-                    if journal.done.get((fi, si, seed), {}).get("status") != "ok"
-                ]
-                teacher = None
-                for si, scheme in todo:
-                    t0 = time.perf_counter()
-                    try:
-                        if teacher is None:
-                            teacher = _teacher(task, family, seed, s)
-                        values = run_cell(task, family, scheme, seed, s, teacher)
-                        _validator(s)({"index": [fi, si, seed], "values": values})  # e.g. NaN
-                    except Exception as exc:
-                        values = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-                        log(f"{PROG}: cell {family}/{scheme}/seed {seed} failed: {values['error']}")
-                    journal.append([((fi, si, seed), values)])
-                    res.computed += 1
-                    if values["status"] == "ok":
-                        log(
-                            f"{family:5s} {scheme:12s} seed {seed}: acc {values['test_acc']:.4f} "
-                            f"({time.perf_counter() - t0:.1f} s)"
-                        )
+        todo = [
+            (fi, si, seed)
+            for fi in range(len(s.families))
+            for seed in range(s.seeds)
+            for si in range(len(s.schemes))
+            if journal.done.get((fi, si, seed), {}).get("status") != "ok"
+        ]
+        shared = {"task": task, "settings": s, "remote": jobs > 1 or scheduler is not None}
+        groups = list(dict.fromkeys((fi, seed) for fi, _, seed in todo))
+        shared["teachers"] = dict(
+            map_points(_teacher_task, groups, jobs, scheduler=scheduler, shared=shared)
+        )
+        for (fi, si, seed), values, wall in map_points(
+            _cell_task, todo, jobs, scheduler=scheduler, shared=shared
+        ):
+            family, scheme = s.families[fi], s.schemes[si]
+            if values["status"] != "ok":
+                log(f"{PROG}: cell {family}/{scheme}/seed {seed} failed: {values['error']}")
+            journal.append([((fi, si, seed), values)])
+            res.computed += 1
+            if values["status"] == "ok":
+                log(f"{family:5s} {scheme:12s} seed {seed}: acc {values['test_acc']:.4f} "
+                    f"({wall:.1f} s)")  # fmt: skip
         for (fi, si, seed), v in journal.done.items():
             key = (s.families[fi], s.schemes[si], seed)
             if v.get("status") == "ok":
@@ -647,34 +692,120 @@ def _list(choices: Sequence[str]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = Parser(
+        prog=PROG,
+        description="Anti-distillation (Petrushina, Grabovoy, Bakhteev & Strijov): a teacher "
+        "trained on a simpler set initialises a wider student by each growth scheme; the students "
+        "are trained on the full set and compared (learning curves, accuracy, robustness to "
+        "corrupted inputs). Writes table.md, table.csv, curves.csv, corruption.csv and figures "
+        "to --out; a rerun resumes from its journal.",
+    )
+    d = Settings()
     p.add_argument(
         "--preset",
         choices=PRESETS,
-        default="classes",
+        default=d.preset,
         help="classes: teacher on half the classes (result 3 and, with it, results 1 "
         "and 2); input: teacher on 2×2-pooled images; cifar: Fashion-MNIST → "
-        "CIFAR-10 (result 4)",
+        "CIFAR-10 (result 4) (default: %(default)s)",
     )
-    p.add_argument("--dataset", choices=("digits", "fashion-mnist"), default="digits")
-    p.add_argument("--data-root", default=None, help="CIFAR-10 folder (preset cifar)")
-    p.add_argument("--out", required=True, help="output folder (journal, tables, figures)")
-    p.add_argument("--families", type=_list(FAMILIES), default=FAMILIES)
-    p.add_argument("--schemes", type=_list(ALL_SCHEMES), default=ALL_SCHEMES)
-    d = Settings()
-    p.add_argument("--seeds", type=int, default=d.seeds)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--teacher-width", type=int, default=d.teacher_width)
-    p.add_argument("--student-width", type=int, default=d.student_width)
-    p.add_argument("--theta", type=float, default=d.theta, help="θ of U[0, θ]")
-    p.add_argument("--delta", type=float, default=d.delta, help="δ of L₃^δ (L∞ radius)")
-    p.add_argument("--phi-steps", type=int, default=d.phi_steps)
-    p.add_argument("--train-size", type=int, default=None, help="Fashion-MNIST training images")
+    p.add_argument(
+        "--dataset",
+        choices=("digits", "fashion-mnist"),
+        default=d.dataset,
+        help="data set of the classes and input presets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding cifar-10-batches-py (preset cifar; default: none)",
+    )
+    p.add_argument(
+        "--out",
+        default="results/neural/grow",
+        help="output folder: journal, tables, figures (default: %(default)s)",
+    )
+    p.add_argument(
+        "--families",
+        type=_list(FAMILIES),
+        default=d.families,
+        help=f"comma-separated architecture families of {', '.join(FAMILIES)} (default: all)",
+    )
+    p.add_argument(
+        "--schemes",
+        type=_list(ALL_SCHEMES),
+        default=d.schemes,
+        help=f"comma-separated initialisations of {', '.join(ALL_SCHEMES)} (default: all)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=d.seeds,
+        help="seeds per family and scheme (≥ 2: paired differences need two; default: %(default)s)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="student training epochs on D₂ (≥ 1; default: %(default)s)",
+    )
+    p.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=d.teacher_epochs,
+        help="teacher training epochs on D₁ (≥ 1; default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=d.lr,
+        help="SGD learning rate of teacher and student, no momentum (> 0; default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="minibatch size (≥ 1; default: %(default)s)",
+    )
+    p.add_argument(
+        "--teacher-width",
+        type=int,
+        default=d.teacher_width,
+        help="teacher hidden units (a CNN's base width is a quarter; ≥ 1; default: %(default)s)",
+    )
+    p.add_argument(
+        "--student-width",
+        type=int,
+        default=d.student_width,
+        help="student hidden units, ≥ --teacher-width (default: %(default)s)",
+    )
+    p.add_argument(
+        "--theta",
+        type=float,
+        default=d.theta,
+        help="θ of the uniform scheme's new weights U[0, θ] (> 0; default: %(default)s)",
+    )
+    p.add_argument(
+        "--delta",
+        type=float,
+        default=d.delta,
+        help="δ of L₃^δ, the L∞ radius of the input noise (> 0; default: %(default)s)",
+    )
+    p.add_argument(
+        "--phi-steps",
+        type=int,
+        default=d.phi_steps,
+        help="optimiser steps of the phi scheme's section-4 objective (≥ 0; default: %(default)s)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="Fashion-MNIST training images kept (default: all)",
+    )
     add_threads(p)
-    return p
+    add_workers(p)
+    return p  # fmt: skip
 
 
 def _settings(a: argparse.Namespace) -> Settings:
@@ -753,6 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = _settings(a)
         if a.threads < 1:
             raise ValueError(f"--threads must be an integer ≥ 1, got {a.threads}")
+        check_workers(p, a)
         out = check_output_dir(a.out)
     except ValueError as exc:
         p.exit(2, f"{PROG}: error: {exc}\n")
@@ -771,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         with one_line_warnings(PROG):
-            res = run(task, s, out)
+            res = run(task, s, out, jobs=a.jobs, scheduler=a.scheduler)
     except ValueError as exc:  # a locked or foreign journal
         p.exit(2, f"{PROG}: error: {exc}\n")
     print(

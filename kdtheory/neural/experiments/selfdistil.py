@@ -64,9 +64,11 @@ from kdtheory.neural.cli import (
     add_quiet,
     add_tempered,
     add_threads,
+    add_workers,
     check_count,
     check_fits,
     check_model_memory,
+    check_workers,
 )
 from kdtheory.neural.data import (
     DataError,
@@ -75,10 +77,11 @@ from kdtheory.neural.data import (
     Split,
     load_fashion_mnist,
 )
-from kdtheory.neural.device import resolve_device
+from kdtheory.neural.device import resolve_device, slot_device
 from kdtheory.neural.models import build_model
 from kdtheory.neural.timing import set_threads
 from kdtheory.neural.training import FitConfig, evaluate, fit, predict_logits
+from kdtheory.sweep import map_points, worker_slot
 
 __all__ = ["SelfDistilConfig", "main", "noisy_labels", "run_selfdistil"]
 
@@ -240,6 +243,35 @@ def _stage_logits(
     return predict_logits(model, data.train.x, device=device)
 
 
+def _stage_failure(theta: float, stage: int, seed: int, exc: BaseException) -> dict:
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+    return {"theta": theta, "stage": stage, "seed": seed, "status": "error", "error": reason}
+
+
+def _stage_task(shared: dict, item: tuple) -> tuple:
+    """Stage ``st`` of the chain (θ, seed) on this process's device (:func:`kdtheory.sweep.map_points`
+    calls it in the driver or on a worker); ``f`` the previous stage's logits (None at stage 1).
+    Returns ((θ, seed, st), values, the model's state dict, its logits on the training inputs);
+    an exception fails this cell only."""
+    th, s, st, f = item
+    try:
+        if shared["remote"]:
+            set_threads(1)
+        dev = slot_device(shared["device"], worker_slot())
+        data = shared["data"].to(dev)
+        y_noisy = noisy_labels(data.train.y, th, data.num_classes, s)
+        model, values, g = _train_stage(shared["cfg"], data, y_noisy,
+                                        None if f is None else f.to(dev), theta=th, stage=st,
+                                        seed=s, device=dev)  # fmt: skip
+        _check_record({"index": [_theta_key(th), st, s], "values": values})
+        state = model.state_dict()
+        if shared["remote"]:
+            state, g = {k: v.cpu() for k, v in state.items()}, g.cpu()
+    except Exception as exc:
+        return (th, s, st), _stage_failure(th, st, s, exc), None, None
+    return (th, s, st), values, state, g
+
+
 def run_selfdistil(
     cfg: SelfDistilConfig,
     thetas: Sequence[float],
@@ -250,8 +282,14 @@ def run_selfdistil(
     device: str = "auto",
     quiet: bool = False,
     command: str = "",
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
     """Run (or resume) the self-distillation chains of every (θ, seed), stages 1 … ``stages``.
+
+    Stage t of every chain runs in one wave, in this process, on ``jobs`` local workers or on
+    the Dask cluster at ``scheduler`` (:func:`kdtheory.sweep.map_points`), with the same results;
+    the driver saves each stage's checkpoint and keeps its logits for the next wave.
 
     Returns ``{"records": [values of the cells that succeeded], "failed": [values of failed
     cells], "written": [file name], "dataset": the xarray.Dataset written}``.
@@ -285,35 +323,52 @@ def run_selfdistil(
     def status(th, st, s):
         return journal.done.get((_theta_key(th), st, s), {}).get("status")
 
+    remote = jobs > 1 or scheduler is not None
+    shared = {"cfg": cfg, "data": data.to("cpu") if remote else data, "device": dev,
+              "remote": remote}  # fmt: skip
     with journal:
         todo = [c for c in cells if status(*c) != "ok"]
         bar = tqdm(total=len(todo), disable=quiet, unit="fit", desc="selfdistil")
+        # each chain's next stage; stage t of every chain runs in one wave, on the logits of its
+        # stage t − 1 (kept from the wave before, or from the checkpoint of a journalled stage)
+        following = {}
         for th in thetas:
             for s in range(seeds):
                 chain = [st for st in range(1, stages + 1) if status(th, st, s) != "ok"]
-                if not chain:
+                if chain:
+                    following[th, s] = chain[0]
+        logits: dict[tuple[float, int], torch.Tensor] = {}
+        for stage in range(1, stages + 1):
+            items = []
+            for (th, s), st in following.items():
+                if st != stage:
                     continue
-                y_noisy = noisy_labels(data.train.y, th, data.num_classes, s)
-                f = None
-                for st in range(chain[0], stages + 1):
-                    bar.set_description(f"θ={th:g} seed {s} stage {st}")
-                    try:
-                        if st > 1 and f is None:  # resume: the journalled previous stage
-                            f = _stage_logits(_checkpoint(out, th, st - 1, s), cfg, data, dev)
-                        model, values, f = _train_stage(cfg, data, y_noisy, f, theta=th, stage=st,
-                                                     seed=s, device=dev)  # fmt: skip
-                        _check_record({"index": [_theta_key(th), st, s], "values": values})
-                        meta = {"theta": th, "stage": st, "seed": s, **asdict(cfg)}
-                        save_checkpoint(_checkpoint(out, th, st, s), model.state_dict(), meta)
-                    except Exception as exc:  # fails this cell; the chain's later stages wait
-                        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-                        values = {"theta": th, "stage": st, "seed": s, "status": "error",
-                                  "error": reason}  # fmt: skip
+                try:
+                    f = logits.get((th, s))
+                    if st > 1 and f is None:  # resume: the journalled previous stage
+                        f = _stage_logits(_checkpoint(out, th, st - 1, s), cfg, data, dev)
+                    items.append((th, s, st, f.cpu() if remote and f is not None else f))
+                except Exception as exc:  # fails this cell; the chain's later stages wait
+                    values = _stage_failure(th, st, s, exc)
                     journal.append([((_theta_key(th), st, s), values)])
-                    bar.update(1)
-                    if values["status"] == "error":
-                        bar.update(stages - st)
-                        break
+                    bar.update(1 + stages - st)
+            for (th, s, st), values, state, g in map_points(
+                _stage_task, items, jobs, scheduler=scheduler, shared=shared
+            ):
+                bar.set_description(f"θ={th:g} seed {s} stage {st}")
+                if values["status"] == "ok":
+                    try:
+                        meta = {"theta": th, "stage": st, "seed": s, **asdict(cfg)}
+                        save_checkpoint(_checkpoint(out, th, st, s), state, meta)
+                    except Exception as exc:
+                        values = _stage_failure(th, st, s, exc)
+                journal.append([((_theta_key(th), st, s), values)])
+                bar.update(1)
+                if values["status"] == "ok":
+                    logits[th, s], following[th, s] = g.to(dev), st + 1
+                else:
+                    bar.update(stages - st)
+                    del following[th, s]
         bar.close()
         records = [journal.done[(_theta_key(th), st, s)] for th, st, s in cells
                    if (_theta_key(th), st, s) in journal.done]  # fmt: skip
@@ -480,7 +535,6 @@ def build_parser() -> argparse.ArgumentParser:
         "of the training labels replaced by another class: stage 1 on the noisy labels, stage t "
         "on stage t − 1's soft outputs (KD loss, χ, T, --tempered). Writes selfdistil.nc, "
         "selfdistil.png and table.md to --out; resumable.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--thetas", type=_thetas, default=[0.0, 0.2, 0.4],
                    help="comma-separated label-noise fractions θ ∈ [0, 1]")  # fmt: skip
@@ -508,8 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default /usr/share/datasets/fashion-mnist)")  # fmt: skip
     add_device(p)
     add_threads(p)
+    add_workers(p)
     p.add_argument("--out", default="results/neural/selfdistil", help="output folder")
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p
 
 
@@ -549,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_device(args.device)
     except ValueError as exc:
         p.error(f"--device: {exc}")
+    check_workers(p, args)
     set_threads(args.threads)  # before any torch work
     cfg = SelfDistilConfig(
         data_root=args.data_root, train_size=args.train_size or None, val_size=args.val_size,
@@ -560,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with one_line_warnings(p.prog):  # a journal's skipped lines: one counted warning
             res = run_selfdistil(cfg, args.thetas, args.stages, args.seeds, out=args.out,
-                                 device=args.device, quiet=args.quiet, command=command)  # fmt: skip
+                                 device=args.device, quiet=args.quiet, command=command,
+                                 jobs=args.jobs, scheduler=args.scheduler)  # fmt: skip
     except DatasetNotFoundError as exc:
         p.error(f"Fashion-MNIST files absent: {exc}")
     except (DataError, ValueError) as exc:  # unreadable files, --out, another run's journal

@@ -66,15 +66,18 @@ from kdtheory.neural.cli import (
     add_quiet,
     add_tempered,
     add_threads,
+    add_workers,
     check_count,
     check_fits,
+    check_workers,
 )
 from kdtheory.neural.data import DataError, DatasetNotFoundError, DataSplits, load_dataset
-from kdtheory.neural.device import resolve_device
+from kdtheory.neural.device import resolve_device, slot_device
 from kdtheory.neural.lambda_path.methods import LABELS, METHODS, Budget, KDExperiment
 from kdtheory.neural.models import build_model
 from kdtheory.neural.timing import set_threads
 from kdtheory.neural.training import FitConfig, evaluate, predict_logits
+from kdtheory.sweep import map_points, worker_slot
 
 __all__ = ["RECIPES", "Recipe", "main", "run_table"]
 
@@ -282,8 +285,14 @@ def run_table(
     device: str = "auto",
     quiet: bool = False,
     tempered: str = "both",
+    jobs: int = 1,
+    scheduler: str | None = None,
 ) -> dict:
     """Run (or resume) the table.
+
+    Each data set's teachers are trained or loaded first, once per data seed; then its cells
+    (method, run) run in this process, on ``jobs`` local workers or on the Dask cluster at
+    ``scheduler`` (:func:`kdtheory.sweep.map_points`), with the same results.
 
     ``cache_dir`` None: the per-user folder :func:`~kdtheory.neural.checkpoints.default_cache_dir`.
     ``retrain_teacher``: train the teachers again over their cached checkpoints. ``tempered``:
@@ -321,73 +330,85 @@ def run_table(
         with _open_journal(
             out / f"journal-{name}.jsonl", _fingerprint(recipe, dev), {"recipe": recipe.describe()}
         ) as journal:
-            fixed = (
-                None  # (data, teacher logits, teacher accuracy) when they are the same every run
-            )
+            fixed = None  # (data, teacher logits, teacher accuracy) when the same every run
+            prepared: dict[int, tuple[DataSplits, torch.Tensor, float]] = {}
+            todo: list[tuple[str, int]] = []
             for run in range(runs):
-                todo = [m for m in methods if _status(journal, m, run) != "ok"]
-                retried = [m for m in todo if _status(journal, m, run) == "error"]
+                run_todo = [m for m in methods if _status(journal, m, run) != "ok"]
+                retried = [m for m in run_todo if _status(journal, m, run) == "error"]
                 if retried:
                     print(f"{name} run {run}: computing the failed {', '.join(retried)} again",
                           file=sys.stderr)  # fmt: skip
-                bar.update(len(methods) - len(todo))
-                if todo:
-                    data_seed = run if recipe.per_run_data else 0
-                    if fixed is not None:
-                        data, f, t_acc = fixed
-                    else:
-                        try:
-                            data = _load(recipe, data_seed, roots)
-                        except (DatasetNotFoundError, DataError) as exc:
-                            flag = "cifar10" if name.startswith("cifar10") else name
-                            skipped[name] = (
-                                f"{type(exc).__name__}: {exc} [table: --root {flag}=PATH]"
-                            )
-                            bar.update(len(todo) + (runs - run - 1) * len(methods))
-                            break
-                        bar.set_description(f"{name} teacher")
-                        try:
-                            f, t_acc = _teacher_logits(
-                                recipe, data, data_seed, cache, dev, retrain_teacher, quiet
-                            )
-                        except (
-                            DataError
-                        ):  # an unusable cached teacher: the fix is --retrain-teacher
-                            raise
-                        except Exception as exc:  # fails this run's cells, not the table
-                            failures = [_failure(m, run, exc, "teacher: ") for m in todo]
-                            journal.append(
-                                [((METHODS.index(r["method"]), run), r) for r in failures]
-                            )
-                            bar.update(len(todo))
-                            continue
-                        if not recipe.per_run_data:
-                            fixed = data, f, t_acc
-                    student = recipe.student
-                    shape, k, opts = data.input_shape, data.num_classes, recipe.student_options
-
-                    def make_student(seed, student=student, shape=shape, k=k, opts=opts):
-                        return build_model(student, shape, k, seed=seed, **opts)
-
-                    exp = KDExperiment(
-                        make_student, f, data, recipe.budget, device=dev, quiet=quiet
-                    )
-                    for m in todo:
-                        bar.set_description(f"{name} {m} run {run}")
-                        try:
-                            values = exp.run(m, seed=run).as_dict()
-                            values["trajectory"] = _thin(values["trajectory"])
-                            values["teacher_test_acc"] = t_acc
-                            _check_record((METHODS.index(m), run), values)  # e.g. NaN accuracy
-                        except Exception as exc:  # fails this cell only
-                            values = _failure(m, run, exc)
-                        journal.append([((METHODS.index(m), run), values)])
-                        bar.update(1)
+                bar.update(len(methods) - len(run_todo))
+                if not run_todo:
+                    continue
+                data_seed = run if recipe.per_run_data else 0
+                if fixed is None:
+                    try:
+                        data = _load(recipe, data_seed, roots)
+                    except (DatasetNotFoundError, DataError) as exc:
+                        flag = "cifar10" if name.startswith("cifar10") else name
+                        skipped[name] = f"{type(exc).__name__}: {exc} [table: --root {flag}=PATH]"
+                        bar.update(len(run_todo) + (runs - run - 1) * len(methods))
+                        break
+                    bar.set_description(f"{name} teacher")
+                    try:
+                        f, t_acc = _teacher_logits(
+                            recipe, data, data_seed, cache, dev, retrain_teacher, quiet
+                        )
+                    except DataError:  # an unusable cached teacher: the fix is --retrain-teacher
+                        raise
+                    except Exception as exc:  # fails this run's cells, not the table
+                        failures = [_failure(m, run, exc, "teacher: ") for m in run_todo]
+                        journal.append([((METHODS.index(r["method"]), run), r) for r in failures])
+                        bar.update(len(run_todo))
+                        continue
+                    if not recipe.per_run_data:
+                        fixed = data, f, t_acc
+                prepared[run] = fixed if fixed is not None else (data, f, t_acc)
+                todo += [(m, run) for m in run_todo]
+            remote = jobs > 1 or scheduler is not None
+            shared = {"recipe": recipe, "runs": prepared, "device": dev,
+                      "quiet": quiet or remote, "threads": 1 if remote else None}  # fmt: skip
+            if remote and todo:  # CPU copies (a fixed data set is sent once: pickle memoises it)
+                cpu = {id(v): (v[0].to("cpu"), v[1].cpu(), v[2]) for v in prepared.values()}
+                shared["runs"] = {r: cpu[id(v)] for r, v in prepared.items()}
+            for (m, run), values in map_points(_cell_task, todo, jobs, scheduler=scheduler,
+                                               shared=shared):  # fmt: skip
+                journal.append([((METHODS.index(m), run), values)])
+                bar.set_description(f"{name} {m} run {run}")
+                bar.update(1)
             cells = [(METHODS.index(m), run) for run in range(runs) for m in methods]
             results[name] = [journal.done[c] for c in cells if c in journal.done]
     bar.close()
     written = _write_outputs(out, datasets, methods, results, skipped, tempered)
     return {"results": results, "skipped": skipped, "failed": _failed(results), "written": written}
+
+
+def _cell_task(shared: dict, item: tuple[str, int]) -> tuple[tuple[str, int], dict]:
+    """One (method, run) cell on this process's device (:func:`kdtheory.sweep.map_points` calls
+    it in the driver or on a worker; ``shared`` holds each run's data and teacher logits); an
+    exception fails this cell only."""
+    m, run = item
+    try:
+        if shared["threads"] is not None:
+            set_threads(shared["threads"])
+        dev = slot_device(shared["device"], worker_slot())
+        recipe = shared["recipe"]
+        data, f, t_acc = shared["runs"][run]
+        shape, k, opts = data.input_shape, data.num_classes, recipe.student_options
+
+        def make_student(seed):
+            return build_model(recipe.student, shape, k, seed=seed, **opts)
+
+        exp = KDExperiment(make_student, f, data, recipe.budget, device=dev, quiet=shared["quiet"])
+        values = exp.run(m, seed=run).as_dict()
+        values["trajectory"] = _thin(values["trajectory"])
+        values["teacher_test_acc"] = t_acc
+        _check_record((METHODS.index(m), run), values)  # e.g. a NaN accuracy
+    except Exception as exc:
+        values = _failure(m, run, exc)
+    return (m, run), values
 
 
 def _failed(results: dict[str, list[dict]]) -> list[tuple[str, str, int, str]]:
@@ -632,10 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device(p)
     add_threads(p)
+    add_workers(p)
     p.add_argument(
         "--out", default="results/neural/table", help="output folder (default: %(default)s)"
     )
-    add_quiet(p)
+    add_quiet(p, table=True)
     return p  # fmt: skip
 
 
@@ -656,6 +678,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "--datasets × --runs × --methods (× Hyperopt's --trials)")  # fmt: skip
     except ValueError as exc:
         p.error(str(exc))
+    check_workers(p, args)
     set_threads(args.threads)  # before any torch work
     roots = {}
     for spec in args.root:
@@ -674,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.datasets, args.runs, methods=args.methods, out=args.out, roots=roots,
                 steps=args.steps, trials=args.trials, cache_dir=args.cache_dir,
                 retrain_teacher=args.retrain_teacher, device=args.device, quiet=args.quiet,
-                tempered=args.tempered,
+                tempered=args.tempered, jobs=args.jobs, scheduler=args.scheduler,
             )  # fmt: skip
     except ValueError as exc:  # unwritable folders, another computation's journal, a bad cache
         p.error(str(exc))

@@ -103,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
             "without distillation (λ₁ = 1) from the same initial weights. Writes metrics.json "
             "(accuracies, losses, train and inference times) and learning_curves.png to --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--dataset",
@@ -276,6 +275,7 @@ def plot_learning_curves(curves: dict[str, dict], path: str | Path, title: str =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for label, h in curves.items():
@@ -287,6 +287,7 @@ def plot_learning_curves(curves: dict[str, dict], path: str | Path, title: str =
     ax1.set(xlabel="epoch", ylabel="training loss (its own L_train)", title="training loss")
     ax2.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -475,17 +476,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"{args.dataset}: teacher {teacher_name}, student {args.student}",
     )
     del student_plain
-    if not args.quiet:
-        t_state = "loaded" if t_info["loaded"] else "{:.1f} s".format(t_info["train_time_s"])
-        print(
-            f"{args.dataset} on {device}: teacher {teacher_name} acc {t_test_acc:.4f} "
-            f"({t_state}); "
-            f"student {args.student} KD acc {kd['test_acc']:.4f} ({kd['train_time_s']:.1f} s), "
-            f"no KD acc {plain['test_acc']:.4f} ({plain['train_time_s']:.1f} s); "
-            f"inference ratio teacher/student {metrics['inference_time_ratio_teacher_over_student']['batch']:.1f} "
-            f"(batch), {metrics['inference_time_ratio_teacher_over_student']['per_sample']:.1f} (per sample); "
-            f"wrote {out / 'metrics.json'}"
-        )
+    # the result line is printed also with --quiet, which only hides the progress bars
+    t_state = "loaded" if t_info["loaded"] else "{:.1f} s".format(t_info["train_time_s"])
+    print(
+        f"{args.dataset} on {device}: teacher {teacher_name} acc {t_test_acc:.4f} "
+        f"({t_state}); "
+        f"student {args.student} KD acc {kd['test_acc']:.4f} ({kd['train_time_s']:.1f} s), "
+        f"no KD acc {plain['test_acc']:.4f} ({plain['train_time_s']:.1f} s); "
+        f"inference ratio teacher/student {metrics['inference_time_ratio_teacher_over_student']['batch']:.1f} "
+        f"(batch), {metrics['inference_time_ratio_teacher_over_student']['per_sample']:.1f} (per sample); "
+        f"wrote {out / 'metrics.json'}"
+    )
     return 0
 
 
