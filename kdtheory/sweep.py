@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 
 from kdtheory.journal import Journal, write_atomic
-from kdtheory.problem import PARAMETERS, BayesTeacher, Problem
+from kdtheory.problem import PARAMETERS, BayesTeacher, Problem, array_digest
 
 __all__ = [
     "MAX_POINTS",
@@ -293,6 +293,10 @@ class Sweep:
             out["tempered"] = self.base.student.tempered
         if self.base.data.covariance is not None:  # Σ by its content hash (Δ = tr Σ/N is in base)
             out["covariance"] = self.base.data.covariance.digest
+        if self.base.multiclass:  # K classes: the matrix and vector parameters by their bytes
+            d = self.base.data
+            out["teacher"] = type(self.base.teacher).__name__
+            out["multiclass"] = {"K": d.K, "gram": array_digest(d.gram), "rho": array_digest(d.rho)}
         return out
 
     def quantity_names(self) -> list[str]:
