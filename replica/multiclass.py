@@ -51,6 +51,8 @@ HERMITE = {1: (96, 64, 64), 2: (40, 16, 16)}
 HERMITE_COARSE = {1: (48, 24, 24), 2: (20, 8, 8)}
 #: the coarse pass is solved to this tolerance
 COARSE_TOL = 1e-7
+#: largest state vector polished by quasi-Newton steps from a finite-difference Jacobian
+POLISH_MAX_SIZE = 40
 #: tensor-rule nodes whose weight is below this fraction of the largest are dropped (their total
 #: weight is ~1e-13 of the rule's)
 PRUNE = 1e-16
@@ -587,12 +589,15 @@ def _solve_fp(make_map, lam, tol, max_iter, valid_of):
     near = reach(solver(True, max(tol, COARSE_TOL)), None)
     fine = solver(False, tol)
     if near.status == "converged":
-        # quasi-Newton on the full rule with the coarse map's Jacobian (forward differences),
-        # Broyden-updated; Anderson on the full rule if that fails
-        g, model = make_map(lam, False), make_map(lam, True)
-        res = polish(g, near.x, tol=tol, model=model, valid=valid_of(g.split), max_iter=8)
-        calls[0] += g.calls + model.calls
-        if res.status != "converged":
+        # quasi-Newton on the full rule with the coarse map's Jacobian (forward differences,
+        # n + 1 coarse maps: only for small states, K ≤ 3), Broyden-updated; Anderson on the
+        # full rule otherwise or if that fails
+        res = None
+        if near.x.size <= POLISH_MAX_SIZE:
+            g, model = make_map(lam, False), make_map(lam, True)
+            res = polish(g, near.x, tol=tol, model=model, valid=valid_of(g.split), max_iter=8)
+            calls[0] += g.calls + model.calls
+        if res is None or res.status != "converged":
             res = fine(lam, near.x)
         if res.status == "converged":
             return res, calls[0]
