@@ -108,7 +108,9 @@ def kd_channel(omega, eta_t, f_t, dh_t, df_t, w, U, y, chi, T, Ts, P, dlVc, eta,
     s = np.empty(K)
     pt = np.empty(K)
     ce = np.empty(K)  # (1 − χ)(p − e_y) + (χ/T_s)(s − p̃): ∇_h ℓ
-    Hk = np.empty((K, K))  # ∇²_h ℓ
+    diag = np.empty(K)
+    pu = np.empty(d)
+    su = np.empty(d)
     H = np.empty((d, d))
     A = np.empty((d, d))
     L = np.empty((d, d))
@@ -169,25 +171,30 @@ def kd_channel(omega, eta_t, f_t, dh_t, df_t, w, U, y, chi, T, Ts, P, dlVc, eta,
             for k in range(K):
                 ce[k] = (1.0 - chi) * p[k] + (chi / Ts) * (s[k] - pt[k])
             ce[y] -= 1.0 - chi
+            # ∇²_h ℓ = diag(r) − (1 − χ)ppᵀ − (χ/T_s²)ssᵀ with r = (1 − χ)p + (χ/T_s²)s, so
+            # H = Uᵀ diag(r) U − (1 − χ)(Uᵀp)(Uᵀp)ᵀ − (χ/T_s²)(Uᵀs)(Uᵀs)ᵀ (O(K d²), not O(K² d²))
             for k in range(K):
-                for m in range(K):
-                    Hk[k, m] = -(1.0 - chi) * p[k] * p[m] - (chi / (Ts * Ts)) * s[k] * s[m]
-                Hk[k, k] += (1.0 - chi) * p[k] + (chi / (Ts * Ts)) * s[k]
+                diag[k] = (1.0 - chi) * p[k] + (chi / (Ts * Ts)) * s[k]
             for a in range(d):
                 v = 0.0
+                vp = 0.0
+                vs = 0.0
                 for k in range(K):
                     v += U[k, a] * ce[k]
+                    vp += U[k, a] * p[k]
+                    vs += U[k, a] * s[k]
+                pu[a] = vp
+                su[a] = vs
                 f[a] = -v
                 for b in range(d):
                     v += P[a, b] * (eta[i, b] - om[b])
                 g[a] = v
+            for a in range(d):
                 for b in range(a + 1):
                     h = 0.0
                     for k in range(K):
-                        uk = U[k, a]
-                        if uk != 0.0:
-                            for m in range(K):
-                                h += uk * Hk[k, m] * U[m, b]
+                        h += U[k, a] * diag[k] * U[k, b]
+                    h -= (1.0 - chi) * pu[a] * pu[b] + (chi / (Ts * Ts)) * su[a] * su[b]
                     H[a, b] = h
                     H[b, a] = h
             if last < tol * size:
