@@ -57,7 +57,7 @@ POLISH_MAX_SIZE = 40
 #: weight is ~1e-13 of the rule's)
 PRUNE = 1e-16
 #: Sobol points of one QMC solve (teacher; student), and the number of independent solves
-QMC_POINTS = (2**12, 2**12)
+QMC_POINTS = (2**11, 2**11)
 QMC_REPEATS = 4
 #: Newton iterations of a proximal step, and its tolerance on the step (in the reduced fields)
 PROX_ITER = 60

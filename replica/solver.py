@@ -131,6 +131,10 @@ def solve(
 ) -> Solution:
     """Solve the replica-symmetric fixed point of docs/theory.md for the teacher and the KD student.
 
+    A K-class problem (a ``MulticlassMixture`` with a ``SoftmaxTeacher`` or ``OracleTeacher``) is
+    solved by ``replica.multiclass.solve_multiclass`` and returns a ``MulticlassSolution`` with the
+    fields of ``kdtheory.problem.MULTICLASS_FIELDS`` (``init`` and ``quad`` are not used there).
+
     Parameters
     ----------
     problem : Problem
@@ -146,10 +150,6 @@ def solve(
         Raise ``ConvergenceError`` instead of returning ``converged=False``.
     quad : Quadrature
         Composite quadrature settings (``replica.quadrature``); ``quad.refined()`` doubles the order.
-
-    A K-class problem (a ``MulticlassMixture`` with a ``SoftmaxTeacher`` or ``OracleTeacher``) is
-    solved by ``replica.multiclass.solve_multiclass`` and returns a ``MulticlassSolution`` with the
-    fields of ``kdtheory.problem.MULTICLASS_FIELDS`` (``init`` and ``quad`` are not used there).
     """
     if isinstance(problem, Problem) and problem.multiclass:  # K classes: replica.multiclass
         from replica.multiclass import MulticlassSolution, solve_multiclass

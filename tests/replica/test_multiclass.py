@@ -158,3 +158,17 @@ def test_kernel_matches_its_numpy_twin():
         # both converge Newton to 1e-13; the moments then agree to rounding
         assert np.allclose(e1, e2, atol=1e-10) and np.allclose(o1, o2, atol=1e-9)
         assert np.allclose(a1, a2, atol=1e-9)
+
+
+def test_qmc_path_K4_student_at_its_ridge_is_the_teacher():
+    # K = 4 runs on scrambled Sobol points (four independent solves): the tempered student at
+    # λ = (1 − χ)λ̃ is the teacher; teacher and student use different point sets (d- and
+    # 2d-dimensional), so they agree within their standard errors (5 s.e., plus 1e-6 for the
+    # spread of four repeats underestimating a tiny s.e.)
+    data = MulticlassMixture.two_close(2.0, 4, c=0.5, rho=[0.1, 0.2, 0.3, 0.4])
+    sol = replica.solve(Problem(data, SoftmaxTeacher(0.2), Student(0.1, chi=0.5, temperature=2.0)))
+    assert sol.converged
+    t, s = sol.teacher, sol.student
+    assert t.eg_se > 0 and s.eg_se > 0
+    assert abs(t.eg - s.eg) < 5 * math.hypot(t.eg_se, s.eg_se) + 1e-6
+    assert np.allclose(t.M, s.M, atol=1e-3)  # order parameters: QMC error ~1e-4 at 2^11 points
