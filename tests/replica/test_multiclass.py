@@ -138,6 +138,8 @@ def test_zero_ridge_refused_with_a_status():
         replica.solve(p, strict=True)
     with pytest.raises(ValueError, match="binary"):
         replica.solve_teacher(p)
+    with pytest.raises(ValueError, match="binary"):
+        replica.optimise(p.replace(lam_t=0.1))
 
 
 def test_kernel_matches_its_numpy_twin():
