@@ -634,6 +634,10 @@ def _names(cls: type | tuple[type, ...]) -> str:
 
 #: Solution fields of a K-class problem, shared by ``replica.solve`` (N → ∞) and
 #: ``simulations.run`` (finite N; each with ``.mean``/``.sem``).  Teacher: W̃, b̃; student: W, b.
+#: M, Q, R and b are reported in the gauge Σ_k w_k = 0, Σ_k b_k = 0 (the softmax ignores a common
+#: shift): a ridge fit has Σ_k w_k = 0 already, but its unpenalised b and the oracle's W̃ = V/Δ must
+#: be centred (w_k − mean_l w_l, b_k − mean_l b_l) before their overlaps are compared; the errors
+#: are gauge-invariant.
 MULTICLASS_FIELDS: dict[str, dict[str, str]] = {
     "teacher": {
         "eg": "test error P(argmax_k h̃_k ≠ c) on clean labels (MulticlassMixture.error)",
