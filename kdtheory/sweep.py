@@ -88,6 +88,10 @@ QUANTITIES: dict[str, tuple[str, Callable]] = {
     "train_error": ("student training error", lambda s: s.student.train_error),
 }
 
+#: the quantities a K-class point records (the others are matrices or binary-only: NaN there;
+#: the matrices are in ``replica.solve``'s ``MulticlassSolution``)
+MULTICLASS_QUANTITIES = frozenset({"eg", "eg_teacher", "train_loss", "train_error"})
+
 
 @dataclass(frozen=True)
 class Axis:
@@ -350,8 +354,9 @@ def _record(sol, prefix: str = "") -> dict[str, float]:
     import replica
 
     out = {}
+    multiclass = sol.problem.multiclass
     for name, (_, fn) in QUANTITIES.items():
-        if not sol.converged:
+        if not sol.converged or (multiclass and name not in MULTICLASS_QUANTITIES):
             out[name + prefix] = math.nan
         elif name == "agreement":
             out[name + prefix] = replica.agreement(sol)

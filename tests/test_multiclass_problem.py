@@ -142,3 +142,22 @@ def test_sweep_fingerprint_covers_matrix_parameters():
     prints = {Sweep(p, axes).fingerprint() for p in (a, b, c)}
     assert len(prints) == 3
     assert Sweep(a, axes).fingerprint() == Sweep(a.replace(alpha=2.0), axes).fingerprint()
+
+
+def test_sweep_records_a_K_class_grid():
+    # the scalar quantities of a K-class point are those of replica.solve at that point (the
+    # same solver, the same cold start: equal to rounding); the binary-only scalars are NaN
+    import replica
+    from kdtheory.sweep import run_sweep
+
+    p = Problem(MulticlassMixture.simplex(2.0, 2, rho=[0.3, 0.7]), SoftmaxTeacher(0.2),
+                Student(0.1, chi=0.5, temperature=2.0))  # fmt: skip
+    ds = run_sweep(Sweep(p, (Axis("lam", (0.1, 0.2)),), variants={"nokd": {"chi": 0.0}}),
+                   progress=False)  # fmt: skip
+    for i, lam in enumerate((0.1, 0.2)):
+        sol = replica.solve(p.replace(lam=lam))
+        assert ds.eg.values[i] == pytest.approx(sol.student.eg, abs=1e-9)
+        assert ds.eg_teacher.values[i] == pytest.approx(sol.teacher.eg, abs=1e-9)
+        nokd = replica.solve(p.replace(lam=lam, chi=0.0)).student.eg
+        assert ds.gain.values[i] == pytest.approx(nokd - sol.student.eg, abs=1e-9)
+    assert np.all(np.isnan(ds.m.values)) and np.all(ds.converged.values == 1)
