@@ -8,10 +8,23 @@ from kdtheory.problem import (
     BayesTeacher,
     GaussianMixture,
     LogisticTeacher,
+    MulticlassMixture,
+    OracleTeacher,
     Problem,
+    SoftmaxTeacher,
     Spectrum,
     Student,
 )
 
-__all__ = ["BayesTeacher", "GaussianMixture", "LogisticTeacher", "Problem", "Spectrum", "Student"]
+__all__ = [
+    "BayesTeacher",
+    "GaussianMixture",
+    "LogisticTeacher",
+    "MulticlassMixture",
+    "OracleTeacher",
+    "Problem",
+    "SoftmaxTeacher",
+    "Spectrum",
+    "Student",
+]
 __version__ = "0.1.0"

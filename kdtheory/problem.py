@@ -23,11 +23,15 @@ import numpy as np
 from scipy.special import ndtr, owens_t
 
 __all__ = [
+    "MULTICLASS_FIELDS",
     "PARAMETERS",
     "BayesTeacher",
     "GaussianMixture",
     "LogisticTeacher",
+    "MulticlassMixture",
+    "OracleTeacher",
     "Problem",
+    "SoftmaxTeacher",
     "Spectrum",
     "Student",
 ]
@@ -523,19 +527,27 @@ class Problem:
     (see ``PARAMETERS``); ``problem.params`` is the flat dictionary.
     """
 
-    data: GaussianMixture
-    teacher: LogisticTeacher | BayesTeacher = field(default_factory=BayesTeacher)
+    data: GaussianMixture | MulticlassMixture
+    teacher: LogisticTeacher | BayesTeacher | SoftmaxTeacher | OracleTeacher = field(
+        default_factory=BayesTeacher
+    )
     student: Student = field(default_factory=lambda: Student(lam=0.1))
 
     def __post_init__(self) -> None:
+        multiclass = isinstance(self.data, MulticlassMixture)
+        teachers = (
+            (SoftmaxTeacher, OracleTeacher) if multiclass else (LogisticTeacher, BayesTeacher)
+        )
         for name, cls in (
-            ("data", GaussianMixture),
-            ("teacher", (LogisticTeacher, BayesTeacher)),
+            ("data", (GaussianMixture, MulticlassMixture)),
+            ("teacher", teachers),
             ("student", Student),
         ):
             if not isinstance(getattr(self, name), cls):
+                what = f" with a {type(self.data).__name__}" if name == "teacher" else ""
                 raise ValueError(
-                    f"Problem.{name} must be a {_names(cls)}, got {type(getattr(self, name)).__name__}"
+                    f"Problem.{name} must be a {_names(cls)}{what}, got "
+                    f"{type(getattr(self, name)).__name__}"
                 )
         if self.data.covariance is not None:
             if isinstance(self.teacher, BayesTeacher):
@@ -548,6 +560,11 @@ class Problem:
                     f"Student.eta must be 1 with a covariance, got {self.student.eta!r}: a sparse "
                     "student's features are not defined by a spectrum alone"
                 )
+        if multiclass and self.student.eta != 1.0:
+            raise ValueError(
+                f"Student.eta must be 1 with a MulticlassMixture, got {self.student.eta!r}: the "
+                "K-class theory is derived for a full student only"
+            )
         if isinstance(self.teacher, BayesTeacher) and self.data.flip > 0.0:
             raise ValueError(
                 f"GaussianMixture.flip must be 0 with a BayesTeacher, got {self.data.flip!r}: under "
@@ -556,11 +573,19 @@ class Problem:
             )
 
     @property
+    def multiclass(self) -> bool:
+        """True for a K-class problem (a :class:`MulticlassMixture`)."""
+        return isinstance(self.data, MulticlassMixture)
+
+    @property
     def params(self) -> dict[str, float]:
         """Flat parameters {alpha, rho, delta, flip, lam_t, lam, chi, temperature, eta}; lam_t is NaN
-        for the Bayes teacher."""
+        for the Bayes and oracle teachers.  For a K-class problem ``rho`` (a vector) is left out:
+        the flat parameters are the scalar ones (the Gram matrix and ρ: ``problem.data``)."""
         out = {}
         for key, (owner, name) in PARAMETERS.items():
+            if self.multiclass and key == "rho":
+                continue
             out[key] = float(getattr(getattr(self, owner), name, math.nan))
         return out
 
@@ -571,9 +596,10 @@ class Problem:
             if key not in PARAMETERS:
                 raise ValueError(f"unknown parameter {key!r}; allowed: {', '.join(PARAMETERS)}")
             owner, name = PARAMETERS[key]
-            if owner == "teacher" and isinstance(self.teacher, BayesTeacher):
+            if owner == "teacher" and isinstance(self.teacher, (BayesTeacher, OracleTeacher)):
                 raise ValueError(
-                    "lam_t applies to a LogisticTeacher; this problem has a BayesTeacher"
+                    "lam_t applies to a LogisticTeacher or SoftmaxTeacher; this problem has a "
+                    f"{type(self.teacher).__name__}"
                 )
             parts[owner][name] = value
         return Problem(
@@ -597,3 +623,358 @@ def _names(cls: type | tuple[type, ...]) -> str:
     if isinstance(cls, tuple):
         return " or ".join(c.__name__ for c in cls)
     return cls.__name__
+
+
+# ============================================================================ K classes
+#
+# The K-class softmax model (docs/theory.md, section "K classes"): class c with probability ρ_c,
+# centroids with v_c·v_c'/N → G_cc', x = v_c/√N + √Δ z; linear fields h = W x/√N + b ∈ R^K,
+# prediction argmax_k h_k.  Given the class, h | c ~ N(M[:, c] + b, Δ Q) with
+# M_kc = w_k·v_c/N and Q_kl = w_k·w_l/N, so every test metric is a function of (M, Q, b).
+
+#: Solution fields of a K-class problem, shared by ``replica.solve`` (N → ∞) and
+#: ``simulations.run`` (finite N; each with ``.mean``/``.sem``).  Teacher: W̃, b̃; student: W, b.
+#: M, Q, R and b are reported in the gauge Σ_k w_k = 0, Σ_k b_k = 0 (the softmax ignores a common
+#: shift): a ridge fit has Σ_k w_k = 0 already, but its unpenalised b and the oracle's W̃ = V/Δ must
+#: be centred (w_k − mean_l w_l, b_k − mean_l b_l) before their overlaps are compared; the errors
+#: are gauge-invariant.
+MULTICLASS_FIELDS: dict[str, dict[str, str]] = {
+    "teacher": {
+        "eg": "test error P(argmax_k h̃_k ≠ c) on clean labels (MulticlassMixture.error)",
+        "eg_se": "standard error of eg: 0 where eg is deterministic (K ≤ 3), the QMC error beyond",
+        "M": "K×K overlaps with the centroids, M̃_kc = w̃_k·v_c/N",
+        "Q": "K×K self-overlaps, Q̃_kl = w̃_k·w̃_l/N",
+        "b": "K biases b̃",
+        "train_loss": "mean training cross-entropy CE(ŷ, softmax(h̃)) against the training labels",
+        "train_error": "training misclassification rate against the training labels ŷ",
+    },
+    "student": {
+        "eg": "test error P(argmax_k h_k ≠ c) on clean labels",
+        "eg_se": "standard error of eg (0 for K ≤ 3)",
+        "M": "K×K overlaps with the centroids, M_kc = w_k·v_c/N",
+        "Q": "K×K self-overlaps, Q_kl = w_k·w_l/N",
+        "b": "K biases b",
+        "R": "K×K teacher–student overlaps, R_kl = w_k·w̃_l/N (student row k, teacher row l)",
+        "train_loss": "mean training loss (1−χ) CE(ŷ, softmax(h)) + χ CE(softmax(h̃/T), softmax(h/T_s))",
+        "train_error": "training misclassification rate against the training labels ŷ",
+    },
+}
+
+#: K ≤ this: the test error is deterministic (Φ for K = 2, Owen's T bivariate normal for K = 3)
+ERROR_EXACT_MAX_K = 3
+#: scrambled Sobol points per randomisation, and randomisations, of the test error for K > 3
+ERROR_QMC_POINTS = 2**12
+ERROR_QMC_REPEATS = 8
+
+
+def _frozen_array(name: str, value: Any, ndim: int) -> np.ndarray:
+    """A read-only float64 copy of ``value`` (finite, ``ndim`` dimensions); else ValueError."""
+    try:
+        arr = np.array(value, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a real array of {ndim} dimension(s), got {value!r}"
+        ) from None
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    arr.flags.writeable = False
+    return arr
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """A stable hash of a float64 array's shape and bytes (C order): sha256, 16 hex digits."""
+    import hashlib
+
+    a = np.ascontiguousarray(arr, dtype=np.float64)
+    h = hashlib.sha256(repr(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class MulticlassMixture(_Validated):
+    r"""K-class Gaussian mixture x = v_c/√N + √Δ z, P(class c) = ρ_c, M = αN samples.
+
+    The centroids are drawn once per data set with (v_1i, …, v_Ki) ~ N(0, G) independently for
+    each coordinate i, so v_c·v_c'/N → G_cc'.
+
+    Parameters
+    ----------
+    alpha : float
+        Sample ratio α = M/N > 0.
+    gram : array_like, K×K
+        Gram matrix G of the centroids: symmetric positive semi-definite, K ≥ 2.  Stored as a
+        read-only float64 array; equality and hash are by value.
+    rho : array_like of length K, optional
+        Class probabilities ρ_c > 0 summing to 1 (default uniform 1/K).
+    delta : float
+        Noise variance Δ > 0.
+    flip : float
+        Label noise θ, 0 ≤ θ ≤ 1: each training label is replaced, with probability θ, by a
+        uniformly drawn *other* class. θ = (K − 1)/K: the training labels carry no information.
+        Test errors are on clean labels.
+
+    Notes
+    -----
+    K = 2 with G = [[1, −1], [−1, 1]] is the binary :class:`GaussianMixture` (v₁ = −v₂ = v,
+    ρ = ρ₁), with w = w₁ − w₂ and b = b₁ − b₂.  The solution fields of a K-class problem are
+    listed in ``MULTICLASS_FIELDS``.
+    """
+
+    alpha: float
+    gram: Any
+    rho: Any = None
+    delta: float = 1.0
+    flip: float = 0.0
+
+    _ranges: ClassVar = {
+        "alpha": (0.0, _INF, True, True),
+        "delta": (0.0, _INF, True, True),
+        "flip": (0.0, 1.0, False, False),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        g = _frozen_array("MulticlassMixture.gram", self.gram, 2)
+        k = g.shape[0]
+        if g.shape != (k, k) or k < 2:
+            raise ValueError(
+                f"MulticlassMixture.gram must be a K×K matrix with K ≥ 2, got shape {g.shape}"
+            )
+        scale = max(1.0, float(np.max(np.abs(g))))
+        if np.max(np.abs(g - g.T)) > 1e-12 * scale:
+            raise ValueError("MulticlassMixture.gram must be symmetric (|G − Gᵀ| ≤ 1e-12 max|G|)")
+        g = 0.5 * (g + g.T)
+        if float(np.linalg.eigvalsh(g)[0]) < -1e-10 * scale:
+            raise ValueError(
+                "MulticlassMixture.gram must be positive semi-definite (smallest eigenvalue ≥ "
+                f"−1e-10 max|G|), got smallest eigenvalue {float(np.linalg.eigvalsh(g)[0]):.3g}"
+            )
+        g.flags.writeable = False
+        if self.rho is None:
+            rho = np.full(k, 1.0 / k)
+        else:
+            rho = np.array(_frozen_array("MulticlassMixture.rho", self.rho, 1))
+            if rho.shape != (k,):
+                raise ValueError(f"MulticlassMixture.rho must have length K = {k}, got {rho.shape}")
+            if np.any(rho <= 0.0) or abs(rho.sum() - 1.0) > 1e-9:
+                raise ValueError(
+                    "MulticlassMixture.rho must be a probability vector with every ρ_c in (0, 1) "
+                    f"and Σρ_c = 1 (to 1e-9), got {self.rho!r}"
+                )
+            rho = rho / rho.sum()
+        rho.flags.writeable = False
+        object.__setattr__(self, "gram", g)
+        object.__setattr__(self, "rho", rho)
+
+    # value equality and a stable hash (the arrays are read-only)
+    def _key(self) -> tuple:
+        return (self.alpha, self.delta, self.flip, self.gram.tobytes(), self.rho.tobytes(), self.K)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MulticlassMixture):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    @property
+    def K(self) -> int:
+        """Number of classes."""
+        return int(self.gram.shape[0])
+
+    @property
+    def covariance(self) -> None:
+        """None: the noise is isotropic, Δ I (a generic covariance is not derived for K classes)."""
+        return None
+
+    # -------------------------------------------------------------- constructors
+    @classmethod
+    def orthogonal(cls, alpha: float, K: int, s: float = 1.0, **kw: Any) -> MulticlassMixture:
+        """Orthogonal centroids of equal norm: G = s I (no class resembles another)."""
+        K = check_integer("K", K, 2)
+        s = check_real("s", s, 0.0, _INF, True, True)
+        return cls(alpha, s * np.eye(K), **kw)
+
+    @classmethod
+    def simplex(cls, alpha: float, K: int, s: float = 1.0, **kw: Any) -> MulticlassMixture:
+        """Centred simplex: G = s (K I − 11ᵀ)/(K − 1), G_cc = s, G_cc' = −s/(K − 1) (Σ_c v_c = 0).
+
+        K = 2, s = 1 is the binary mixture's G = [[1, −1], [−1, 1]].
+        """
+        K = check_integer("K", K, 2)
+        s = check_real("s", s, 0.0, _INF, True, True)
+        return cls(alpha, s * (K * np.eye(K) - np.ones((K, K))) / (K - 1), **kw)
+
+    @classmethod
+    def two_close(
+        cls, alpha: float, K: int, s: float = 1.0, c: float = 0.8, **kw: Any
+    ) -> MulticlassMixture:
+        """Two close classes: G = s I except G_01 = G_10 = c s (classes 0 and 1 have cosine c)."""
+        K = check_integer("K", K, 2)
+        s = check_real("s", s, 0.0, _INF, True, True)
+        c = check_real("c", c, -1.0, 1.0)
+        g = np.eye(K)
+        g[0, 1] = g[1, 0] = c
+        return cls(alpha, s * g, **kw)
+
+    @classmethod
+    def from_class_means(cls, alpha: float, means: Any, **kw: Any) -> MulticlassMixture:
+        """G_cc' = μ_c·μ_c' from class means μ_c (rows of a K×N array) of real data in the units
+        x = v_c/√N + √Δ z, i.e. μ_c = v_c/√N."""
+        mu = _frozen_array("means", means, 2)
+        if mu.shape[0] < 2:
+            raise ValueError(f"means must be a K×N array with K ≥ 2 rows, got shape {mu.shape}")
+        return cls(alpha, mu @ mu.T, **kw)
+
+    # -------------------------------------------------------------- test metrics
+    def oracle(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""(M, Q, b) of the oracle classifier, the true posterior p(c|x) given the centroids:
+        W̃ = V/Δ, b̃_c = log ρ_c − G_cc/2Δ, hence M̃ = G/Δ, Q̃ = G/Δ²."""
+        d = self.delta
+        return self.gram / d, self.gram / (d * d), np.log(self.rho) - np.diag(self.gram) / (2 * d)
+
+    def oracle_error(self) -> float:
+        """Test error of the oracle classifier (:meth:`oracle`); exact for K ≤ 3, QMC beyond."""
+        return self.error(*self.oracle())
+
+    def error(self, M: Any, Q: Any, b: Any, *, se: bool = False, seed: int = 0) -> Any:
+        r"""Test error ε_g = Σ_c ρ_c P(argmax_k h_k ≠ c), h | c ~ N(M[:, c] + b, Δ Q).
+
+        P(argmax = c) is the (K−1)-dimensional orthant probability P(d > 0) of the differences
+        d_k = h_c − h_k (k ≠ c), Gaussian with mean m_k = M_cc + b_c − M_kc − b_k and covariance
+        Δ(Q_cc − Q_ck − Q_cl + Q_kl).  K = 2: Φ(m/σ); K = 3: the bivariate normal CDF (Owen's T),
+        both deterministic (``ERROR_EXACT_MAX_K``).  K > 3: Genz's separation of variables
+        (sequential conditioning on a pivoted Cholesky factor of the differences' covariance,
+        zero pivots allowed, so a singular Q is fine) integrated by scrambled Sobol points,
+        ``ERROR_QMC_REPEATS`` independent scramblings of ``ERROR_QMC_POINTS`` points, seeded by
+        ``seed``.  Ties (a degenerate direction with mean 0) count half.
+
+        Returns ε_g, or (ε_g, standard error) with ``se=True`` (standard error 0 for K ≤ 3).
+        """
+        K = self.K
+        M = np.asarray(M, dtype=float)
+        Q = np.asarray(Q, dtype=float)
+        b = np.asarray(b, dtype=float)
+        if M.shape != (K, K) or Q.shape != (K, K) or b.shape != (K,):
+            raise ValueError(
+                f"M and Q must be {K}×{K} and b of length {K}, got {M.shape}, {Q.shape}, {b.shape}"
+            )
+        total, var = 0.0, 0.0
+        for c in range(K):
+            others = [k for k in range(K) if k != c]
+            mean = (M[c, c] + b[c]) - (M[others, c] + b[others])
+            D = np.zeros((K - 1, K))
+            D[:, c] = 1.0
+            D[np.arange(K - 1), others] = -1.0
+            cov = self.delta * (D @ Q @ D.T)
+            p, v = _orthant(mean, 0.5 * (cov + cov.T), seed + c)
+            total += self.rho[c] * (1.0 - p)
+            var += self.rho[c] ** 2 * v
+        if se:
+            return float(total), math.sqrt(var)
+        return float(total)
+
+
+def _orthant(mean: np.ndarray, cov: np.ndarray, seed: int) -> tuple[float, float]:
+    """P(d > 0) for d ~ N(mean, cov) (cov PSD, possibly singular) and its variance estimate."""
+    n = mean.size
+    scale = max(float(np.max(np.abs(np.diag(cov)))), 1e-300)
+    tiny = 1e-14 * scale
+    if n == 1:
+        return float(
+            _phi_over(mean[0], math.sqrt(max(cov[0, 0], 0.0)) if cov[0, 0] > tiny else 0.0)
+        ), 0.0
+    if n == 2:
+        s = np.sqrt(np.where(np.diag(cov) > tiny, np.diag(cov), 0.0))
+        if s[0] > 0 and s[1] > 0:
+            c = float(cov[0, 1] / (s[0] * s[1]))
+            return bivariate_normal_cdf(mean[0] / s[0], mean[1] / s[1], c), 0.0
+        # a degenerate coordinate is the constant mean_i: an indicator (½ at a tie) times the other
+        p = 1.0
+        for i in range(2):
+            p *= float(_phi_over(mean[i], s[i]))
+        return p, 0.0
+    return _orthant_qmc(mean, cov, seed)
+
+
+def _pivoted_cholesky(cov: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
+    """L and the permutation π with cov[π][:, π] ≈ L Lᵀ; a pivot ≤ ``tiny`` gives a zero column."""
+    a = np.array(cov, dtype=float)
+    n = a.shape[0]
+    perm = np.arange(n)
+    L = np.zeros((n, n))
+    for j in range(n):
+        d = np.diag(a)[j:] - np.sum(L[j:, :j] ** 2, axis=1)
+        # choose the smallest remaining conditional variance first (Genz & Bretz's ordering)
+        # among the non-degenerate ones; degenerate ones are deterministic, order irrelevant
+        i = j + int(np.argmin(np.where(d > tiny, d, np.inf))) if np.any(d > tiny) else j
+        if i != j:
+            a[[i, j]] = a[[j, i]]
+            a[:, [i, j]] = a[:, [j, i]]
+            L[[i, j]] = L[[j, i]]
+            perm[[i, j]] = perm[[j, i]]
+        piv = a[j, j] - L[j, :j] @ L[j, :j]
+        if piv <= tiny:
+            continue  # column j stays 0: d_j is determined by the previous variables
+        L[j, j] = math.sqrt(piv)
+        L[j + 1 :, j] = (a[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
+    return L, perm
+
+
+def _orthant_qmc(mean: np.ndarray, cov: np.ndarray, seed: int) -> tuple[float, float]:
+    r"""Genz's separation of variables for P(d > 0), d = mean + L u, u ~ N(0, I):
+    P = E_w Π_j e_j(w), e_j = Φ((mean_j + Σ_{i<j} L_ji u_i)/L_jj), u_i = Φ⁻¹(w_i e_i + 1 − e_i);
+    a degenerate row (L_jj = 0) contributes the indicator of mean_j + Σ L_ji u_i > 0."""
+    from scipy.special import ndtri
+    from scipy.stats import qmc
+
+    n = mean.size
+    scale = max(float(np.max(np.abs(np.diag(cov)))), 1e-300)
+    L, perm = _pivoted_cholesky(cov, 1e-14 * scale)
+    mu = mean[perm]
+    estimates = []
+    for r in range(ERROR_QMC_REPEATS):
+        w = qmc.Sobol(n, scramble=True, seed=np.random.default_rng([seed, r])).random(
+            ERROR_QMC_POINTS
+        )
+        u = np.zeros((ERROR_QMC_POINTS, n))
+        prob = np.ones(ERROR_QMC_POINTS)
+        for j in range(n):
+            x = mu[j] + u[:, :j] @ L[j, :j]
+            if L[j, j] > 0.0:
+                e = ndtr(x / L[j, j])
+                prob *= e
+                # u_j | u_j > −x/L_jj: the inverse CDF of the truncated normal at w_j
+                t = np.clip(1.0 - e + w[:, j] * e, 1e-300, 1.0 - 1e-16)
+                u[:, j] = ndtri(t)
+            else:
+                prob *= np.where(x > 0.0, 1.0, np.where(x == 0.0, 0.5, 0.0))
+        estimates.append(float(prob.mean()))
+    est = np.array(estimates)
+    return float(est.mean()), float(est.var(ddof=1) / est.size)
+
+
+@dataclass(frozen=True)
+class SoftmaxTeacher(_Validated):
+    r"""Softmax (multinomial logistic) teacher: min Σ_μ CE(y_μ, softmax(h̃_μ)) + (λ̃/2)‖W̃‖²_F.
+
+    Parameters
+    ----------
+    lam : float
+        Ridge penalty λ̃ ≥ 0 (``lam_t`` on the command line); the biases are not penalised.
+    """
+
+    lam: float
+
+    _ranges: ClassVar = {"lam": (0.0, _INF, False, True)}
+
+
+@dataclass(frozen=True)
+class OracleTeacher(_Validated):
+    r"""The oracle teacher: soft labels = the true posterior p(c|x) given the centroids, a linear
+    softmax with W̃ = V/Δ, b̃_c = log ρ_c − G_cc/2Δ (:meth:`MulticlassMixture.oracle`).  Its error
+    is the *oracle error*, not the Bayes error (it knows the centroids; it does not learn)."""

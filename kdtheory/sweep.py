@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 
 from kdtheory.journal import Journal, write_atomic
-from kdtheory.problem import PARAMETERS, BayesTeacher, Problem
+from kdtheory.problem import PARAMETERS, BayesTeacher, Problem, array_digest
 
 __all__ = [
     "MAX_POINTS",
@@ -87,6 +87,10 @@ QUANTITIES: dict[str, tuple[str, Callable]] = {
     "train_loss": ("student training loss (mean ℓ_KD)", lambda s: s.student.train_loss),
     "train_error": ("student training error", lambda s: s.student.train_error),
 }
+
+#: the quantities a K-class point records (the others are matrices or binary-only: NaN there;
+#: the matrices are in ``replica.solve``'s ``MulticlassSolution``)
+MULTICLASS_QUANTITIES = frozenset({"eg", "eg_teacher", "train_loss", "train_error"})
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,10 @@ class Sweep:
             out["tempered"] = self.base.student.tempered
         if self.base.data.covariance is not None:  # Σ by its content hash (Δ = tr Σ/N is in base)
             out["covariance"] = self.base.data.covariance.digest
+        if self.base.multiclass:  # K classes: the matrix and vector parameters by their bytes
+            d = self.base.data
+            out["teacher"] = type(self.base.teacher).__name__
+            out["multiclass"] = {"K": d.K, "gram": array_digest(d.gram), "rho": array_digest(d.rho)}
         return out
 
     def quantity_names(self) -> list[str]:
@@ -346,8 +354,9 @@ def _record(sol, prefix: str = "") -> dict[str, float]:
     import replica
 
     out = {}
+    multiclass = sol.problem.multiclass
     for name, (_, fn) in QUANTITIES.items():
-        if not sol.converged:
+        if not sol.converged or (multiclass and name not in MULTICLASS_QUANTITIES):
             out[name + prefix] = math.nan
         elif name == "agreement":
             out[name + prefix] = replica.agreement(sol)

@@ -92,6 +92,8 @@ def optimise(
     """
     check_instance("problem", problem, Problem)
     refuse_covariance(problem.data, "replica.optimise")
+    if problem.multiclass:
+        raise ValueError("problem must be binary for replica.optimise (K classes: not derived yet)")
     check_choice("objective", objective, OBJECTIVES)
     over = tuple(over)
     if not over or len(set(over)) != len(over):

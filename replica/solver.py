@@ -99,7 +99,13 @@ def solve_teacher(
     quad: Quadrature = DEFAULT_QUADRATURE,
     strict: bool = False,
 ) -> TeacherSolution:
-    """Solve the teacher of ``problem`` alone (closed form for ``BayesTeacher``)."""
+    """Solve the teacher of ``problem`` alone (closed form for ``BayesTeacher``); binary problems
+    only (a K-class teacher: ``replica.solve(problem).teacher``)."""
+    if isinstance(problem, Problem) and problem.multiclass:
+        raise ValueError(
+            "problem must be binary for solve_teacher; for a K-class problem use "
+            "replica.solve(problem).teacher"
+        )
     _check_arguments(problem, init, (Solution, TeacherSolution), tol, max_iter, quad, strict)
     start = None if init is None else init.teacher
     try:
@@ -125,6 +131,10 @@ def solve(
 ) -> Solution:
     """Solve the replica-symmetric fixed point of docs/theory.md for the teacher and the KD student.
 
+    A K-class problem (a ``MulticlassMixture`` with a ``SoftmaxTeacher`` or ``OracleTeacher``) is
+    solved by ``replica.multiclass.solve_multiclass`` and returns a ``MulticlassSolution`` with the
+    fields of ``kdtheory.problem.MULTICLASS_FIELDS`` (``init`` and ``quad`` are not used there).
+
     Parameters
     ----------
     problem : Problem
@@ -141,6 +151,14 @@ def solve(
     quad : Quadrature
         Composite quadrature settings (``replica.quadrature``); ``quad.refined()`` doubles the order.
     """
+    if isinstance(problem, Problem) and problem.multiclass:  # K classes: replica.multiclass
+        from replica.multiclass import MulticlassSolution, solve_multiclass
+
+        _check_arguments(problem, init, (MulticlassSolution,), tol, max_iter, quad, strict)
+        out = solve_multiclass(problem, tol=tol, max_iter=max_iter)
+        if strict and not out.converged:
+            raise ConvergenceError(out.message, out)
+        return out
     _check_arguments(problem, init, (Solution,), tol, max_iter, quad, strict)
     try:
         out = _solve(problem, init, tol, max_iter, quad)
