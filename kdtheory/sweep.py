@@ -386,7 +386,9 @@ def _describe(exc: BaseException) -> str:
 def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
     """min over the optimised parameter of the student's ε_g: a coarse scan (9 points, warm-started),
     then a bounded Brent search around the best point.  Returns (solution, argmin).  A value whose
-    solve raises counts as +∞; if none converges, the last attempt is returned (or raises)."""
+    solve raises counts as +∞; a scan where no warm-started solve converges is repeated cold (so a
+    converged solution always comes with its argmin); if none converges, the last attempt is
+    returned with a NaN argmin (or raises)."""
     from scipy.optimize import minimize_scalar
 
     import replica
@@ -418,6 +420,10 @@ def _solve_optimised(problem: Problem, opt: Optimise, init, tol: float):
 
     grid = np.linspace(lo, hi, 9)
     values = [eg(x) for x in grid]
+    if best["sol"] is None and init is not None:  # a warm start that fails everywhere: scan cold
+        cache.clear()
+        state["init"] = None
+        values = [eg(x) for x in grid]
     k = int(np.argmin(values))
     if math.isfinite(values[k]):
         a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
