@@ -249,9 +249,20 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             jac = coarse.equations(near.x, full=False)[2]
         res = FixedPointResult(near.x, math.inf, 0, "max_iter")
         if np.all(np.isfinite(jac)):
+
+            def fine_map(x: np.ndarray) -> np.ndarray:
+                """The full rule's map; its likely last evaluation also computes the metrics,
+                kept with G(x) for the final state (``last``)."""
+                gx = fine(x)
+                if fine.last_metrics:
+                    last.update(gx=gx, mom=fine.last_moments, at=(lam, temperature))
+                return gx
+
             res = polish(
-                fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=min(6, max_iter)
-            )
+                fine_map, near.x, tol=tol, jacobian=jac, valid=valid,
+                max_iter=min(6, max_iter), likely_last=lambda flag: setattr(fine, "metrics", flag),
+            )  # fmt: skip
+            fine.metrics = False
         if res.status != "converged":
             res = newton(
                 lambda x: fine.equations(x, full=False)[:3],
@@ -264,6 +275,7 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
         return replace(res, iterations=coarse.calls + fine.calls)
 
+    last: dict = {}  # the last full-rule evaluation with metrics: G(x), its moments, (λ, T)
     x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
         x0, jac0 = init.student.vector(), init.jacobian
@@ -312,7 +324,12 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             if v_hat < 1e-10 * (1.0 + st.lam):
                 status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
         return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
-    state = student_map(problem, teacher, quad).state(res.x)
+    # the conjugates and metrics of the last evaluation, at the x with G(x) = res.x (within tol
+    # of it) if it computed them, else one more call at res.x
+    mom = None
+    if last.get("at") == (st.lam, st.temperature) and np.array_equal(last["gx"], res.x):
+        mom = last["mom"]
+    state = student_map(problem, teacher, quad).state(res.x, mom)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
@@ -321,14 +338,16 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
 
 def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int):
     """Newton on g's exact Jacobian from x0; if it fails, Anderson to the far-field tolerance
-    1e-3 and Newton again; if that fails too, Anderson to ``tol``."""
+    1e-3 and Newton again; if that fails too, Anderson to ``tol``.  (The coarse rule's fixed
+    point: Newton's last step is not verified, the full rule's polish checks it.)"""
     eq = lambda x: g.equations(x, full=False)[:3]  # noqa: E731
-    res = newton(eq, x0, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+    n_iter = min(_NEWTON_ITER, max_iter)
+    res = newton(eq, x0, tol=tol, valid=valid, max_iter=n_iter, verify=False)
     if res.status == "converged":
         return res
     far = iterate(g, x0, tol=max(tol, 1e-3), max_iter=max_iter, valid=valid)
     if far.status == "converged":
-        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=n_iter, verify=False)
         if res.status == "converged":
             return res
         return iterate(g, far.x, tol=tol, max_iter=max_iter, valid=valid)
