@@ -28,6 +28,7 @@ __all__ = ["Gradient", "gradient"]
 QUANTITIES = (
     "eg", "m", "q", "b", "r", "V", "Vc", "train_loss", "agreement",
     "eg_t", "m_t", "q_t", "b_t", "V_t", "train_loss_t",
+    "ce", "ce_t",
 )  # fmt: skip
 _TEACHER_X = ("m_t", "q_t", "V_t", "b_t")  # order of the teacher map's state
 
@@ -39,7 +40,8 @@ class Gradient:
     Quantities (``QUANTITIES``): the student's ε_g (``eg``), order parameters m, q, b, r, V, V_c,
     training loss E[ℓ_KD] (``train_loss``), the test-time agreement with the teacher, and the
     teacher's ε̃_g, m̃, q̃, b̃, Ṽ and training loss (``*_t``; ``train_loss_t`` for a logistic
-    teacher only).  Parameters: the flat names of ``kdtheory.problem.PARAMETERS`` in ``wrt``.
+    teacher only); the population cross-entropies of student and teacher (``ce``, ``ce_t``,
+    ``replica.population_loss``).  Parameters: the flat names of ``kdtheory.problem.PARAMETERS`` in ``wrt``.
     """
 
     wrt: tuple[str, ...]
@@ -142,6 +144,10 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     )
     if dloss_t is not None:
         out["train_loss_t"] = dloss_t
+    out["ce"] = _cross_entropy_gradient(data, s.m, s.q, s.b, d_s, ("m", "q", "b"), drho, ddelta)
+    out["ce_t"] = _cross_entropy_gradient(
+        data, t.m, t.q, t.b, dxt, ("m_t", "q_t", "b_t"), drho, ddelta
+    )
     out["agreement"] = _agreement_gradient(solution, d_s, dxt, drho, ddelta)
     return Gradient(
         wrt,
@@ -203,6 +209,16 @@ def _error_gradient(data, m, q, b, dm, dq, db, drho, ddelta) -> np.ndarray:
         du = (dm + sign * db) / s - u * ds / s
         out = out - p_y * _phi(u) * du
     return out
+
+
+def _cross_entropy_gradient(data, m, q, b, dx, names, drho, ddelta) -> np.ndarray:
+    """d CE = ∂CE/∂m dm + ∂CE/∂q dq + ∂CE/∂b db + ∂CE/∂ρ dρ + ∂CE/∂Δ dΔ, the partials of
+    ``replica.population.cross_entropy_partials``; ``names`` are the keys of (m, q, b) in dx."""
+    from replica.population import cross_entropy_partials
+
+    p = cross_entropy_partials(data, m, q, b)
+    dm, dq, db = (dx[k] for k in names)
+    return p["m"] * dm + p["q"] * dq + p["b"] * db + p["rho"] * drho + p["delta"] * ddelta
 
 
 def _agreement_gradient(solution, d_s, dxt, drho, ddelta) -> np.ndarray:
