@@ -202,7 +202,10 @@ def _runaway_bias(sol: Solution | TeacherSolution, problem: Problem | None = Non
         checks.append(("teacher", t.b, t.q, d.alpha * d.delta * mom[T_F], t.V_hat))
     if isinstance(sol, Solution):
         s = sol.student
-        mom = StudentMap(problem, t, sol.quad).moments(s.vector())
+        # the moments the solve's own map (cached) kept for this state; else one warm pass
+        g = student_map(problem, t, sol.quad)
+        kept = g.kept
+        mom = kept[1] if kept is not None and kept[0] is s else g.moments(s.vector())
         checks.append(("student", s.b, s.q, d.alpha * d.delta * mom[S_F], s.V_hat))
     for who, b, q, g_b, v_hat in checks:
         if bias_capped(g_b, v_hat, d.delta * q):
@@ -373,7 +376,9 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
     mom = None
     if last.get("at") == (st.lam, st.temperature) and np.array_equal(last["gx"], res.x):
         mom = last["mom"]
-    state = student_map(problem, teacher, quad).state(res.x, mom)
+    g = student_map(problem, teacher, quad)
+    state = g.state(res.x, mom)
+    g.kept = (state, g.last_moments if mom is None else mom)  # (for ``_runaway_bias``)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,

@@ -164,6 +164,8 @@ class StudentMap:
         #: compute the metrics in every kernel call (the solver's likely last passes), and the
         #: moments of the last call
         self.metrics, self.last_moments, self.last_metrics = False, None, False
+        #: (a StudentState, the moments it was made from), kept by ``replica.solve``
+        self.kept = None
         d, st = problem.data, problem.student
         self.params = np.array(
             [teacher.m, teacher.q, teacher.b, teacher.V, st.chi, st.temperature, d.delta,
