@@ -663,8 +663,72 @@ def blas_check(n: int = 10) -> dict:
 
 # ---- old vs new ---------------------------------------------------------------------------------
 
-#: the commit before the Newton polish (the default ``--base``)
-BASE_COMMIT = "bce7721"
+#: the commit before the work of issue 23 (fewer and cheaper full-rule passes; the default ``--base``)
+BASE_COMMIT = "e8a2dd3"
+#: issue 23's goals against ``BASE_COMMIT``: every point and run ≥ 3× faster, the 40 × 40 grid on
+#: 2 workers ≥ 3× faster
+GOAL_SPEEDUP = 3.0
+
+
+class PhaseTimes:
+    """Thread CPU time of ``replica.solve``'s phases (teacher, the coarse rule's Newton, the full
+    rule's polish, the final state, the rest), by patching ``replica.solver``'s helpers, which
+    the old and the new code both have.  Thread time, not wall time: on a shared machine it is
+    what the solve itself costs."""
+
+    NAMES = ("solve_teacher_state", "_newton_or_anderson", "polish")
+
+    def __enter__(self):
+        import replica.solver as rs
+
+        self.t = dict.fromkeys((*self.NAMES, "state"), 0.0)
+        self._orig = {n: getattr(rs, n) for n in self.NAMES}
+        self._state = StudentMap.state
+        t = self.t
+
+        def timed_call(name, fn):
+            def call(*a, **k):
+                t0 = time.thread_time()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    t[name] += time.thread_time() - t0
+
+            return call
+
+        for n, fn in self._orig.items():
+            setattr(rs, n, timed_call(n, fn))
+        StudentMap.state = timed_call("state", self._state)
+        return self
+
+    def __exit__(self, *exc):
+        import replica.solver as rs
+
+        for n, fn in self._orig.items():
+            setattr(rs, n, fn)
+        StudentMap.state = self._state
+
+
+def phase_profile(fn, repeats: int) -> dict:
+    """The run of ``fn`` with the least thread time among ``repeats``: its phases in ms."""
+    best = None
+    for _ in range(repeats):
+        with PhaseTimes() as pt:
+            t0 = time.thread_time()
+            fn()
+            total = time.thread_time() - t0
+        if best is None or total < best[0]:
+            best = (total, dict(pt.t))
+    total, t = best
+    out = {
+        "total": total,
+        "teacher": t["solve_teacher_state"],
+        "coarse Newton": t["_newton_or_anderson"],
+        "full-rule polish": t["polish"],
+        "final state": t["state"],
+    }
+    out["rest"] = total - sum(v for k, v in out.items() if k != "total")
+    return {k: 1e3 * v for k, v in out.items()}
 
 
 class CountKernels:
@@ -718,6 +782,7 @@ def worker(out: Path, repeats: int, grid_n: int) -> None:
                 for kind, fn in runs.items():
                     times[kind].append(timed(fn)[1])
             row["ms"] = {k: 1e3 * median(v) for k, v in times.items()}
+            row["profile"] = {k: phase_profile(fn, repeats) for k, fn in runs.items()}
             res["points"][name] = row
     if grid_n:
         lams, chis = np.logspace(0.0, -2.0, grid_n), np.linspace(0.0, 1.0, grid_n)
@@ -791,7 +856,48 @@ def old_vs_new(base: str, repeats: int, grid_n: int, rounds: int = 3) -> dict:
         f"(ratio {og['wall_s'] / ng['wall_s']:.2f}); non-converged old {og['non_converged']}, "
         f"new {ng['non_converged']}"
     )
+    # the goals (issue 23) and, for any not met, the measured profile of old and new
+    log(f"\n=== goals: ≥ {GOAL_SPEEDUP:g}× faster than {base} (wall time, same run) ===")
+    goals, missed = {}, []
+    for name in ("headline", "second"):
+        o, n = out["old"]["points"][name], out["new"]["points"][name]
+        for kind in ("cold", "student_only", "warm"):
+            ratio = o["ms"][kind] / n["ms"][kind]
+            goals[f"{name} {kind}"] = ratio
+            if ratio < GOAL_SPEEDUP:
+                missed.append((name, kind))
+    goals[f"grid {grid_n}×{grid_n}, 2 workers"] = og["wall_s"] / ng["wall_s"]
+    for k, ratio in goals.items():
+        log(f"  {k:<28} ×{ratio:5.2f}  {'met' if ratio >= GOAL_SPEEDUP else 'NOT met'}")
+    out["goals"] = {k: {"ratio": r, "met": r >= GOAL_SPEEDUP} for k, r in goals.items()}
+    if missed:
+        log(
+            "  profile of the runs not met (thread CPU ms, the least of the repeats; old → new): "
+            "teacher | coarse Newton | full-rule polish | final state | rest = total"
+        )
+        for name, kind in missed:
+            po, pn = (out[v]["points"][name]["profile"][kind] for v in ("old", "new"))
+            cells = " | ".join(
+                f"{po[k]:.2f} → {pn[k]:.2f}"
+                for k in ("teacher", "coarse Newton", "full-rule polish", "final state", "rest")
+            )
+            log(
+                f"  {name + ' ' + kind:<22} {cells} = {po['total']:.2f} → {pn['total']:.2f} "
+                f"(×{po['total'] / pn['total']:.2f} in thread time)"
+            )
+        log(f"  what stands in the way: {OBSTACLES}")
     return out
+
+
+#: printed with the profile when a goal is not met (measured in this work, docs/numerics.md)
+OBSTACLES = (
+    "the three full-rule passes of the polish are the floor of this scheme (the coarse rule "
+    "errs by 1e-4–1e-3, so its fixed point and Jacobian leave residuals 1e-4 → 1e-7 → 1e-11, and "
+    "the last pass verifies); a pass costs ≈ 21 ns per node (one sigmoid, 21 000 nodes at the "
+    "headline), the metrics pass ≈ 2× that; the rest is Python: the logistic teacher's Newton "
+    "(≈ 1 ms, five passes with forward-mode Dual algebra, unchanged) and ≈ 0.2 ms of Dual algebra "
+    "per coarse Newton step, which together are now about half of a cold solve"
+)
 
 
 def main(argv=None) -> int:
@@ -827,7 +933,7 @@ def main(argv=None) -> int:
         "--base",
         default=BASE_COMMIT,
         help=f"commit of the old solver to compare with first (default {BASE_COMMIT}, the "
-        "commit before the Newton polish); 'none' skips the comparison",
+        "commit before issue 23's work); 'none' skips the comparison",
     )
     ap.add_argument("--only-base", action="store_true", help="run only the old-vs-new comparison")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -855,6 +961,7 @@ def main(argv=None) -> int:
     args.cold_sample = args.cold_sample or (16 if q else 64)
     args.gcm_points = "headline" if q else "all"
     name = "replica_speed_quick.json" if q else "replica_speed.json"
+    args.out_given = args.out is not None
     args.out = args.out or ROOT / "benchmarks" / "results" / name
 
     try:
@@ -883,7 +990,11 @@ def main(argv=None) -> int:
     compare = None
     if args.base.lower() != "none":
         compare = old_vs_new(args.base, args.repeats, args.grid)
-        if args.only_base:
+        if args.only_base:  # the comparison alone: benchmarks/results/replica_speed_vs_base.json
+            meta["load_end"] = load()
+            out = args.out if args.out_given else args.out.with_name("replica_speed_vs_base.json")
+            out.write_text(json.dumps({"meta": meta, "old_vs_new": compare}, indent=1) + "\n")
+            log(f"wrote {out}")
             return 0
     meta["blas_threads"] = blas_check()
     with threadpool_limits(1):

@@ -120,7 +120,192 @@ def solve_one(p: dict) -> dict:
     return out
 
 
-def _worker(conn, repo: str) -> None:
+#: the box of the chain and gradient fuzzes (issue 24's): α, Δ, λ̃, λ, T log-uniform, the rest uniform
+CHAIN_BOX = {
+    "alpha": (0.2, 10.0), "rho": (0.05, 0.95), "delta": (0.1, 5.0), "flip": (0.0, 0.45),
+    "lam_t": (1e-3, 10.0), "lam": (1e-3, 10.0), "chi": (0.0, 1.0), "temperature": (0.02, 10.0),
+}  # fmt: skip
+#: a stage "disagrees" when its ε_g, or m, q, b relative to max(1, |x|), differ by more than this
+AGREE = 1e-6
+CHAIN_SEED, GRADIENT_SEED = 20261207, 20261208
+
+
+def random_chains(n: int, seed: int = CHAIN_SEED) -> list[dict]:
+    """``n`` random legal 2–3-stage chains in ``CHAIN_BOX``: 15 % Bayes teachers (at θ = 0), each
+    student's convention ``tempered`` "both" or "teacher" at random, η = 1."""
+    rng = np.random.default_rng(seed)
+    box = CHAIN_BOX
+    out = []
+    for _ in range(n):
+        bayes = rng.random() < 0.15
+        p = {
+            "alpha": _logu(rng, *box["alpha"]),
+            "rho": rng.uniform(*box["rho"]),
+            "delta": _logu(rng, *box["delta"]),
+            "flip": 0.0 if bayes else rng.uniform(*box["flip"]),
+            "lam_t": math.nan if bayes else _logu(rng, *box["lam_t"]),
+            "students": [
+                (
+                    _logu(rng, *box["lam"]),
+                    rng.uniform(*box["chi"]),
+                    _logu(rng, *box["temperature"]),
+                    str(rng.choice(["both", "teacher"])),
+                )
+                for _ in range(int(rng.integers(1, 3)))
+            ],
+        }
+        out.append(p)
+    return out
+
+
+def make_chain(p: dict):
+    """(data, teacher, students) of a ``random_chains`` entry."""
+    from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Student
+
+    data = GaussianMixture(p["alpha"], p["rho"], p["delta"], flip=p["flip"])
+    teacher = BayesTeacher() if math.isnan(p["lam_t"]) else LogisticTeacher(p["lam_t"])
+    students = [Student(lam, chi, t, tempered=conv) for lam, chi, t, conv in p["students"]]
+    return data, teacher, students
+
+
+def _gap(a, b) -> float:
+    """Largest of |Δε_g| and |Δx|/max(1, |x|) for x = m, q, b between two states."""
+    gaps = [abs(a.eg - b.eg)]
+    gaps += [abs(getattr(a, k) - getattr(b, k)) / max(1.0, abs(getattr(b, k))) for k in "mqb"]
+    return float(max(gaps))
+
+
+def chain_one(p: dict, refined: bool = True) -> dict:
+    """``replica.solve_chain`` on one chain, its stages 1–2 against ``replica.solve`` (the teacher,
+    and the student of the two-stage problem): per stage converged, ``gap`` (``_gap``; NaN where
+    ``replica.solve`` did not converge), and with ``refined`` the gaps of both to ``replica.solve``
+    on the refined rule (twice the order), ``gap_refined`` and ``solve_gap``; ``silent`` counts
+    the stages marked converged with a gap > ``AGREE``."""
+    import replica
+    from kdtheory import Problem
+
+    data, teacher, students = make_chain(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        try:
+            chain = replica.solve_chain(data, teacher, students)
+            seconds = time.perf_counter() - t0
+            problem = Problem(data, teacher, students[0])
+            ref = replica.solve(problem)
+            fine = ref
+            if refined:
+                fine = replica.solve(problem, quad=replica.quadrature.DEFAULT_QUADRATURE.refined())
+            stages = []
+            for k, st in enumerate(chain.stages[:2]):
+                pick = (lambda s: s.teacher) if k == 0 else (lambda s: s.student)
+                ok = ref.converged or (k == 0 and ref.teacher.q == ref.teacher.q)
+                ok_fine = fine.converged or (k == 0 and fine.teacher.q == fine.teacher.q)
+                stages.append(
+                    {
+                        "converged": st.converged,
+                        "gap": _gap(st, pick(ref)) if ok else math.nan,
+                        "gap_refined": _gap(st, pick(fine)) if ok_fine else math.nan,
+                        "solve_gap": _gap(pick(ref), pick(fine)) if ok and ok_fine else math.nan,
+                    }
+                )
+            out = {
+                "status": chain.status,
+                "message": chain.message,
+                "stages": stages,
+                "seconds": seconds,
+                "reference": ref.message if not ref.converged else "",
+                "silent": sum(s["converged"] and s["gap"] > AGREE for s in stages),
+            }
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            out = {"status": "exception", "message": f"{type(exc).__name__}: {exc} ({where})"}
+            out.update(stages=[], seconds=time.perf_counter() - t0, silent=0)
+    out["warnings"] = sorted(
+        {f"{w.category.__name__} {Path(w.filename).name}:{w.lineno}: {w.message}" for w in caught}
+    )
+    return out
+
+
+def random_gradient_problems(n: int, seed: int = GRADIENT_SEED) -> list[dict]:
+    """``n`` flat problems in ``CHAIN_BOX`` with η log-uniform in [0.05, 1], 20 % Bayes teachers."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in random_chains(n, seed):
+        lam, chi, t, _ = c["students"][0]
+        bayes = rng.random() < 0.2
+        out.append(
+            {
+                "alpha": c["alpha"], "rho": c["rho"], "delta": c["delta"],
+                "flip": 0.0 if bayes else c["flip"],
+                "lam_t": math.nan if bayes else (c["lam_t"] if c["lam_t"] == c["lam_t"] else 0.1),
+                "lam": lam, "chi": chi, "temperature": t, "eta": _logu(rng, 0.05, 1.0),
+            }
+        )  # fmt: skip
+    return out
+
+
+def gradient_one(p: dict) -> dict:
+    """``replica.gradient`` (default ``wrt``) of one problem against central finite differences
+    of ``replica.solve`` (step 1e-5 relative, one-sided at θ = 0 for flip and χ): the largest
+    |analytic − finite difference| / max(1, |finite difference|) of ∂ε_g and ∂ε̃_g over ``wrt``."""
+    import replica
+    from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+
+    bayes = math.isnan(p["lam_t"])
+    problem = Problem(
+        GaussianMixture(p["alpha"], p["rho"], p["delta"], flip=p["flip"]),
+        BayesTeacher() if bayes else LogisticTeacher(p["lam_t"]),
+        Student(p["lam"], p["chi"], p["temperature"], p["eta"]),
+    )
+    t0 = time.perf_counter()
+    out = {"silent": 0, "worst": "", "error": 0.0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            sol = replica.solve(problem, tol=1e-12)
+            if not sol.converged:
+                out.update(status="unsolved", message=sol.message)
+            else:
+                grad = replica.gradient(sol)
+                errors = {}
+                for k in grad.wrt:
+                    theta = problem.params[k]
+                    h = 1e-5 * max(abs(theta), 1e-3)
+                    if k in ("rho", "chi", "eta"):  # stay inside (0, 1)
+                        h = min(h, 0.5 * (1.0 - theta))
+                    # one-sided at a closed end of the range (θ = 0 for flip or chi)
+                    a, z = max(theta - h, 0.0) if k in ("flip", "chi") else theta - h, theta + h
+                    up = replica.solve(problem.replace(**{k: z}), init=sol, tol=1e-12)
+                    lo = replica.solve(problem.replace(**{k: a}), init=sol, tol=1e-12)
+                    if not (up.converged and lo.converged):
+                        continue
+                    for q, get in (
+                        ("eg", lambda s: s.student.eg),
+                        ("eg_t", lambda s: s.teacher.eg),
+                    ):
+                        fd = (get(up) - get(lo)) / (z - a)
+                        errors[f"{q}/{k}"] = abs(grad[q][k] - fd) / max(1.0, abs(fd))
+                worst = max(errors, key=errors.get, default="")
+                out.update(
+                    status="converged", message="", worst=worst, error=errors.get(worst, 0.0)
+                )
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            out.update(status="exception", message=f"{type(exc).__name__}: {exc} ({where})")
+    out["seconds"] = time.perf_counter() - t0
+    out["warnings"] = sorted(
+        {f"{w.category.__name__} {Path(w.filename).name}:{w.lineno}: {w.message}" for w in caught}
+    )
+    return out
+
+
+TASKS = {"solve": solve_one, "chain": chain_one, "gradient": gradient_one}
+
+
+def _worker(conn, repo: str) -> None:  # messages: (task, parameters), task a key of TASKS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, repo)
     try:
@@ -134,10 +319,11 @@ def _worker(conn, repo: str) -> None:
     solve_one(_WARMUP)
     conn.send("ready")
     while True:
-        p = conn.recv()
-        if p is None:
+        msg = conn.recv()
+        if msg is None:
             return
-        conn.send(solve_one(p))
+        task, p = msg
+        conn.send(TASKS[task](p))
 
 
 _WARMUP = {
@@ -163,7 +349,9 @@ class Pool:
             raise RuntimeError("worker failed to start")
         return proc, parent
 
-    def map(self, params: list[dict], timeout: float, progress=None) -> list[dict]:
+    def map(
+        self, params: list[dict], timeout: float, progress=None, task: str = "solve"
+    ) -> list[dict]:
         results: list[dict | None] = [None] * len(params)
         todo = collections.deque(range(len(params)))
         busy: dict[int, tuple[int, float]] = {}  # worker slot -> (problem, start time)
@@ -171,7 +359,7 @@ class Pool:
             for slot in range(len(self.procs)):
                 if slot not in busy and todo:
                     i = todo.popleft()
-                    self.procs[slot][1].send(params[i])
+                    self.procs[slot][1].send((task, params[i]))
                     busy[slot] = (i, time.monotonic())
             conns = {self.procs[s][1]: s for s in busy}
             soonest = min(t for _, t in busy.values()) + timeout
@@ -246,6 +434,105 @@ def report(kind: str, params: list[dict], results: list[dict]) -> None:
             print(f"     {c:4d}× {w[:200]}")
 
 
+def report_chains(params: list[dict], results: list[dict]) -> dict:
+    """Counts of the chain fuzz: stages converged / not (by reason), silent disagreements with
+    ``replica.solve`` (> ``AGREE`` while converged), the largest gaps, exceptions, warnings."""
+    n = len(results)
+    rows = [(p, r, k, s) for p, r in zip(params, results, strict=True)
+            for k, s in enumerate(r.get("stages", []))]  # fmt: skip
+    conv = [s for _, _, _, s in rows if s["converged"]]
+    checked = [s for s in conv if s["gap"] == s["gap"]]
+    silent = [(p, r, k, s) for p, r, k, s in rows if s["converged"] and s["gap"] > AGREE]
+    # of those, the ones that also disagree with replica.solve on its refined rule (twice the
+    # order): the others are replica.solve's own quadrature error at its default rule
+    both = [x for x in silent if not x[3].get("gap_refined", math.inf) <= AGREE]
+    worst = max((s["gap"] for s in checked), default=math.nan)
+    fine = [
+        s["gap_refined"] for s in checked if s.get("gap_refined", math.nan) == s.get("gap_refined")
+    ]
+    solve_fine = [
+        s["solve_gap"] for s in checked if s.get("solve_gap", math.nan) == s.get("solve_gap")
+    ]
+    status = collections.Counter(r["status"] for r in results)
+    out = {
+        "chains": n,
+        "stages_compared": len(rows),
+        "stages_converged": len(conv),
+        "stages_checked": len(checked),
+        "silent_disagreements": len(silent),
+        "silent_also_with_refined_solve": len(both),
+        "largest_gap": worst,
+        "largest_gap_to_refined_solve": max(fine, default=math.nan),
+        "largest_gap_solve_to_refined_solve": max(solve_fine, default=math.nan),
+        "chains_by_status": dict(status),
+        "exceptions": status["exception"],
+        "hangs": status["hang"],
+        "warned": sum(bool(r.get("warnings")) for r in results),
+    }
+    secs = np.array([r["seconds"] for r in results if math.isfinite(r.get("seconds", math.nan))])
+    print(f"\n== chains: {n} random 2–3-stage chains, stages 1–2 against replica.solve ==")
+    for k, v in out.items():
+        print(f"  {k:36s} {v:.3g}" if isinstance(v, float) else f"  {k:36s} {v}")
+    if secs.size:
+        pct = np.percentile(secs, [50, 90, 99, 100])
+        print(
+            "  time per chain: median {:.2f} s, p90 {:.2f} s, p99 {:.2f} s, max {:.2f} s".format(
+                *pct
+            )
+        )
+        out["seconds_p50_p90_p99_max"] = [float(x) for x in pct]
+    reasons = collections.Counter(
+        r["message"].split(":")[1].split("(")[0].strip() if ":" in r["message"] else r["message"]
+        for r in results if r["status"] not in ("converged",)
+    )  # fmt: skip
+    out["not_converged_reasons"] = dict(reasons)
+    for p, r in [
+        (p, r) for p, r in zip(params, results, strict=True) if r["status"] != "converged"
+    ]:
+        print(f"  -- {r['status']}: {_fmt_chain(p)}\n       {r['message'][:300]}")
+    for p, _r, k, s in silent:
+        print(
+            f"  !! stage {k + 1}: gap {s['gap']:.2e} to replica.solve, "
+            f"{s.get('gap_refined', math.nan):.2e} to its refined rule (which is "
+            f"{s.get('solve_gap', math.nan):.2e} from its default): {_fmt_chain(p)}"
+        )
+    return out
+
+
+def report_gradients(params: list[dict], results: list[dict]) -> dict:
+    """Counts of the gradient fuzz: exceptions, unsolved problems, the largest disagreement with
+    finite differences and how many exceed 1e-4."""
+    errs = [r["error"] for r in results if r["status"] == "converged"]
+    status = collections.Counter(r["status"] for r in results)
+    out = {
+        "problems": len(results),
+        "by_status": dict(status),
+        "largest_fd_error": max(errs, default=math.nan),
+        "fd_errors_above_1e-4": sum(e > 1e-4 for e in errs),
+        "warned": sum(bool(r.get("warnings")) for r in results),
+    }
+    print(
+        f"\n== gradients: {len(results)} problems, replica.gradient against finite differences =="
+    )
+    for k, v in out.items():
+        print(f"  {k:24s} {v:.3g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    for p, r in zip(params, results, strict=True):
+        if r["status"] == "exception" or r.get("error", 0.0) > 1e-4:
+            print(f"  -- {r['status']} {r.get('worst', '')} {r.get('error', 0.0):.2e}: {_fmt(p)}")
+            if r["message"]:
+                print(f"       {r['message'][:300]}")
+    return out
+
+
+def _fmt_chain(p: dict) -> str:
+    head = ", ".join(f"{k}={p[k]:.4g}" for k in ("alpha", "rho", "delta", "flip", "lam_t"))
+    return (
+        head
+        + ", students="
+        + "; ".join(f"(lam={a:.4g}, chi={b:.3g}, T={c:.4g}, {d})" for a, b, c, d in p["students"])
+    )
+
+
 def _fmt(p: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in p.items())
 
@@ -284,9 +571,45 @@ def _summary(results: list[dict]) -> dict[str, str]:
     return row
 
 
+def _extra_fuzz(args) -> None:
+    """The chain or gradient fuzz on ``args.workers`` processes; prints its counts."""
+    load = os.getloadavg()
+    print(f"{args.set} fuzz; {args.workers} workers, limit {args.timeout:g} s, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)  # fmt: skip
+    params = random_chains(args.n) if args.set == "chain" else random_gradient_problems(args.n)
+    pool = Pool(args.workers, str(Path(args.repo).resolve()))
+    t0 = time.perf_counter()
+    try:
+
+        def progress(i, r):
+            if args.verbose:
+                print(f"{i:4d} {r['status']:10s} {r['seconds']:8.2f} s", flush=True)
+
+        results = pool.map(params, args.timeout, progress, task=args.set)
+    finally:
+        pool.close()
+    report = report_chains if args.set == "chain" else report_gradients
+    out = report(params, results)
+    out["wall_seconds"] = time.perf_counter() - t0
+    load = os.getloadavg()
+    out["load_average_end"] = [round(x, 2) for x in load]
+    print(f"  wall time {out['wall_seconds']:.0f} s; load average at the end {load[0]:.2f}")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="robustness", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", choices=[*SETS, "both"], default="both", help="which fuzz")
+    ap.add_argument(
+        "--set",
+        choices=[*SETS, "both", "chain", "gradient"],
+        default="both",
+        help="which fuzz: uniform, corner, both (replica.solve), chain (solve_chain against "
+        "replica.solve), gradient (replica.gradient against finite differences)",
+    )
+    ap.add_argument("--json", help="chain/gradient: also write the counts to this JSON file")
     ap.add_argument("--n", type=int, default=300, help="problems per fuzz (default 300)")
     ap.add_argument("--workers", type=int, default=2, help="solver processes (default 2)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per solve (default 60)")
@@ -298,6 +621,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--verbose", action="store_true", help="a line per problem")
     args = ap.parse_args(argv)
+    if args.set in ("chain", "gradient"):
+        _extra_fuzz(args)
+        return
     kinds = tuple(SETS) if args.set == "both" else (args.set,)
     load = os.getloadavg()
     print(f"robustness fuzz; {args.workers} workers, limit {args.timeout:g} s, "

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from kdtheory.losses import _d1_p, _d2_p, _loss_p, _prox_curv_p, _prox_p, sigmoid, softplus
-from replica.quadrature import composite_rule, feature_breaks
+from replica.quadrature import composite_rule, feature_breaks, prune
 
 
 @njit(cache=True)
@@ -35,6 +35,10 @@ def _phi(z):
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+#: a warm start is moved to first order only for moves up to this times min(1, T_s): the
+#: polish's steps; larger (far-field) steps keep the plain warm start of before (the map's
+#: rounding noise at stiff corners, T ≲ 1e-3, then follows the same path)
+_SMALL_MOVE = 1e-3
 #: where |h − ω| < _CANCEL |ω|, (h − ω)/(ΔV) has lost more than 3 of its 16 digits
 _CANCEL = 1e-3
 
@@ -49,6 +53,77 @@ def _output(y, pt, h, om, var, chi, temperature):
     if abs(d) < _CANCEL * abs(om):
         return -_d1_p(y, pt, h, chi, temperature)
     return d / var
+
+
+@njit(cache=True)
+def _prox_warm(y, pt, omega, var, chi, t_s, h0):
+    """h = prox(ω) from h0 and (ℓ′, ℓ″, 1/(1 + ΔVℓ″)) there (y: the training label ŷ, p̃ given,
+    T_s = ``t_s``): ``kdtheory.losses._prox_curv_p`` (Newton safeguarded by bisection on
+    ω ± ΔV·B, the same tolerance) with one division per step, and one step shorter from a close
+    start: a Newton step s at h leaves an error ≈ |ℓ‴| s²/(2(1/ΔV + ℓ″)) (quadratic
+    convergence); where that is below 1e-3 of the tolerance it returns h − s with ℓ′, ℓ″ and
+    1/D moved to h − s to first order (errors O(s²)).  From a start within ~1e-7 (a warm start,
+    ``student_moments``) this is one evaluation of the sigmoids instead of two."""
+    bound = (1.0 - chi) + chi / t_s
+    lo = omega - var * bound
+    hi = omega + var * bound
+    tol = 1e-14 * (1.0 + abs(omega) + var * bound)
+    h = h0
+    if not (lo < h < hi):
+        h = omega
+    dx_old = hi - lo
+    c = 1.0 - chi
+    k = chi / t_s
+    d1 = d2 = 0.0
+    idn = 1.0
+    for _ in range(200):
+        s = sigmoid(h)
+        st = sigmoid(h / t_s) if t_s != 1.0 else s
+        sy = s if y > 0 else 1.0 - s  # sig(ŷh)
+        a2 = s * (1.0 - s)
+        b2 = st * (1.0 - st)
+        d1 = -c * y * (1.0 - sy) + k * (st - pt)
+        d2 = c * a2 + (k / t_s) * b2
+        idn = 1.0 / (1.0 + var * d2)
+        g = h - omega + var * d1  # ΔV·(the prox equation), increasing in h
+        step = g * idn
+        if abs(step) <= tol:
+            return h - step, d1 - step * d2, d2, idn
+        if abs(step) < 1e-6 * (1.0 + abs(h)):
+            d3 = c * a2 * (1.0 - 2.0 * s) + (k / (t_s * t_s)) * b2 * (1.0 - 2.0 * st)
+            if abs(d3) * step * step * var * idn <= 2e-3 * tol:
+                d2_new = d2 - step * d3
+                return h - step, d1 - step * d2, d2_new, idn * (1.0 + var * step * d3 * idn)
+        if g > 0.0:
+            hi = h
+        else:
+            lo = h
+        h_new = h - step
+        if not (lo < h_new < hi) or abs(step) > 0.5 * dx_old:
+            dx_old = 0.5 * (hi - lo)
+            h_new = lo + dx_old
+            if dx_old <= tol:
+                return h_new, d1, d2, idn
+        else:
+            dx_old = abs(step)
+        h = h_new
+    return h, d1, d2, idn
+
+
+@njit(cache=True)
+def _loss_fast(y, pt, h, chi, t_s):
+    """ℓ_KD(ŷ, p̃, h) as ``kdtheory.losses._loss_p`` (the same softplus terms), sharing
+    e^{−|h|} between softplus(−ŷh) and softplus(±h/T_s) when T_s = 1: one exp and one log1p."""
+    e = math.log1p(math.exp(-abs(h)))
+    out = 0.0
+    if chi < 1.0:
+        out += (1.0 - chi) * (max(-y * h, 0.0) + e)
+    if chi > 0.0:
+        z = h / t_s
+        if t_s != 1.0:
+            e = math.log1p(math.exp(-abs(z)))
+        out += chi * (pt * (max(-z, 0.0) + e) + (1.0 - pt) * (max(z, 0.0) + e))
+    return out
 
 
 @njit(cache=True)
@@ -277,9 +352,10 @@ def student_moments(
     ``both`` else 1 (``Student.tempered``).  The inner
     rule over ξ is rebuilt per outer node with breakpoints at the student's feature points
     (``ext[o, :n_ext[o]]``; ``freeze``: reuse those of the last call, a fixed rule).
-    ``xs``, ``ws`` are per-row work arrays; ``h_buf[o, j]`` keeps the prox solutions of
-    the last call as warm starts (NaN: none; then the prox starts from the previous node's
-    solution moved by ∂h/∂ω = 1/(1 + ΔVℓ″)); the last two moments are computed only if ``metrics``.
+    ``xs``, ``ws`` are per-row work arrays; ``h_buf[:, o, j]`` keeps (h, f, 1/(1 + ΔVℓ″)) of the
+    prox solutions of the last call for warm starts (NaN: none; the prox starts from the
+    previous node's solution or the last call's, moved to first order, whichever moves less);
+    the last two moments are computed only if ``metrics``.
     ``rows[o]`` receives the inner expectations of (f, f², ∂_ω f, df/dω̃, ℓ_KD, 1{ŷh ≤ 0}); if
     ``acc`` has rows, ``acc[o, i, k]`` receives the inner expectation of the derivative of
     integrand i (I_F, I_FF, I_DF, I_LOSS, I_DFT) in primitive k (P_OM … P_DHT) at fixed nodes:
@@ -294,17 +370,40 @@ def student_moments(
     t_s = temperature if both else 1.0
     dts = 1.0 if both else 0.0
     cs = delta * vc
+    inv_var = 1.0 / var
+    small = _SMALL_MOVE * min(1.0, t_s)  # (relative to the loss's scale, T_s where it is < 1)
+    n_hk = hk.shape[0]
+    s_neg, s_pos, s_kd, xi = np.empty(n_hk), np.empty(n_hk), np.empty(n_hk), np.empty(n_hk)
+    for i in range(n_hk):
+        s_neg[i] = sigmoid(-hk[i])
+        s_pos[i] = sigmoid(hk[i])
+        s_kd[i] = sigmoid(hk[i] / t_s)
+    n_base = -1
+    xs_base, ws_base = np.empty(xs.shape[1]), np.empty(xs.shape[1])
     for o in range(n_out):
         yo = yl[o]  # the training label: the loss sees ŷ, the centre the cluster label y
         pt = sigmoid(ht[o] / temperature)
         kappa = -chi * pt * (1.0 - pt) / (temperature * t_s)
         centre = y[o] * m + b + sd * a * xt[o] + delta * vc * ft[o]
-        if not freeze:
-            n_ext[o] = feature_breaks(hk, yo, pt, var, chi, t_s, centre, spread, gap, ext[o])
-        n = composite_rule(base, ext[o], n_ext[o], glx, glw, xs[o], ws[o])
+        if not freeze and n_hk > 0 and spread > 0.0:
+            # ``replica.quadrature.feature_breaks`` with the sigmoids of h_k computed once
+            for i in range(n_hk):
+                s_lab = s_neg[i] if yo > 0 else s_pos[i]  # sig(−ŷh_k)
+                d1 = -(1.0 - chi) * yo * s_lab + (chi / t_s) * (s_kd[i] - pt)
+                xi[i] = (hk[i] + var * d1 - centre) / spread
+            n_ext[o] = prune(xi, gap, ext[o])
+        elif not freeze:
+            n_ext[o] = 0
+        if n_ext[o] == 0:  # the base rule, the same for every such row: built once
+            if n_base < 0:
+                n_base = composite_rule(base, ext[o], 0, glx, glw, xs_base, ws_base)
+            n, xr, wr = n_base, xs_base, ws_base
+        else:
+            n = composite_rule(base, ext[o], n_ext[o], glx, glw, xs[o], ws[o])
+            xr, wr = xs[o], ws[o]
         a_f = a_ff = a_df = a_dft = a_loss = a_err = 0.0
         h_prev = om_prev = 0.0
-        den_prev = 1.0
+        idn_prev = 1.0
         if deriv:
             for i in range(5):
                 for k in range(9):
@@ -316,23 +415,36 @@ def student_moments(
             elif yo * gap0 >= 0.0:
                 a_err = 1.0
         for j in range(n):
-            om = centre + spread * xs[o, j]
-            h0 = h_buf[o, j]
-            if h0 != h0:  # no previous solution (NaN): extrapolate from the previous node
-                h0 = om if j == 0 else h_prev + (om - om_prev) / den_prev
-            h, d2 = _prox_curv_p(yo, pt, om, var, chi, t_s, h0)
-            h_buf[o, j] = h
-            f = _output(yo, pt, h, om, var, chi, t_s)
-            den = 1.0 + var * d2
-            h_prev, om_prev, den_prev = h, om, den
-            dh_dt = (delta * vc * dft[o] - var * kappa * dht[o]) / den
-            wj = ws[o, j]
+            om = centre + spread * xr[j]
+            # the start: this node's solution of the last call, moved to the new ω and ΔV to
+            # first order where that move is small (h + ΔVℓ′(h) = ω: Δh = (ω + ΔV f_old −
+            # h_old)/D_old; a near-converged polish step); else the previous node's solution
+            # moved by ∂h/∂ω = 1/(1 + ΔVℓ″) if there is none (NaN)
+            h_old = h_buf[0, o, j]
+            if h_old == h_old:
+                h0 = h_old
+                dh = (om + var * h_buf[1, o, j] - h_old) * h_buf[2, o, j]
+                if abs(dh) <= small:
+                    h0 = h_old + dh
+            elif j > 0:
+                h0 = h_prev + (om - om_prev) * idn_prev
+            else:
+                h0 = om
+            h, d1, d2, idn = _prox_warm(yo, pt, om, var, chi, t_s, h0)
+            # f = (h − ω)/(ΔV) = −ℓ′(h) (``_output``: the quotient unless it cancels)
+            f = -d1 if abs(h - om) < _CANCEL * abs(om) else (h - om) * inv_var
+            h_buf[0, o, j] = h
+            h_buf[1, o, j] = f
+            h_buf[2, o, j] = idn
+            h_prev, om_prev, idn_prev = h, om, idn
+            dh_dt = (cs * dft[o] - var * kappa * dht[o]) * idn
+            wj = wr[j]
             a_f += wj * f
             a_ff += wj * f * f
-            a_df -= wj * d2 / den
+            a_df -= wj * d2 * idn
             a_dft += wj * (-d2 * dh_dt - kappa * dht[o])
             if metrics:
-                a_loss += wj * _loss_p(yo, pt, h, chi, t_s)
+                a_loss += wj * _loss_fast(yo, pt, h, chi, t_s)
             if deriv:
                 lp = _kd_partials(yo, ht[o], pt, h, chi, temperature, t_s, dts, metrics)
                 fo, dfo, dho = f, dft[o], dht[o]
@@ -341,7 +453,7 @@ def student_moments(
                 )
                 for i in range(5):
                     acc[o, i, P_OM] += wj * d[i]
-                    acc[o, i, P_SPREAD] += wj * xs[o, j] * d[i]
+                    acc[o, i, P_SPREAD] += wj * xr[j] * d[i]
                 d = _node_derivative(
                     fo, var, cs, dfo, dho, lp, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
                 )

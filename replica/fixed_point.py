@@ -135,6 +135,15 @@ def bias_step(g: float, v_hat: float, spread2: float) -> float:
     return math.copysign(cap, g)
 
 
+def bias_capped(g: float, v_hat: float, spread2: float) -> bool:
+    """Whether ``bias_step`` caps its step at this state (or g is NaN): the loss is flat where the
+    fields are (V̂ ≈ 0) while the bias equation g = αΔE[f] = 0 fails.  A runaway bias, |b| ≫ the
+    spread, is such a state, and its capped step is a tiny fraction of |b|, so a small relative
+    change alone would pass it as converged; no true fixed point is capped (g = 0 there)."""
+    cap = 1.0 + 3.0 * math.sqrt(max(spread2, 0.0))
+    return g != 0.0 and not (v_hat > 0.0 and abs(g) < cap * v_hat)
+
+
 def continuation(
     solve_at: Callable[[float, np.ndarray | None, np.ndarray | None], FixedPointResult],
     lam: float,
@@ -210,6 +219,7 @@ def polish(
     max_iter: int = 8,
     valid: Callable[[np.ndarray], bool] = lambda x: True,
     rel_step: float = 1e-7,
+    likely_last: Callable[[bool], None] | None = None,
 ) -> FixedPointResult:
     """Quasi-Newton iteration x ← x − J⁻¹F(x) on F(x) = G(x) − x, J refined by Broyden updates.
 
@@ -219,10 +229,18 @@ def polish(
     the neighbour is close), a few evaluations of G reach ``tol``; Broyden's rank-one updates
     J ← J + (y − J s)sᵀ/(sᵀs) make the convergence superlinear.  Status "max_iter" if they do not
     (the caller falls back to ``iterate``).
+
+    ``likely_last(flag)``, if given, is called before each evaluation of G with whether that
+    evaluation is predicted to end the iteration: its residual, extrapolated from the last
+    contraction r_k²/r_{k−1} (the first step: r_0²), is ≤ 30·tol.  The caller can then compute
+    what it needs at the solution (e.g. the metrics) in that same evaluation; a wrong prediction
+    costs time only.
     """
     x = np.array(x0, dtype=float)
     n = x.shape[0]
     evals = 0
+    hint = likely_last if likely_last is not None else lambda flag: None
+    hint(False)
     if jacobian is None:
         g0 = model(x)
         jacobian = np.empty((n, n))
@@ -236,6 +254,7 @@ def polish(
     gx = g(x)
     evals += 1
     res = residual(x, gx) if np.all(np.isfinite(gx)) else np.inf
+    prev = 1.0
     for _ in range(max_iter):
         if res <= tol:
             return FixedPointResult(gx, res, evals, "converged", jacobian)
@@ -249,6 +268,8 @@ def polish(
         x_new = x + dx
         if not valid(x_new):
             break
+        hint(res * res / prev <= 30.0 * tol)
+        prev = res
         gx_new = g(x_new)
         evals += 1
         if not np.all(np.isfinite(gx_new)):
@@ -271,6 +292,7 @@ def newton(
     max_iter: int = 12,
     valid: Callable[[np.ndarray], bool] = lambda x: True,
     max_step: float = 4.0,
+    verify: bool = True,
 ) -> FixedPointResult:
     """Newton's iteration x ← x − J⁻¹F(x) on the exact Jacobian J = ∂F/∂x.
 
@@ -280,10 +302,15 @@ def newton(
     per component.  Status "converged" (``x`` is then G(x)), "max_iter" when ``max_iter`` calls did
     not reach ``tol`` or the residual grew tenfold over its best (the caller falls back to
     ``iterate``), "diverged" on a non-finite value or an arithmetic exception in ``equations``.  The returned ``jacobian`` is the last J.
+
+    ``verify=False`` (for a stage whose result the next stage checks, as the coarse rule's fixed
+    point before the full rule's polish): a full, unshortened step whose residual, predicted from
+    quadratic convergence as r_k³/r_{k−1}² (r_{k+1} = C r_k², C from the last two), is ≤ tol ends
+    the iteration without evaluating its result: status "converged", ``residual`` the prediction.
     """
     x = np.array(x0, dtype=float)
     best = np.inf
-    res, jac = np.inf, None
+    res, jac, prev = np.inf, None, np.inf
     for it in range(1, max_iter + 1):
         try:
             gx, f, jac = equations(x)
@@ -305,11 +332,17 @@ def newton(
         except np.linalg.LinAlgError:
             return FixedPointResult(x, res, it, "max_iter", jac)
         jump = np.max(np.abs(dx) / (max_step * np.maximum(1.0, np.abs(x))))
+        predicted = res**3 / prev**2 if res < prev < np.inf else np.inf
+        prev = res
         if jump > 1.0:
             dx = dx / jump
+        full = jump <= 1.0
         for _ in range(30):  # halve into the domain
             if valid(x + dx):
                 break
             dx = 0.5 * dx
+            full = False
         x = x + dx
+        if not verify and full and predicted <= tol:
+            return FixedPointResult(x, predicted, it, "converged", jac)
     return FixedPointResult(x, res, max_iter, "max_iter", jac)

@@ -22,14 +22,17 @@ import numpy as np
 
 from kdtheory.problem import (
     GaussianMixture,
+    LogisticTeacher,
     Problem,
     check_instance,
     check_integer,
     check_real,
     refuse_covariance,
 )
+from replica.channels import S_F, T_F
 from replica.fixed_point import (
     FixedPointResult,
+    bias_capped,
     continuation,
     describe,
     iterate,
@@ -42,6 +45,7 @@ from replica.student import StudentMap, StudentState, initial, student_map, vali
 from replica.teacher import (
     TeacherSolution,
     TeacherState,
+    _LogisticTeacherMap,
     bayes_teacher_state,
     solve_teacher_state,
 )
@@ -112,6 +116,14 @@ def solve_teacher(
         out = solve_teacher_state(
             problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
         )
+        why = _runaway_bias(out, problem)
+        if why and start is not None:  # a warm start far off: once more from the cold start
+            out = solve_teacher_state(
+                problem.data, problem.teacher, tol=tol, max_iter=max_iter, quad=quad
+            )
+            why = _runaway_bias(out, problem)
+        if why:
+            out = TeacherSolution(out.teacher, False, out.residual, out.iterations, "diverged", why)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
         failed = _numerical_failure(problem, exc, quad)
         out = TeacherSolution(failed.teacher, False, math.inf, 0, failed.status, failed.message)
@@ -162,11 +174,46 @@ def solve(
     _check_arguments(problem, init, (Solution,), tol, max_iter, quad, strict)
     try:
         out = _solve(problem, init, tol, max_iter, quad)
+        why = _runaway_bias(out)
+        if why and init is not None:  # a warm start far off: once more from the cold start
+            out = _with_iterations(_solve(problem, None, tol, max_iter, quad), out.iterations)
+            why = _runaway_bias(out)
+        if why:
+            out = _failed(problem, out.teacher, "diverged", why, out.residual, quad, out.iterations)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # no legal problem raises
         out = _numerical_failure(problem, exc, quad)
     if strict and not out.converged:
         raise ConvergenceError(out.message, out)
     return out
+
+
+def _runaway_bias(sol: Solution | TeacherSolution, problem: Problem | None = None) -> str:
+    """Why a converged solution is not a fixed point ("" if it is, or if it did not converge): a
+    bias equation E[f] = 0 that fails where the loss is flat (``fixed_point.bias_capped``)."""
+    if not sol.converged:
+        return ""
+    problem = sol.problem if problem is None else problem
+    d = problem.data
+    t = sol.teacher
+    checks = []
+    if isinstance(problem.teacher, LogisticTeacher):
+        g = _LogisticTeacherMap(d, problem.teacher.lam, getattr(sol, "quad", DEFAULT_QUADRATURE))
+        mom = g.moments(np.array([t.m, t.q, t.V, t.b]))
+        checks.append(("teacher", t.b, t.q, d.alpha * d.delta * mom[T_F], t.V_hat))
+    if isinstance(sol, Solution):
+        s = sol.student
+        # the moments the solve's own map (cached) kept for this state; else one warm pass
+        g = student_map(problem, t, sol.quad)
+        kept = g.kept
+        mom = kept[1] if kept is not None and kept[0] is s else g.moments(s.vector())
+        checks.append(("student", s.b, s.q, d.alpha * d.delta * mom[S_F], s.V_hat))
+    for who, b, q, g_b, v_hat in checks:
+        if bias_capped(g_b, v_hat, d.delta * q):
+            return (
+                f"the {who}'s bias ran away: b = {b:.3g} with αΔE[f] = {g_b:.3g} ≠ 0 and "
+                f"V̂ = {v_hat:.3g} (the loss is flat where the fields are), not a fixed point"
+            )
+    return ""
 
 
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
@@ -249,9 +296,20 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             jac = coarse.equations(near.x, full=False)[2]
         res = FixedPointResult(near.x, math.inf, 0, "max_iter")
         if np.all(np.isfinite(jac)):
+
+            def fine_map(x: np.ndarray) -> np.ndarray:
+                """The full rule's map; its likely last evaluation also computes the metrics,
+                kept with G(x) for the final state (``last``)."""
+                gx = fine(x)
+                if fine.last_metrics:
+                    last.update(gx=gx, mom=fine.last_moments, at=(lam, temperature))
+                return gx
+
             res = polish(
-                fine, near.x, tol=tol, jacobian=jac, valid=valid, max_iter=min(6, max_iter)
-            )
+                fine_map, near.x, tol=tol, jacobian=jac, valid=valid,
+                max_iter=min(6, max_iter), likely_last=lambda flag: setattr(fine, "metrics", flag),
+            )  # fmt: skip
+            fine.metrics = False
         if res.status != "converged":
             res = newton(
                 lambda x: fine.equations(x, full=False)[:3],
@@ -264,6 +322,7 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             res = iterate(fine, near.x, tol=tol, max_iter=max_iter, valid=valid)
         return replace(res, iterations=coarse.calls + fine.calls)
 
+    last: dict = {}  # the last full-rule evaluation with metrics: G(x), its moments, (λ, T)
     x0 = jac0 = None
     if init is not None and init.student.q == init.student.q:
         x0, jac0 = init.student.vector(), init.jacobian
@@ -312,7 +371,14 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
             if v_hat < 1e-10 * (1.0 + st.lam):
                 status, msg = "singular", f"{msg}; {_flat_reason(problem, v_hat)}"
         return _failed(problem, teacher, status, msg, res.residual, quad, total, x=res.x)
-    state = student_map(problem, teacher, quad).state(res.x)
+    # the conjugates and metrics of the last evaluation, at the x with G(x) = res.x (within tol
+    # of it) if it computed them, else one more call at res.x
+    mom = None
+    if last.get("at") == (st.lam, st.temperature) and np.array_equal(last["gx"], res.x):
+        mom = last["mom"]
+    g = student_map(problem, teacher, quad)
+    state = g.state(res.x, mom)
+    g.kept = (state, g.last_moments if mom is None else mom)  # (for ``_runaway_bias``)
     return Solution(
         problem, teacher, state, True, max(res.residual, t_sol.residual), total, "converged",
         "", quad, res.jacobian,
@@ -321,14 +387,16 @@ def _solve_student(problem, t_sol, init, tol, max_iter, quad) -> Solution:
 
 def _newton_or_anderson(g: StudentMap, x0: np.ndarray, tol: float, max_iter: int):
     """Newton on g's exact Jacobian from x0; if it fails, Anderson to the far-field tolerance
-    1e-3 and Newton again; if that fails too, Anderson to ``tol``."""
+    1e-3 and Newton again; if that fails too, Anderson to ``tol``.  (The coarse rule's fixed
+    point: Newton's last step is not verified, the full rule's polish checks it.)"""
     eq = lambda x: g.equations(x, full=False)[:3]  # noqa: E731
-    res = newton(eq, x0, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+    n_iter = min(_NEWTON_ITER, max_iter)
+    res = newton(eq, x0, tol=tol, valid=valid, max_iter=n_iter, verify=False)
     if res.status == "converged":
         return res
     far = iterate(g, x0, tol=max(tol, 1e-3), max_iter=max_iter, valid=valid)
     if far.status == "converged":
-        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=min(_NEWTON_ITER, max_iter))
+        res = newton(eq, far.x, tol=tol, valid=valid, max_iter=n_iter, verify=False)
         if res.status == "converged":
             return res
         return iterate(g, far.x, tol=tol, max_iter=max_iter, valid=valid)

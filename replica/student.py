@@ -155,11 +155,17 @@ class StudentMap:
         self.base = quad.base()
         n, rows = quad.max_nodes(), len(self.y)
         self.xs, self.ws, self.ext = np.empty((rows, n)), np.empty((rows, n)), np.empty((rows, n))
-        self.h_buf = np.full((rows, n), np.nan)
+        self.h_buf = np.empty((3, rows, n))  # (h, f, ∂h/∂ω) per node: warm starts
+        self.h_buf[0] = np.nan  # (none yet)
         self.n_ext = np.zeros(rows, dtype=np.int64)
         self.rows = np.empty((rows, 6))
         self.acc = np.empty((0, 5, 9))
         self.calls = 0
+        #: compute the metrics in every kernel call (the solver's likely last passes), and the
+        #: moments of the last call
+        self.metrics, self.last_moments, self.last_metrics = False, None, False
+        #: (a StudentState, the moments it was made from), kept by ``replica.solve``
+        self.kept = None
         d, st = problem.data, problem.student
         self.params = np.array(
             [teacher.m, teacher.q, teacher.b, teacher.V, st.chi, st.temperature, d.delta,
@@ -182,12 +188,15 @@ class StudentMap:
             self.acc = np.empty((len(self.y), 5, 9))
         w = self.w if params is None else self._weights(p[8], p[11])
         self.calls += 1
-        return student_moments(
+        metrics = metrics or self.metrics
+        self.last_moments = mom = student_moments(
             self.y, self.yl, w, self.xt, *nodes, m, q, r, v, vc, b, q_t, d, chi,
             temp, self.both, hk, self.quad.feature_gap, self.base, self.glx, self.glw,
             self.xs, self.ws, self.ext, self.h_buf, metrics, self.n_ext, freeze, self.rows,
             self.acc if deriv else self.acc[:0], deriv == 2,
         )  # fmt: skip
+        self.last_metrics = metrics
+        return mom
 
     def _nodes(self, p):
         t = self.teacher
@@ -373,8 +382,10 @@ class StudentMap:
             out[S_FFT, _IX["flip"]] += (dw_flip * ft) @ rows[:, 0]
         return out
 
-    def state(self, x: np.ndarray) -> StudentState:
-        mom = self.moments(x, metrics=True)
+    def state(self, x: np.ndarray, mom: np.ndarray | None = None) -> StudentState:
+        """The state at x, with its conjugates and metrics from ``mom`` (the moments of a call
+        with metrics; default: a call at x)."""
+        mom = self.moments(x, metrics=True) if mom is None else mom
         m_hat, q_hat, v_hat, r_hat, vc_hat = self.hats(mom)
         m, q, r, v, vc, b = (float(t) for t in x)
         return StudentState(
@@ -406,6 +417,7 @@ def student_map(problem: Problem, teacher: TeacherState, quad: Quadrature) -> St
         g.problem = problem
         g.params[9], g.params[10] = st.lam, st.eta
         g.calls = 0
+        g.metrics, g.last_moments, g.last_metrics = False, None, False
     return g
 
 

@@ -95,14 +95,14 @@ def test_optimum_at_a_bound_is_reported_active():
 def test_optimise_refuses_bad_arguments():
     p = Problem(G, BayesTeacher(), Student(0.1, 1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="objective"):
-        replica.optimise(p, ("lam",), objective="ce")
+        replica.optimise(p, ("lam",), objective="train_loss")
     with pytest.raises(ValueError, match="unknown parameter 'lambda'"):
         replica.optimise(p, ("lambda",))
     with pytest.raises(ValueError, match="lam_t is not a parameter of the Bayes teacher"):
         replica.optimise(p, ("lam_t",))
     with pytest.raises(ValueError, match="bounds must give"):
         replica.optimise(p, ("alpha",))
-    with pytest.raises(ValueError, match="0 < lo < hi"):
+    with pytest.raises(ValueError, match=r"bounds\['lam'\]\[0\] must be in \(0"):
         replica.optimise(p, ("lam",), bounds={"lam": (0.0, 1.0)})
     with pytest.raises(ValueError, match="not in over: chi"):
         replica.optimise(p, ("lam",), bounds={"chi": (0.0, 1.0)})
