@@ -120,7 +120,187 @@ def solve_one(p: dict) -> dict:
     return out
 
 
-def _worker(conn, repo: str) -> None:
+#: the box of the chain and gradient fuzzes (issue 24's): α, Δ, λ̃, λ, T log-uniform, the rest uniform
+CHAIN_BOX = {
+    "alpha": (0.2, 10.0), "rho": (0.05, 0.95), "delta": (0.1, 5.0), "flip": (0.0, 0.45),
+    "lam_t": (1e-3, 10.0), "lam": (1e-3, 10.0), "chi": (0.0, 1.0), "temperature": (0.02, 10.0),
+}  # fmt: skip
+#: a stage "disagrees" when its ε_g, or m, q, b relative to max(1, |x|), differ by more than this
+AGREE = 1e-6
+CHAIN_SEED, GRADIENT_SEED = 20261207, 20261208
+
+
+def random_chains(n: int, seed: int = CHAIN_SEED) -> list[dict]:
+    """``n`` random legal 2–3-stage chains in ``CHAIN_BOX``: 15 % Bayes teachers (at θ = 0), each
+    student's convention ``tempered`` "both" or "teacher" at random, η = 1."""
+    rng = np.random.default_rng(seed)
+    box = CHAIN_BOX
+    out = []
+    for _ in range(n):
+        bayes = rng.random() < 0.15
+        p = {
+            "alpha": _logu(rng, *box["alpha"]),
+            "rho": rng.uniform(*box["rho"]),
+            "delta": _logu(rng, *box["delta"]),
+            "flip": 0.0 if bayes else rng.uniform(*box["flip"]),
+            "lam_t": math.nan if bayes else _logu(rng, *box["lam_t"]),
+            "students": [
+                (
+                    _logu(rng, *box["lam"]),
+                    rng.uniform(*box["chi"]),
+                    _logu(rng, *box["temperature"]),
+                    str(rng.choice(["both", "teacher"])),
+                )
+                for _ in range(int(rng.integers(1, 3)))
+            ],
+        }
+        out.append(p)
+    return out
+
+
+def make_chain(p: dict):
+    """(data, teacher, students) of a ``random_chains`` entry."""
+    from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Student
+
+    data = GaussianMixture(p["alpha"], p["rho"], p["delta"], flip=p["flip"])
+    teacher = BayesTeacher() if math.isnan(p["lam_t"]) else LogisticTeacher(p["lam_t"])
+    students = [Student(lam, chi, t, tempered=conv) for lam, chi, t, conv in p["students"]]
+    return data, teacher, students
+
+
+def _gap(a, b) -> float:
+    """Largest of |Δε_g| and |Δx|/max(1, |x|) for x = m, q, b between two states."""
+    gaps = [abs(a.eg - b.eg)]
+    gaps += [abs(getattr(a, k) - getattr(b, k)) / max(1.0, abs(getattr(b, k))) for k in "mqb"]
+    return float(max(gaps))
+
+
+def chain_one(p: dict) -> dict:
+    """``replica.solve_chain`` on one chain, its stages 1–2 against ``replica.solve`` (the teacher,
+    and the student of the two-stage problem): per stage converged, gap (NaN where
+    ``replica.solve`` did not converge) and whether it is a silent disagreement."""
+    import replica
+    from kdtheory import Problem
+
+    data, teacher, students = make_chain(p)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        try:
+            chain = replica.solve_chain(data, teacher, students)
+            seconds = time.perf_counter() - t0
+            problem = Problem(data, teacher, students[0])
+            ref = replica.solve(problem)
+            fine = replica.solve(problem, quad=replica.quadrature.DEFAULT_QUADRATURE.refined())
+            stages = []
+            for k, st in enumerate(chain.stages[:2]):
+                pick = (lambda s: s.teacher) if k == 0 else (lambda s: s.student)
+                ok = ref.converged or (k == 0 and ref.teacher.q == ref.teacher.q)
+                ok_fine = fine.converged or (k == 0 and fine.teacher.q == fine.teacher.q)
+                stages.append(
+                    {
+                        "converged": st.converged,
+                        "gap": _gap(st, pick(ref)) if ok else math.nan,
+                        "gap_refined": _gap(st, pick(fine)) if ok_fine else math.nan,
+                        "solve_gap": _gap(pick(ref), pick(fine)) if ok and ok_fine else math.nan,
+                    }
+                )
+            out = {
+                "status": chain.status,
+                "message": chain.message,
+                "stages": stages,
+                "seconds": seconds,
+                "reference": ref.message if not ref.converged else "",
+                "silent": sum(s["converged"] and s["gap"] > AGREE for s in stages),
+            }
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            out = {"status": "exception", "message": f"{type(exc).__name__}: {exc} ({where})"}
+            out.update(stages=[], seconds=time.perf_counter() - t0, silent=0)
+    out["warnings"] = sorted(
+        {f"{w.category.__name__} {Path(w.filename).name}:{w.lineno}: {w.message}" for w in caught}
+    )
+    return out
+
+
+def random_gradient_problems(n: int, seed: int = GRADIENT_SEED) -> list[dict]:
+    """``n`` flat problems in ``CHAIN_BOX`` with η log-uniform in [0.05, 1], 20 % Bayes teachers."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in random_chains(n, seed):
+        lam, chi, t, _ = c["students"][0]
+        bayes = rng.random() < 0.2
+        out.append(
+            {
+                "alpha": c["alpha"], "rho": c["rho"], "delta": c["delta"],
+                "flip": 0.0 if bayes else c["flip"],
+                "lam_t": math.nan if bayes else (c["lam_t"] if c["lam_t"] == c["lam_t"] else 0.1),
+                "lam": lam, "chi": chi, "temperature": t, "eta": _logu(rng, 0.05, 1.0),
+            }
+        )  # fmt: skip
+    return out
+
+
+def gradient_one(p: dict) -> dict:
+    """``replica.gradient`` (default ``wrt``) of one problem against central finite differences
+    of ``replica.solve`` (step 1e-5 relative; in log θ for the positive scales): the largest
+    |analytic − finite difference| / max(1, |finite difference|) of ∂ε_g and ∂ε̃_g over ``wrt``."""
+    import replica
+    from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
+
+    bayes = math.isnan(p["lam_t"])
+    problem = Problem(
+        GaussianMixture(p["alpha"], p["rho"], p["delta"], flip=p["flip"]),
+        BayesTeacher() if bayes else LogisticTeacher(p["lam_t"]),
+        Student(p["lam"], p["chi"], p["temperature"], p["eta"]),
+    )
+    t0 = time.perf_counter()
+    out = {"silent": 0, "worst": "", "error": 0.0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            sol = replica.solve(problem, tol=1e-12)
+            if not sol.converged:
+                out.update(status="unsolved", message=sol.message)
+            else:
+                grad = replica.gradient(sol)
+                errors = {}
+                for k in grad.wrt:
+                    theta = problem.params[k]
+                    h = 1e-5 * max(abs(theta), 1e-3)
+                    if k in ("rho", "flip", "chi", "eta"):  # stay inside the open ranges
+                        h = min(h, 0.5 * theta, 0.5 * (1.0 - theta)) if k != "flip" else h
+                        h = h if theta - h >= 0.0 else theta
+                    up = replica.solve(problem.replace(**{k: theta + h}), init=sol, tol=1e-12)
+                    lo = replica.solve(problem.replace(**{k: theta - h}), init=sol, tol=1e-12)
+                    if not (up.converged and lo.converged):
+                        continue
+                    for q, get in (
+                        ("eg", lambda s: s.student.eg),
+                        ("eg_t", lambda s: s.teacher.eg),
+                    ):
+                        fd = (get(up) - get(lo)) / (2 * h)
+                        errors[f"{q}/{k}"] = abs(grad[q][k] - fd) / max(1.0, abs(fd))
+                worst = max(errors, key=errors.get, default="")
+                out.update(
+                    status="converged", message="", worst=worst, error=errors.get(worst, 0.0)
+                )
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            out.update(status="exception", message=f"{type(exc).__name__}: {exc} ({where})")
+    out["seconds"] = time.perf_counter() - t0
+    out["warnings"] = sorted(
+        {f"{w.category.__name__} {Path(w.filename).name}:{w.lineno}: {w.message}" for w in caught}
+    )
+    return out
+
+
+TASKS = {"solve": solve_one, "chain": chain_one, "gradient": gradient_one}
+
+
+def _worker(conn, repo: str) -> None:  # messages: (task, parameters), task a key of TASKS
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, repo)
     try:
@@ -134,10 +314,11 @@ def _worker(conn, repo: str) -> None:
     solve_one(_WARMUP)
     conn.send("ready")
     while True:
-        p = conn.recv()
-        if p is None:
+        msg = conn.recv()
+        if msg is None:
             return
-        conn.send(solve_one(p))
+        task, p = msg
+        conn.send(TASKS[task](p))
 
 
 _WARMUP = {
@@ -163,7 +344,9 @@ class Pool:
             raise RuntimeError("worker failed to start")
         return proc, parent
 
-    def map(self, params: list[dict], timeout: float, progress=None) -> list[dict]:
+    def map(
+        self, params: list[dict], timeout: float, progress=None, task: str = "solve"
+    ) -> list[dict]:
         results: list[dict | None] = [None] * len(params)
         todo = collections.deque(range(len(params)))
         busy: dict[int, tuple[int, float]] = {}  # worker slot -> (problem, start time)
@@ -171,7 +354,7 @@ class Pool:
             for slot in range(len(self.procs)):
                 if slot not in busy and todo:
                     i = todo.popleft()
-                    self.procs[slot][1].send(params[i])
+                    self.procs[slot][1].send((task, params[i]))
                     busy[slot] = (i, time.monotonic())
             conns = {self.procs[s][1]: s for s in busy}
             soonest = min(t for _, t in busy.values()) + timeout

@@ -44,12 +44,14 @@ from kdtheory.problem import (
     BayesTeacher,
     GaussianMixture,
     LogisticTeacher,
+    Problem,
     Student,
     check_instance,
     check_integer,
     check_real,
     refuse_covariance,
 )
+from replica.fixed_point import bias_step
 from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, gauss_hermite, prune
 from replica.teacher import bayes_constant
 
@@ -78,6 +80,16 @@ _COLLECT = 100_000
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
 NODES = (96, 48, 24)
+#: most stages of a chain (teacher included): each stage past ``EXACT_STAGES`` is a QMC solve in one
+#: more dimension (4 stages take ~10 s, 10 took 201 s and 0.5 GB)
+MAX_STAGES = 6
+#: most nodes of the QMC rule, 4 label pairs × 2^qmc_points (memory: see ``qmc_bytes``)
+MAX_QMC_BYTES = 2 * 1024**3
+#: most Gauss–Hermite nodes per direction (numpy's rule overflows to NaN weights from 371 on)
+MAX_NODES = 300
+#: smallest student temperature of a chain: below it the soft label sig(h/T) is a step narrower
+#: than the rules resolve (at T = 1e-3 stage 2 still agrees with ``replica.solve`` to ~1e-6)
+MIN_TEMPERATURE = 1e-3
 #: Gauss–Legendre points per panel of the composite rules of the earlier stages' directions, in
 #: the rules of stages 2 and 3 (stage 2 to ~1e-9; stage 3, at (order)² the cost, to ~1e-6 in q)
 ORDERS = (6, 4)
@@ -253,21 +265,24 @@ def _expand(yhat, pt, centre, spread, var, chi, ts, hk, gap, base, glx, glw, wid
     return xs, ws
 
 
-def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature):
+def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature, own=None):
     """Breakpoints along ξ_j where a later earlier stage s (j < s < t) crosses the kinks of the soft
     label read from it, sig(h_s/T_{s+1}), seen with the directions between held at ξ ∈ {0, ±1.5}:
     when stage s follows its predecessors closely (a small conditional spread C_ss), its kink is a
-    feature along ξ_j that the rule along ξ_s cannot resolve.  Found on a grid of ``_LATER_GRID``
-    points per row (sign changes, linear interpolation), pruned like ``feature_breaks``."""
+    feature along ξ_j that the rule along ξ_s cannot resolve.  Given stage t's state ``own``, also
+    where stage t crosses its own loss's kinks (width w: 1 for labels, T_s), blurred by its own
+    spread to max(w, C_tt).  Found on a grid of ``_LATER_GRID`` points per row (sign changes,
+    linear interpolation), pruned like ``feature_breaks``."""
     rows = nd.w.shape[0]
-    if t - j < 2 or rows > _LATER_ROWS:
+    last = t if own is not None else t - 1  # the last stage whose kinks are searched
+    if last - j < 1 or rows > _LATER_ROWS:
         return np.zeros((rows, 0)), np.zeros(rows, dtype=np.int64)
     grid = np.linspace(-L, L, _LATER_GRID)
     inner = (
-        np.array(np.meshgrid(*([[-1.5, 0.0, 1.5]] * (t - 1 - j)), indexing="ij"))
-        .reshape(t - 1 - j, -1)
+        np.array(np.meshgrid(*([[-1.5, 0.0, 1.5]] * (last - j)), indexing="ij"))
+        .reshape(last - j, -1)
         .T
-    )  # (combinations, t − 1 − j)
+    )  # (combinations, last − j)
     g, c = grid.shape[0], inner.shape[0]
     xi = np.concatenate(
         [
@@ -279,13 +294,20 @@ def _later_features(chain: _Chain, nd: _Nodes, j: int, t: int, quad: Quadrature)
     )
     probe = _Nodes(np.repeat(nd.y, g * c), np.repeat(nd.yhat, g * c), np.ones(rows * g * c), xi)
     chain.replay(probe, t)
-    found = [[] for _ in range(rows)]
+    kinks = []  # (stage, its feature points h_k)
     for s in range(j + 1, t):
         reader = chain.losses[s + 1]
-        if reader.chi == 0.0:
-            continue
-        hk = reader.temperature * LATER_FEATURES
-        h = probe.h[s].reshape(rows, g, c)
+        if reader.chi != 0.0:
+            kinks.append((probe.h[s], reader.temperature * LATER_FEATURES))
+    if own is not None:
+        h_own = chain.forward(probe, t, own[0], own[1], own[2 : t + 3], own[t + 3 :])[0]
+        loss = chain.losses[t]
+        widths = ([1.0] if loss.chi < 1.0 else []) + ([loss.ts] if loss.chi > 0.0 else [])
+        for w in widths:
+            kinks.append((h_own, max(w, chain.C[t, t]) * LATER_FEATURES))
+    found = [[] for _ in range(rows)]
+    for h_s, hk in kinks:
+        h = h_s.reshape(rows, g, c)
         for k in hk:
             diff = h - k
             cross = np.nonzero(np.sign(diff[:, 1:, :]) != np.sign(diff[:, :-1, :]))
@@ -378,8 +400,8 @@ class _Chain:
         q_new = rr @ s @ r_new
         if loss.kind == "bayes":
             b_new = math.log(self.data.rho / (1.0 - self.data.rho))
-        else:
-            b_new = b - (w @ f) / jac[t] if jac[t] < 0.0 else b
+        else:  # Newton on E[f_t] = 0, capped where the loss is flat (E[∂f_t/∂ω_t] ≈ 0)
+            b_new = b + bias_step(w @ f, -jac[t], d * q_row[t])
         x_new = np.concatenate([[r_new @ mh, b_new], q_new, r_new])
         return x_new, (h, f, dh, df, m_hat, q_hat)
 
@@ -422,20 +444,26 @@ class _Chain:
             nodes.df.append(df)
 
 
-def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
+def _nested_rule(chain: _Chain, t: int, n_own: int, order: int, own=None) -> _Nodes:
     """Stage t's rule, with the solved stages 0..t−1 evaluated at its nodes.
 
     Axis j < t (stage j's own Gaussian direction, given the earlier ones) gets, per prefix node, the
     composite Gauss–Legendre rule of ``replica.quadrature`` with breakpoints where stage j's output
     h_j crosses its feature points: the soft-label scale T_{j+1} of the stage reading it, its own
     loss's scales (1 for labels, T_s for distillation); so a small temperature (a nearly hard
-    label sig(h_j/T)) is resolved.  Axis t, the new stage's own direction: Gauss–Hermite, n_own.
+    label sig(h_j/T)) is resolved.  Axis t, the new stage's own direction: Gauss–Hermite, n_own;
+    or, given stage t's state ``own`` = (m, b, Q_{t,·}, R_{t,·}), the composite rule with the
+    breakpoints of its own loss's kinks where its fields are at that state (``_own_features``).
     """
     quad = Quadrature(order=order)
     base, (glx, glw) = quad.base(), quad.legendre()
     nd = _Nodes.product(chain.data, np.zeros((1, 0)), np.ones(1))
     d = chain.data.delta
-    for j in range(t):
+    if own is not None:  # stage t's row of the state, read by the loop below as for j < t
+        chain.m[t], chain.b[t] = own[0], own[1]
+        chain.R[t, : t + 1] = own[t + 3 :]
+        chain.C[t, : t + 1] = chain.cholesky_row(t, own[2 : t + 3])
+    for j in range(t if own is None else t + 1):
         nd.h, nd.f, nd.dh, nd.df, nd._earlier = [], [], [], [], None
         chain.replay(nd, j)
         loss, spread = chain.losses[j], chain.C[j, j]
@@ -446,23 +474,18 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
             pt = np.full(centre.shape[0], 0.5)
         else:
             pt = expit(nd.h[j - 1] / loss.temperature)
-        nxt = chain.losses[j + 1]
-        unit = (
-            1.0 if (loss.chi < 1.0 or nxt.chi < 1.0) and 1.0 < quad.feature_ratio * spread else 0.0
-        )
-        soft = (
-            nxt.temperature
-            if nxt.chi > 0.0 and nxt.temperature < quad.feature_ratio * spread
-            else 0.0
-        )
-        own = loss.ts if loss.chi > 0.0 and loss.ts < quad.feature_ratio * spread else 0.0
-        hk = np.unique(
-            np.concatenate([s_ * FEATURES for s_ in (unit, soft, own) if s_ > 0.0] + [[]])
-        )
+        scales = _own_features(chain, j, quad)
+        if j < t:  # the kinks of the soft label that stage j + 1 reads from h_j
+            nxt = chain.losses[j + 1]
+            if nxt.chi < 1.0 and 1.0 < quad.feature_ratio * spread:
+                scales.add(1.0)
+            if nxt.chi > 0.0 and nxt.temperature < quad.feature_ratio * spread:
+                scales.add(nxt.temperature)
+        hk = np.unique(np.concatenate([s_ * FEATURES for s_ in sorted(scales)] + [[]]))
         var = d * chain.R[j, j]
         if loss.kind == "bayes":  # h_j = ω_j + Δcŷ: the features' ξ are (h_k − Δcŷ − centre)/spread
             centre, var = centre + d * loss.c * nd.yhat, 0.0
-        more, n_more = _later_features(chain, nd, j, t, quad)
+        more, n_more = _later_features(chain, nd, j, t, quad, own)
         width = (len(base) + len(hk) + more.shape[1]) * order
         xs, ws = _expand(
             nd.yhat, pt, centre, spread, var, loss.chi, loss.ts, hk,
@@ -474,15 +497,31 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int) -> _Nodes:
             nd.y[rows], nd.yhat[rows], nd.w[rows] * ws[keep],
             np.column_stack([nd.xi[rows], xs[keep]]),
         )  # fmt: skip
-    x1, w1 = gauss_hermite(n_own)
-    w = nd.w[:, None] * w1
-    rows, cols = np.nonzero(w > PRUNE)
-    nd = _Nodes(
-        nd.y[rows], nd.yhat[rows], w[rows, cols] / w[rows, cols].sum(),
-        np.column_stack([nd.xi[rows], x1[cols]]),
-    )  # fmt: skip
+    if own is None:
+        x1, w1 = gauss_hermite(n_own)
+        w = nd.w[:, None] * w1
+        rows, cols = np.nonzero(w > PRUNE)
+        nd = _Nodes(
+            nd.y[rows], nd.yhat[rows], w[rows, cols],
+            np.column_stack([nd.xi[rows], x1[cols]]),
+        )  # fmt: skip
+    nd.w = nd.w / nd.w.sum()
+    nd.h, nd.f, nd.dh, nd.df, nd._earlier = [], [], [], [], None
     chain.replay(nd, t)
     return nd
+
+
+def _own_features(chain: _Chain, t: int, quad: Quadrature) -> set[float]:
+    """Widths of the kinks of stage t's own loss narrower than ``quad.feature_ratio`` times the
+    spread C_tt of its own direction: 1 (the label term, χ_t < 1) and T_s (the distillation term,
+    χ_t > 0).  Empty: Gauss–Hermite along that direction resolves the loss."""
+    loss, spread = chain.losses[t], chain.C[t, t]
+    out = set()
+    if loss.kind != "bayes" and loss.chi < 1.0 and 1.0 < quad.feature_ratio * spread:
+        out.add(1.0)
+    if loss.chi > 0.0 and loss.ts < quad.feature_ratio * spread:
+        out.add(loss.ts)
+    return out
 
 
 def _initial(chain: _Chain, t: int) -> np.ndarray:
@@ -496,6 +535,40 @@ def _initial(chain: _Chain, t: int) -> np.ndarray:
 
 
 def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None):
+    """Stage t's fixed point on ``nodes`` (``_iterate_stage``), checked by ``_not_fixed_point``;
+    returns (x, extra, residual, converged, why): ``why`` says what failed ("" if converged)."""
+    x, extra, res, ok = _iterate_stage(chain, nodes, t, tol, max_iter, x0)
+    if not ok:
+        return x, extra, res, False, f"residual {res:.2g}"
+    why = _not_fixed_point(chain, nodes, t, x, extra, tol)
+    return x, extra, res, not why, why
+
+
+def _not_fixed_point(chain: _Chain, nodes: _Nodes, t: int, x, extra, tol: float) -> str:
+    """Why a state x whose step is below ``tol`` is no fixed point of stage t ("" if it is).
+
+    The bias equation E[f_t] = 0 must hold: the uncapped Newton step E[f_t]/E[∂f_t/∂ω_t] within
+    10·tol·max(1, |b|) (the map caps that step where the loss is flat, so a small change of x alone
+    does not show it: at a runaway bias, |b| ≫ √(ΔQ_tt), every field saturates the loss, E[∂f/∂ω]
+    rounds to 0 and the capped step is a tiny fraction of |b|).  Also: every value finite, Q_tt ≥ 0
+    and R_tt > 0."""
+    if not (np.all(np.isfinite(x)) and x[t + 2] >= 0.0 and x[-1] > 0.0):
+        return f"not a finite state with q ≥ 0 and V > 0 (q = {x[t + 2]:.3g}, V = {x[-1]:.3g})"
+    if chain.losses[t].kind == "bayes":
+        return ""
+    _, f, _, df, _, _ = extra
+    mean_f, slope = float(nodes.w @ f), float(nodes.w @ df[:, t])
+    b = x[1]
+    if slope < 0.0 and abs(mean_f) <= 10.0 * tol * max(1.0, abs(b)) * -slope:
+        return ""
+    return (
+        f"the bias equation E[f] = 0 fails (E[f] = {mean_f:.3g}, E[∂f/∂ω] = {slope:.3g} at "
+        f"b = {b:.3g}, √(Δq) = {math.sqrt(chain.data.delta * max(x[t + 2], 0.0)):.3g}): a runaway "
+        "bias where the loss is flat, not a fixed point"
+    )
+
+
+def _iterate_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None):
     """Damped iteration of stage t's map from ``x0`` (default: ``_initial``) to a relative change
     of 1e-3, finished by a Newton-type root solve (MINPACK hybrd); returns (x, extra, residual,
     converged)."""
@@ -575,9 +648,18 @@ def _check(
         )
     if isinstance(teacher, LogisticTeacher) and teacher.lam <= 0.0:
         raise ValueError(f"teacher.lam must be > 0 in a chain, got {teacher.lam}")
+    for i, s in enumerate(students):
+        check_real(f"students[{i}].temperature", s.temperature, MIN_TEMPERATURE, math.inf)
+    if len(students) + 1 > MAX_STAGES:
+        raise ValueError(
+            f"students must have at most {MAX_STAGES - 1} entries (a chain of ≤ {MAX_STAGES} "
+            f"stages), got {len(students)}"
+        )
     if nodes is None:
         nodes = NODES
-    nodes = tuple(check_integer(f"nodes[{i}]", n, 4, 400) for i, n in enumerate(nodes))
+    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
+        raise ValueError(f"nodes must be a sequence of {EXACT_STAGES} ints, got {nodes!r}")
+    nodes = tuple(check_integer(f"nodes[{i}]", n, 4, MAX_NODES) for i, n in enumerate(nodes))
     if len(nodes) != EXACT_STAGES:
         raise ValueError(
             f"nodes must give {EXACT_STAGES} counts (one per exact stage), got {nodes}"
@@ -587,6 +669,10 @@ def _check(
     check_real("tol", tol, 0.0, 1.0, True, True)
     check_integer("max_iter", max_iter, 1)
     check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
+    if orders is not None and (
+        isinstance(orders, (str, bytes)) or not isinstance(orders, Sequence)
+    ):
+        raise ValueError(f"orders must be a sequence of {EXACT_STAGES - 1} ints, got {orders!r}")
     orders = ORDERS if orders is None else tuple(orders)
     if len(orders) != EXACT_STAGES - 1:
         raise ValueError(f"orders must give {EXACT_STAGES - 1} counts (stages 2, 3), got {orders}")
@@ -657,16 +743,16 @@ def solve_chain(
         chain.restore(init, t)
         stages.append(init.stages[t])
     for t in range(reuse, exact):
-        nd = _nested_rule(chain, t, nodes[t], orders[t - 1] if t > 0 else 2)
-        x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
-        x, extra, res, ok = _solve_stage(chain, nd, t, tol, max_iter, x0)
-        chain.accept(nd, t, x, extra)
-        if nd.w.shape[0] > _COLLECT:  # the root solve's closures form a cycle that holds it
-            del nd, extra
-            gc.collect()
+        if t == 0:  # the teacher: its own solver (composite rules, continuation in λ̃)
+            ok, res, why = _teacher_stage(chain, teacher, tol, max_iter)
+        else:
+            pair = Problem(data, teacher, students[0])
+            ok, res, why = _exact_stage(
+                chain, t, nodes[t], orders[t - 1], init, tol, max_iter, pair
+            )
         stages.append(_state(chain, t, 0.0, ok, res))
         if not ok:
-            status, message = "max_iter", f"stage {t + 1} did not converge (residual {res:.2g})"
+            status, message = "max_iter", f"stage {t + 1} did not converge: {why}"
             break
     if ok and k > exact:
         stages += _qmc_stages(chain, exact, k, qmc_points, qmc_repeats, tol, max_iter)
@@ -687,6 +773,71 @@ def solve_chain(
         chain.Q_hat.copy(),
         (nodes, orders, tol),
     )
+
+
+def _teacher_stage(chain: _Chain, teacher, tol: float, max_iter: int) -> tuple[bool, float, str]:
+    """Stage 1 from ``replica.solve_teacher`` (the same fixed point, on its composite rules):
+    (converged, residual, why)."""
+    from replica.solver import solve_teacher
+
+    problem = Problem(chain.data, teacher, Student(1.0))
+    sol = solve_teacher(problem, tol=min(0.1 * tol, 1e-10), max_iter=max(max_iter, 200))
+    st = sol.teacher
+    if sol.converged:
+        chain.m[0], chain.b[0], chain.Q[0, 0], chain.R[0, 0] = st.m, st.b, st.q, st.V
+        chain.C[0, 0] = math.sqrt(chain.data.delta * st.q)
+        chain.m_hat[0], chain.Q_hat[0, 0] = st.m_hat, st.q_hat
+    else:
+        chain.m[0] = chain.b[0] = chain.Q[0, 0] = chain.R[0, 0] = math.nan
+    return sol.converged, sol.residual, sol.message
+
+
+def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_iter, pair: Problem):
+    """Stage t ≥ 2 on the nested product rule: first with Gauss–Hermite along its own direction,
+    then, where its own loss has kinks narrower than its spread there (``_own_features``), on the
+    composite rule with their breakpoints at the solution, rebuilt (at most twice) until the state
+    moves by < 1e-6 between rules.  Stage 2, if it fails from its default start, starts again from
+    ``replica.solve`` of ``pair`` (teacher and first student).  Accepts the state into ``chain``;
+    (converged, residual, why)."""
+    nd = _nested_rule(chain, t, n_own, order)
+    x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
+    x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x0)
+    if (
+        not ok and t == 1
+    ):  # the teacher–student problem of ``replica.solve``: start from its student
+        x0 = _student_start(pair, tol, max_iter)
+        if x0 is not None:
+            x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x0)
+    quad = Quadrature(order=order)
+    for _ in range(3):
+        if not ok:
+            break
+        chain.C[t, : t + 1] = chain.cholesky_row(t, x[2 : t + 3])
+        if not _own_features(chain, t, quad):
+            break
+        del nd, extra
+        nd = _nested_rule(chain, t, n_own, order, own=x)
+        x_old = x
+        x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x_old)
+        if np.max(np.abs(x - x_old) / np.maximum(1.0, np.abs(x))) < 1e-6:
+            break
+    chain.accept(nd, t, x, extra)
+    if nd.w.shape[0] > _COLLECT:  # the root solve's closures form a cycle that holds it
+        del nd, extra
+        gc.collect()
+    return ok, res, why
+
+
+def _student_start(problem: Problem, tol: float, max_iter: int) -> np.ndarray | None:
+    """Stage 2's state from ``replica.solve`` of the teacher–student problem (continuations in λ
+    and T; None if it does not converge): (m, b, r, q, V_c, V) = (m, b, Q_21, Q_22, R_21, R_22)."""
+    from replica.solver import solve
+
+    sol = solve(problem, tol=min(tol, 1e-10), max_iter=max_iter)
+    if not sol.converged:
+        return None
+    s = sol.student
+    return np.array([s.m, s.b, s.r, s.q, s.Vc, s.V])
 
 
 def _reusable(init, data, teacher, students, rule, exact) -> int:
@@ -722,7 +873,7 @@ def _qmc_stages(chain, first, k, log2_points, repeats, tol, max_iter) -> list[St
         sub.replay(nd, first)
         states = []
         for t in range(first, k):
-            x, extra, res, ok = _solve_stage(sub, nd, t, tol, max_iter)
+            x, extra, res, ok, _ = _solve_stage(sub, nd, t, tol, max_iter)
             sub.accept(nd, t, x, extra)
             states.append(_state(sub, t, 0.0, ok, res))
         runs.append((sub, states))

@@ -57,7 +57,28 @@ class Gradient:
 DIFFERENTIABLE = tuple(PARAMETERS)
 
 
-def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradient:
+#: the smallest Δq (student) and Δq̃ (teacher) at which ``gradient`` differentiates: below it the
+#: spread √(Δq) of the preactivations and its square underflow double precision in dε_g
+MIN_SPREAD2 = 1e-100
+
+
+def check_wrt(wrt, name: str = "wrt") -> tuple[str, ...]:
+    """``wrt`` as a tuple of distinct names of ``kdtheory.problem.PARAMETERS`` (not a string), at
+    least one; else a ValueError naming ``name``."""
+    if isinstance(wrt, (str, bytes)) or not isinstance(wrt, Iterable):
+        raise ValueError(f"{name} must be a list of parameter names (e.g. [{wrt!r}]), got {wrt!r}")
+    wrt = tuple(wrt)
+    for k in wrt:
+        if k not in PARAMETERS:
+            raise ValueError(f"{name}: unknown parameter {k!r}; allowed: {', '.join(PARAMETERS)}")
+    if not wrt:
+        raise ValueError(f"{name} must name at least one parameter")
+    if len(set(wrt)) != len(wrt):
+        raise ValueError(f"{name} must name distinct parameters, got {list(wrt)}")
+    return wrt
+
+
+def gradient(solution: Solution, wrt: Iterable[str] | None = None) -> Gradient:
     r"""Exact derivatives of a converged solution with respect to problem parameters.
 
     dx*/dθ = −(∂F/∂x)⁻¹ dF/dθ for the teacher, then for the student with
@@ -70,9 +91,10 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     ----------
     solution : Solution
         A converged ``replica.solve`` result (at q > 0).
-    wrt : iterable of str
-        Flat parameter names (``kdtheory.problem.PARAMETERS``); ``lam_t`` and ``flip`` are refused
-        for the Bayes teacher, which has no ridge and is defined at θ = 0 only.  The label noise
+    wrt : iterable of str, optional
+        Distinct flat parameter names (``kdtheory.problem.PARAMETERS``); default: every parameter
+        of the problem (``DIFFERENTIABLE``, less ``lam_t`` and ``flip`` for the Bayes teacher,
+        which has no ridge and is defined at θ = 0 only; naming them there is refused).  The label noise
         θ = ``flip`` enters the moments as (1 − θ) E_clean + θ E_flipped at fixed state, so its
         partials are E_flipped − E_clean (all four (y, ŷ) pairs are summed, also at θ = 0).
 
@@ -83,20 +105,15 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     """
     check_instance("solution", solution, Solution)
     refuse_covariance(solution.problem.data, "replica.gradient")
-    wrt = tuple(wrt)
-    for k in wrt:
-        if k not in PARAMETERS:
-            raise ValueError(
-                f"gradient: unknown parameter {k!r} in wrt; allowed: {', '.join(PARAMETERS)}"
-            )
-    if not wrt:
-        raise ValueError("gradient: wrt must name at least one parameter")
+    problem = solution.problem
+    bayes = isinstance(problem.teacher, BayesTeacher)
+    if wrt is None:
+        wrt = tuple(k for k in DIFFERENTIABLE if not (bayes and k in ("lam_t", "flip")))
+    wrt = check_wrt(wrt)
     if not solution.converged:
         raise ValueError(
             f"gradient: the solution did not converge ({solution.status}); no derivatives"
         )
-    problem = solution.problem
-    bayes = isinstance(problem.teacher, BayesTeacher)
     if bayes and "lam_t" in wrt:
         raise ValueError(
             "gradient: lam_t is not a parameter of the Bayes teacher (it has no ridge)"
@@ -108,6 +125,14 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     s, t = solution.student, solution.teacher
     if not (s.q > 0.0 and t.q > 0.0):
         raise ValueError("gradient: q = 0 (a constant classifier): ε_g is not differentiable there")
+    d = problem.data.delta
+    for who, q in (("student", s.q), ("teacher", t.q)):
+        if d * q < MIN_SPREAD2:
+            raise ValueError(
+                f"gradient: the {who}'s Δq = {d * q:.3g} is below {MIN_SPREAD2:g} (here alpha = "
+                f"{problem.data.alpha:g}, delta = {d:g}, eta = {problem.student.eta:g}): its "
+                "derivatives underflow double precision"
+            )
 
     every = "flip" in wrt  # the flipped pairs, also at θ = 0
     dxt, dloss_t = _teacher_sensitivities(solution, wrt, bayes, every)  # {_TEACHER_X: vector}
@@ -143,6 +168,13 @@ def gradient(solution: Solution, wrt: Iterable[str] = DIFFERENTIABLE) -> Gradien
     if dloss_t is not None:
         out["train_loss_t"] = dloss_t
     out["agreement"] = _agreement_gradient(solution, d_s, dxt, drho, ddelta)
+    for q, v in out.items():  # a last guard: never a NaN or ∞ derivative
+        bad = [k for k, x in zip(wrt, v, strict=True) if not math.isfinite(x)]
+        if bad:
+            raise ValueError(
+                f"gradient: d{q}/d{bad[0]} is not finite at this solution (a state at the edge "
+                "of double precision); no derivatives"
+            )
     return Gradient(
         wrt,
         MappingProxyType(
