@@ -175,10 +175,12 @@ def _gap(a, b) -> float:
     return float(max(gaps))
 
 
-def chain_one(p: dict) -> dict:
+def chain_one(p: dict, refined: bool = True) -> dict:
     """``replica.solve_chain`` on one chain, its stages 1–2 against ``replica.solve`` (the teacher,
-    and the student of the two-stage problem): per stage converged, gap (NaN where
-    ``replica.solve`` did not converge) and whether it is a silent disagreement."""
+    and the student of the two-stage problem): per stage converged, ``gap`` (``_gap``; NaN where
+    ``replica.solve`` did not converge), and with ``refined`` the gaps of both to ``replica.solve``
+    on the refined rule (twice the order), ``gap_refined`` and ``solve_gap``; ``silent`` counts
+    the stages marked converged with a gap > ``AGREE``."""
     import replica
     from kdtheory import Problem
 
@@ -191,7 +193,9 @@ def chain_one(p: dict) -> dict:
             seconds = time.perf_counter() - t0
             problem = Problem(data, teacher, students[0])
             ref = replica.solve(problem)
-            fine = replica.solve(problem, quad=replica.quadrature.DEFAULT_QUADRATURE.refined())
+            fine = ref
+            if refined:
+                fine = replica.solve(problem, quad=replica.quadrature.DEFAULT_QUADRATURE.refined())
             stages = []
             for k, st in enumerate(chain.stages[:2]):
                 pick = (lambda s: s.teacher) if k == 0 else (lambda s: s.student)
@@ -429,6 +433,97 @@ def report(kind: str, params: list[dict], results: list[dict]) -> None:
             print(f"     {c:4d}× {w[:200]}")
 
 
+def report_chains(params: list[dict], results: list[dict]) -> dict:
+    """Counts of the chain fuzz: stages converged / not (by reason), silent disagreements with
+    ``replica.solve`` (> ``AGREE`` while converged), the largest gaps, exceptions, warnings."""
+    n = len(results)
+    rows = [(p, r, k, s) for p, r in zip(params, results, strict=True)
+            for k, s in enumerate(r.get("stages", []))]  # fmt: skip
+    conv = [s for _, _, _, s in rows if s["converged"]]
+    checked = [s for s in conv if s["gap"] == s["gap"]]
+    silent = [(p, r, k, s) for p, r, k, s in rows if s["converged"] and s["gap"] > AGREE]
+    worst = max((s["gap"] for s in checked), default=math.nan)
+    fine = [
+        s["gap_refined"] for s in checked if s.get("gap_refined", math.nan) == s.get("gap_refined")
+    ]
+    solve_fine = [
+        s["solve_gap"] for s in checked if s.get("solve_gap", math.nan) == s.get("solve_gap")
+    ]
+    status = collections.Counter(r["status"] for r in results)
+    out = {
+        "chains": n,
+        "stages_compared": len(rows),
+        "stages_converged": len(conv),
+        "stages_checked": len(checked),
+        "silent_disagreements": len(silent),
+        "largest_gap": worst,
+        "largest_gap_to_refined_solve": max(fine, default=math.nan),
+        "largest_gap_solve_to_refined_solve": max(solve_fine, default=math.nan),
+        "chains_by_status": dict(status),
+        "exceptions": status["exception"],
+        "hangs": status["hang"],
+        "warned": sum(bool(r.get("warnings")) for r in results),
+    }
+    secs = np.array([r["seconds"] for r in results if math.isfinite(r.get("seconds", math.nan))])
+    print(f"\n== chains: {n} random 2–3-stage chains, stages 1–2 against replica.solve ==")
+    for k, v in out.items():
+        print(f"  {k:36s} {v:.3g}" if isinstance(v, float) else f"  {k:36s} {v}")
+    if secs.size:
+        pct = np.percentile(secs, [50, 90, 99, 100])
+        print(
+            "  time per chain: median {:.2f} s, p90 {:.2f} s, p99 {:.2f} s, max {:.2f} s".format(
+                *pct
+            )
+        )
+        out["seconds_p50_p90_p99_max"] = [float(x) for x in pct]
+    reasons = collections.Counter(
+        r["message"].split(":")[1].split("(")[0].strip() if ":" in r["message"] else r["message"]
+        for r in results if r["status"] not in ("converged",)
+    )  # fmt: skip
+    out["not_converged_reasons"] = dict(reasons)
+    for p, r in [
+        (p, r) for p, r in zip(params, results, strict=True) if r["status"] != "converged"
+    ]:
+        print(f"  -- {r['status']}: {_fmt_chain(p)}\n       {r['message'][:300]}")
+    for p, _r, k, s in silent:
+        print(f"  !! silent, stage {k + 1}, gap {s['gap']:.2e}: {_fmt_chain(p)}")
+    return out
+
+
+def report_gradients(params: list[dict], results: list[dict]) -> dict:
+    """Counts of the gradient fuzz: exceptions, unsolved problems, the largest disagreement with
+    finite differences and how many exceed 1e-4."""
+    errs = [r["error"] for r in results if r["status"] == "converged"]
+    status = collections.Counter(r["status"] for r in results)
+    out = {
+        "problems": len(results),
+        "by_status": dict(status),
+        "largest_fd_error": max(errs, default=math.nan),
+        "fd_errors_above_1e-4": sum(e > 1e-4 for e in errs),
+        "warned": sum(bool(r.get("warnings")) for r in results),
+    }
+    print(
+        f"\n== gradients: {len(results)} problems, replica.gradient against finite differences =="
+    )
+    for k, v in out.items():
+        print(f"  {k:24s} {v:.3g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    for p, r in zip(params, results, strict=True):
+        if r["status"] == "exception" or r.get("error", 0.0) > 1e-4:
+            print(f"  -- {r['status']} {r.get('worst', '')} {r.get('error', 0.0):.2e}: {_fmt(p)}")
+            if r["message"]:
+                print(f"       {r['message'][:300]}")
+    return out
+
+
+def _fmt_chain(p: dict) -> str:
+    head = ", ".join(f"{k}={p[k]:.4g}" for k in ("alpha", "rho", "delta", "flip", "lam_t"))
+    return (
+        head
+        + ", students="
+        + "; ".join(f"(lam={a:.4g}, chi={b:.3g}, T={c:.4g}, {d})" for a, b, c, d in p["students"])
+    )
+
+
 def _fmt(p: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in p.items())
 
@@ -467,9 +562,45 @@ def _summary(results: list[dict]) -> dict[str, str]:
     return row
 
 
+def _extra_fuzz(args) -> None:
+    """The chain or gradient fuzz on ``args.workers`` processes; prints its counts."""
+    load = os.getloadavg()
+    print(f"{args.set} fuzz; {args.workers} workers, limit {args.timeout:g} s, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)  # fmt: skip
+    params = random_chains(args.n) if args.set == "chain" else random_gradient_problems(args.n)
+    pool = Pool(args.workers, str(Path(args.repo).resolve()))
+    t0 = time.perf_counter()
+    try:
+
+        def progress(i, r):
+            if args.verbose:
+                print(f"{i:4d} {r['status']:10s} {r['seconds']:8.2f} s", flush=True)
+
+        results = pool.map(params, args.timeout, progress, task=args.set)
+    finally:
+        pool.close()
+    report = report_chains if args.set == "chain" else report_gradients
+    out = report(params, results)
+    out["wall_seconds"] = time.perf_counter() - t0
+    load = os.getloadavg()
+    out["load_average_end"] = [round(x, 2) for x in load]
+    print(f"  wall time {out['wall_seconds']:.0f} s; load average at the end {load[0]:.2f}")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="robustness", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", choices=[*SETS, "both"], default="both", help="which fuzz")
+    ap.add_argument(
+        "--set",
+        choices=[*SETS, "both", "chain", "gradient"],
+        default="both",
+        help="which fuzz: uniform, corner, both (replica.solve), chain (solve_chain against "
+        "replica.solve), gradient (replica.gradient against finite differences)",
+    )
+    ap.add_argument("--json", help="chain/gradient: also write the counts to this JSON file")
     ap.add_argument("--n", type=int, default=300, help="problems per fuzz (default 300)")
     ap.add_argument("--workers", type=int, default=2, help="solver processes (default 2)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per solve (default 60)")
@@ -481,6 +612,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--verbose", action="store_true", help="a line per problem")
     args = ap.parse_args(argv)
+    if args.set in ("chain", "gradient"):
+        _extra_fuzz(args)
+        return
     kinds = tuple(SETS) if args.set == "both" else (args.set,)
     load = os.getloadavg()
     print(f"robustness fuzz; {args.workers} workers, limit {args.timeout:g} s, "

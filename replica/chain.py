@@ -52,7 +52,15 @@ from kdtheory.problem import (
     refuse_covariance,
 )
 from replica.fixed_point import bias_step
-from replica.quadrature import L, Quadrature, composite_rule, feature_breaks, gauss_hermite, prune
+from replica.quadrature import (
+    L,
+    Quadrature,
+    composite_rule,
+    feature_breaks,
+    gauss_hermite,
+    gauss_legendre,
+    prune,
+)
 from replica.teacher import bayes_constant
 
 __all__ = [
@@ -83,8 +91,11 @@ NODES = (96, 48, 24)
 #: most stages of a chain (teacher included): each stage past ``EXACT_STAGES`` is a QMC solve in one
 #: more dimension (4 stages take ~10 s, 10 took 201 s and 0.5 GB)
 MAX_STAGES = 6
-#: most nodes of the QMC rule, 4 label pairs × 2^qmc_points (memory: see ``qmc_bytes``)
+#: most memory of a QMC rule: 4 label pairs × 2^qmc_points nodes, ~64 bytes per node and stage²
+#: (measured: 0.3 GB more from 2^15 to 2^17 points at 4 stages)
 MAX_QMC_BYTES = 2 * 1024**3
+#: most QMC samples per stage, qmc_repeats × 2^qmc_points (2^20: a few minutes per QMC stage)
+MAX_QMC_SAMPLES = 2**20
 #: most Gauss–Hermite nodes per direction (numpy's rule overflows to NaN weights from 371 on)
 MAX_NODES = 300
 #: smallest student temperature of a chain: below it the soft label sig(h/T) is a step narrower
@@ -444,7 +455,9 @@ class _Chain:
             nodes.df.append(df)
 
 
-def _nested_rule(chain: _Chain, t: int, n_own: int, order: int, own=None) -> _Nodes:
+def _nested_rule(
+    chain: _Chain, t: int, n_own: int, order: int, own=None, own_order: int | None = None
+) -> _Nodes:
     """Stage t's rule, with the solved stages 0..t−1 evaluated at its nodes.
 
     Axis j < t (stage j's own Gaussian direction, given the earlier ones) gets, per prefix node, the
@@ -453,10 +466,11 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int, own=None) -> _No
     loss's scales (1 for labels, T_s for distillation); so a small temperature (a nearly hard
     label sig(h_j/T)) is resolved.  Axis t, the new stage's own direction: Gauss–Hermite, n_own;
     or, given stage t's state ``own`` = (m, b, Q_{t,·}, R_{t,·}), the composite rule with the
-    breakpoints of its own loss's kinks where its fields are at that state (``_own_features``).
+    breakpoints of its own loss's kinks where its fields are at that state (``_own_features``), with
+    ``own_order`` points per panel (default ``order``).
     """
     quad = Quadrature(order=order)
-    base, (glx, glw) = quad.base(), quad.legendre()
+    base = quad.base()
     nd = _Nodes.product(chain.data, np.zeros((1, 0)), np.ones(1))
     d = chain.data.delta
     if own is not None:  # stage t's row of the state, read by the loop below as for j < t
@@ -486,10 +500,12 @@ def _nested_rule(chain: _Chain, t: int, n_own: int, order: int, own=None) -> _No
         if loss.kind == "bayes":  # h_j = ω_j + Δcŷ: the features' ξ are (h_k − Δcŷ − centre)/spread
             centre, var = centre + d * loss.c * nd.yhat, 0.0
         more, n_more = _later_features(chain, nd, j, t, quad, own)
-        width = (len(base) + len(hk) + more.shape[1]) * order
+        o = own_order if j == t and own_order else order
+        gx, gw = gauss_legendre(o)
+        width = (len(base) + len(hk) + more.shape[1]) * o
         xs, ws = _expand(
             nd.yhat, pt, centre, spread, var, loss.chi, loss.ts, hk,
-            quad.feature_gap, base, glx, glw, width, more, n_more,
+            quad.feature_gap, base, gx, gw, width, more, n_more,
         )  # fmt: skip
         keep = nd.w[:, None] * ws > PRUNE  # (the padding has weight 0)
         rows = np.nonzero(keep)[0]
@@ -666,9 +682,23 @@ def _check(
         )
     check_integer("qmc_points", qmc_points, 6, 22)
     check_integer("qmc_repeats", qmc_repeats, 2, 64)
+    check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
+    k = len(students) + 1
+    if k > exact_stages:
+        need = 4 * 2**qmc_points * k * k * 64
+        if need > MAX_QMC_BYTES:
+            raise ValueError(
+                f"qmc_points = {qmc_points} with {k} stages needs ~{need / 1024**3:.1f} GiB "
+                f"(4·2^qmc_points·stages²·64 bytes), more than {MAX_QMC_BYTES / 1024**3:g} GiB: "
+                "use fewer qmc_points"
+            )
+        if qmc_repeats * 2**qmc_points > MAX_QMC_SAMPLES:
+            raise ValueError(
+                f"qmc_repeats·2^qmc_points must be ≤ 2^{MAX_QMC_SAMPLES.bit_length() - 1} "
+                f"(a few minutes per QMC stage), got {qmc_repeats}·2^{qmc_points}"
+            )
     check_real("tol", tol, 0.0, 1.0, True, True)
     check_integer("max_iter", max_iter, 1)
-    check_integer("exact_stages", exact_stages, 1, EXACT_STAGES)
     if orders is not None and (
         isinstance(orders, (str, bytes)) or not isinstance(orders, Sequence)
     ):
@@ -793,10 +823,10 @@ def _teacher_stage(chain: _Chain, teacher, tol: float, max_iter: int) -> tuple[b
 
 
 def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_iter, pair: Problem):
-    """Stage t ≥ 2 on the nested product rule: first with Gauss–Hermite along its own direction,
-    then, where its own loss has kinks narrower than its spread there (``_own_features``), on the
-    composite rule with their breakpoints at the solution, rebuilt (at most twice) until the state
-    moves by < 1e-6 between rules.  Stage 2, if it fails from its default start, starts again from
+    """Stage t ≥ 2 on the nested product rule with Gauss–Hermite along its own direction.  Stage 2
+    is then polished on the rule of twice the order and, where its own loss has kinks narrower
+    than its spread (``_own_features``), with the composite rule along its own direction, its
+    breakpoints at the solution, rebuilt (at most thrice) until the state moves by < 1e-7.  Stage 2, if it fails from its default start, starts again from
     ``replica.solve`` of ``pair`` (teacher and first student).  Accepts the state into ``chain``;
     (converged, residual, why)."""
     nd = _nested_rule(chain, t, n_own, order)
@@ -808,18 +838,17 @@ def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_i
         x0 = _student_start(pair, tol, max_iter)
         if x0 is not None:
             x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x0)
-    quad = Quadrature(order=order)
-    for _ in range(3):
+    fine = min(2 * order, 32)  # stage 2's polish: twice the order (stage 3: ~1e-6, ``ORDERS``)
+    for _ in range(3 if t == 1 else 0):
         if not ok:
             break
         chain.C[t, : t + 1] = chain.cholesky_row(t, x[2 : t + 3])
-        if not _own_features(chain, t, quad):
-            break
+        own = x if _own_features(chain, t, Quadrature(order=fine)) else None
         del nd, extra
-        nd = _nested_rule(chain, t, n_own, order, own=x)
+        nd = _nested_rule(chain, t, n_own, fine, own=own, own_order=order)
         x_old = x
         x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x_old)
-        if np.max(np.abs(x - x_old) / np.maximum(1.0, np.abs(x))) < 1e-6:
+        if own is None or np.max(np.abs(x - x_old) / np.maximum(1.0, np.abs(x))) < 1e-7:
             break
     chain.accept(nd, t, x, extra)
     if nd.w.shape[0] > _COLLECT:  # the root solve's closures form a cycle that holds it
@@ -931,6 +960,16 @@ class ChainOptimum:
         return self.solution.eg
 
 
+def _pair(name: str, pair, lo: float) -> tuple[float, float]:
+    """A pair (a, b) of finite reals with lo ≤ a, b (> 0 if lo = 0); else ValueError naming it."""
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        raise ValueError(f"{name} must be a pair (lo, hi), got {pair!r}")
+    a, b = (
+        check_real(f"{name}[{i}]", v, lo, math.inf, lo == 0.0, True) for i, v in enumerate(pair)
+    )
+    return a, b
+
+
 def optimise_chain(
     data: GaussianMixture,
     stages: int = 3,
@@ -954,14 +993,9 @@ def optimise_chain(
     check_instance("data", data, GaussianMixture)
     check_integer("stages", stages, 1, EXACT_STAGES)
     check_instance("hard", hard, bool)
-    check_real("hard_temperature", hard_temperature, 0.0, math.inf, True, True)
-    lo, hi = (
-        check_real(f"lam_range[{i}]", v, 0.0, math.inf, True, True) for i, v in enumerate(lam_range)
-    )
-    t_lo, t_hi = (
-        check_real(f"temperature_range[{i}]", v, 0.0, math.inf, True, True)
-        for i, v in enumerate(temperature_range)
-    )
+    check_real("hard_temperature", hard_temperature, MIN_TEMPERATURE, math.inf)
+    lo, hi = _pair("lam_range", lam_range, 0.0)
+    t_lo, t_hi = _pair("temperature_range", temperature_range, MIN_TEMPERATURE)
     if not (lo < hi and t_lo < t_hi):
         raise ValueError("lam_range and temperature_range must be increasing pairs")
     count = [0]

@@ -135,6 +135,15 @@ def bias_step(g: float, v_hat: float, spread2: float) -> float:
     return math.copysign(cap, g)
 
 
+def bias_capped(g: float, v_hat: float, spread2: float) -> bool:
+    """Whether ``bias_step`` caps its step at this state (or g is NaN): the loss is flat where the
+    fields are (V̂ ≈ 0) while the bias equation g = αΔE[f] = 0 fails.  A runaway bias, |b| ≫ the
+    spread, is such a state, and its capped step is a tiny fraction of |b|, so a small relative
+    change alone would pass it as converged; no true fixed point is capped (g = 0 there)."""
+    cap = 1.0 + 3.0 * math.sqrt(max(spread2, 0.0))
+    return g != 0.0 and not (v_hat > 0.0 and abs(g) < cap * v_hat)
+
+
 def continuation(
     solve_at: Callable[[float, np.ndarray | None, np.ndarray | None], FixedPointResult],
     lam: float,

@@ -9,7 +9,7 @@ solution (and one extra kernel call per map for the Jacobians).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +21,11 @@ from kdtheory.problem import (
     Problem,
     check_choice,
     check_instance,
+    check_integer,
+    check_real,
     refuse_covariance,
 )
-from replica.gradient import gradient
+from replica.gradient import check_wrt, gradient
 from replica.solver import Solution, solve
 
 __all__ = ["DEFAULT_BOUNDS", "OptimiseResult", "optimise"]
@@ -38,6 +40,21 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
 }
 _LOG = ("lam", "lam_t", "temperature", "alpha", "delta")
 OBJECTIVES = ("eg",)
+
+
+def _check_bounds(problem: Problem, k: str, pair) -> tuple[float, float]:
+    """``bounds[k]`` as (lo, hi): a pair of reals inside the parameter's own range (as the
+    dataclasses check it; > 0 on the log scale of λ, T, λ̃, α, Δ) with lo < hi."""
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        raise ValueError(f"bounds[{k!r}] must be a pair (lo, hi), got {pair!r}")
+    owner, name = PARAMETERS[k]
+    lo_, hi_, lo_open, hi_open = type(getattr(problem, owner))._ranges[name]
+    lo_open = lo_open or k in _LOG
+    lo = check_real(f"bounds[{k!r}][0]", pair[0], lo_, hi_, lo_open, hi_open)
+    hi = check_real(f"bounds[{k!r}][1]", pair[1], lo_, hi_, lo_open, hi_open)
+    if not lo < hi:
+        raise ValueError(f"bounds[{k!r}] must have lo < hi, got ({lo!r}, {hi!r})")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -95,24 +112,20 @@ def optimise(
     if problem.multiclass:
         raise ValueError("problem must be binary for replica.optimise (K classes: not derived yet)")
     check_choice("objective", objective, OBJECTIVES)
-    over = tuple(over)
-    if not over or len(set(over)) != len(over):
-        raise ValueError(f"optimise: over must name distinct parameters, got {over!r}")
+    over = check_wrt(over, "over")
+    check_real("tol", tol, 0.0, math.inf, True, True)
+    check_integer("max_iter", max_iter, 1)
+    if bounds is not None and not isinstance(bounds, Mapping):
+        raise ValueError(f"bounds must be a mapping name → (lo, hi), got {bounds!r}")
     bounds = dict(bounds or {})
     box = []
     for k in over:
-        if k not in PARAMETERS:
-            raise ValueError(f"optimise: unknown parameter {k!r}; allowed: {', '.join(PARAMETERS)}")
         if k == "lam_t" and isinstance(problem.teacher, BayesTeacher):
             raise ValueError("optimise: lam_t is not a parameter of the Bayes teacher")
-        lo, hi = bounds.pop(k, None) or DEFAULT_BOUNDS.get(k, (None, None))
-        if lo is None:
+        pair = bounds.pop(k, None) or DEFAULT_BOUNDS.get(k)
+        if pair is None:
             raise ValueError(f"optimise: bounds must give (lo, hi) for {k!r}")
-        if not lo < hi or (k in _LOG and lo <= 0.0):
-            raise ValueError(
-                f"optimise: bounds for {k!r} must satisfy 0 < lo < hi (log scale) "
-                f"or lo < hi, got ({lo!r}, {hi!r})"
-            )
+        lo, hi = _check_bounds(problem, k, pair)
         box.append((lo, hi))
     if bounds:
         raise ValueError(f"optimise: bounds name parameters not in over: {', '.join(bounds)}")

@@ -22,14 +22,17 @@ import numpy as np
 
 from kdtheory.problem import (
     GaussianMixture,
+    LogisticTeacher,
     Problem,
     check_instance,
     check_integer,
     check_real,
     refuse_covariance,
 )
+from replica.channels import S_F, T_F
 from replica.fixed_point import (
     FixedPointResult,
+    bias_capped,
     continuation,
     describe,
     iterate,
@@ -42,6 +45,7 @@ from replica.student import StudentMap, StudentState, initial, student_map, vali
 from replica.teacher import (
     TeacherSolution,
     TeacherState,
+    _LogisticTeacherMap,
     bayes_teacher_state,
     solve_teacher_state,
 )
@@ -112,6 +116,14 @@ def solve_teacher(
         out = solve_teacher_state(
             problem.data, problem.teacher, init=start, tol=tol, max_iter=max_iter, quad=quad
         )
+        why = _runaway_bias(out, problem)
+        if why and start is not None:  # a warm start far off: once more from the cold start
+            out = solve_teacher_state(
+                problem.data, problem.teacher, tol=tol, max_iter=max_iter, quad=quad
+            )
+            why = _runaway_bias(out, problem)
+        if why:
+            out = TeacherSolution(out.teacher, False, out.residual, out.iterations, "diverged", why)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
         failed = _numerical_failure(problem, exc, quad)
         out = TeacherSolution(failed.teacher, False, math.inf, 0, failed.status, failed.message)
@@ -162,11 +174,43 @@ def solve(
     _check_arguments(problem, init, (Solution,), tol, max_iter, quad, strict)
     try:
         out = _solve(problem, init, tol, max_iter, quad)
+        why = _runaway_bias(out)
+        if why and init is not None:  # a warm start far off: once more from the cold start
+            out = _with_iterations(_solve(problem, None, tol, max_iter, quad), out.iterations)
+            why = _runaway_bias(out)
+        if why:
+            out = _failed(problem, out.teacher, "diverged", why, out.residual, quad, out.iterations)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:  # no legal problem raises
         out = _numerical_failure(problem, exc, quad)
     if strict and not out.converged:
         raise ConvergenceError(out.message, out)
     return out
+
+
+def _runaway_bias(sol: Solution | TeacherSolution, problem: Problem | None = None) -> str:
+    """Why a converged solution is not a fixed point ("" if it is, or if it did not converge): a
+    bias equation E[f] = 0 that fails where the loss is flat (``fixed_point.bias_capped``)."""
+    if not sol.converged:
+        return ""
+    problem = sol.problem if problem is None else problem
+    d = problem.data
+    t = sol.teacher
+    checks = []
+    if isinstance(problem.teacher, LogisticTeacher):
+        g = _LogisticTeacherMap(d, problem.teacher.lam, getattr(sol, "quad", DEFAULT_QUADRATURE))
+        mom = g.moments(np.array([t.m, t.q, t.V, t.b]))
+        checks.append(("teacher", t.b, t.q, d.alpha * d.delta * mom[T_F], t.V_hat))
+    if isinstance(sol, Solution):
+        s = sol.student
+        mom = StudentMap(problem, t, sol.quad).moments(s.vector())
+        checks.append(("student", s.b, s.q, d.alpha * d.delta * mom[S_F], s.V_hat))
+    for who, b, q, g_b, v_hat in checks:
+        if bias_capped(g_b, v_hat, d.delta * q):
+            return (
+                f"the {who}'s bias ran away: b = {b:.3g} with αΔE[f] = {g_b:.3g} ≠ 0 and "
+                f"V̂ = {v_hat:.3g} (the loss is flat where the fields are), not a fixed point"
+            )
+    return ""
 
 
 def _check_arguments(problem, init, init_types, tol, max_iter, quad, strict) -> None:
