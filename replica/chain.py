@@ -737,10 +737,11 @@ def solve_chain(
         Stages 2, 3, …: each trained with its own (λ_t > 0, χ_t, T_t, tempered) on the previous
         stage's preactivations; η = 1.
     nodes : three ints, optional
-        Gauss–Hermite nodes of the own direction of stages 1, 2, 3 (default ``NODES``).
+        Gauss–Hermite nodes of the own direction of stages 1, 2, 3, each in [4, ``MAX_NODES``]
+        (default ``NODES``; stage 1's count is not used: stage 1 is ``replica.solve_teacher``'s).
     orders : two ints, optional
         Gauss–Legendre points per panel of the earlier stages' directions in the rules of stages
-        2 and 3 (default ``ORDERS``).
+        2 and 3 (default ``ORDERS``; stage 2 is then polished on twice its order).
     init : ChainSolution, optional
         A solution of a related chain: its leading stages are reused where the data, teacher,
         students and rule are the same, and its later stages start the others' iterations.
@@ -756,6 +757,10 @@ def solve_chain(
     Returns
     -------
     ChainSolution
+        A stage is ``converged`` only at a true fixed point: a small step and its bias equation
+        E[f_t] = 0 (``_not_fixed_point``); else ``message`` names the first failing stage and why.
+        Refused up front (``ValueError``): more than ``MAX_STAGES`` stages, a student temperature
+        below ``MIN_TEMPERATURE``, QMC rules over ``MAX_QMC_BYTES`` or ``MAX_QMC_SAMPLES``.
     """
     students, nodes, orders = _check(
         data, teacher, students, nodes, orders, qmc_points, qmc_repeats, tol, max_iter, exact_stages
