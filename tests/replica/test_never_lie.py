@@ -194,4 +194,5 @@ def test_fuzz_helpers_are_legal():
     for p in robustness.random_chains(50):
         data, teacher, students = robustness.make_chain(p)
         assert 2 <= len(students) + 1 <= 3 and math.isfinite(data.alpha)
+        assert isinstance(teacher, LogisticTeacher) or data.flip == 0.0  # Bayes: clean labels
     assert len(robustness.random_gradient_problems(10)) == 10
