@@ -533,7 +533,7 @@ def _own_features(chain: _Chain, t: int, quad: Quadrature) -> set[float]:
     χ_t > 0).  Empty: Gauss–Hermite along that direction resolves the loss."""
     loss, spread = chain.losses[t], chain.C[t, t]
     out = set()
-    if loss.kind != "bayes" and loss.chi < 1.0 and 1.0 < quad.feature_ratio * spread:
+    if loss.chi < 1.0 and 1.0 < quad.feature_ratio * spread:
         out.add(1.0)
     if loss.chi > 0.0 and loss.ts < quad.feature_ratio * spread:
         out.add(loss.ts)
@@ -831,8 +831,9 @@ def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_i
     """Stage t ≥ 2 on the nested product rule with Gauss–Hermite along its own direction.  Stage 2
     is then polished on the rule of twice the order and, where its own loss has kinks narrower
     than its spread (``_own_features``), with the composite rule along its own direction, its
-    breakpoints at the solution, rebuilt (at most thrice) until the state moves by < 1e-7.  Stage 2, if it fails from its default start, starts again from
-    ``replica.solve`` of ``pair`` (teacher and first student).  Accepts the state into ``chain``;
+    breakpoints at the solution, rebuilt (at most thrice) until the state moves by < 1e-7.
+    Stage 2, if it fails from its default start, starts again from ``replica.solve`` of ``pair``
+    (teacher and first student).  Accepts the state into ``chain``;
     (converged, residual, why)."""
     nd = _nested_rule(chain, t, n_own, order)
     x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
