@@ -442,6 +442,9 @@ def report_chains(params: list[dict], results: list[dict]) -> dict:
     conv = [s for _, _, _, s in rows if s["converged"]]
     checked = [s for s in conv if s["gap"] == s["gap"]]
     silent = [(p, r, k, s) for p, r, k, s in rows if s["converged"] and s["gap"] > AGREE]
+    # of those, the ones that also disagree with replica.solve on its refined rule (twice the
+    # order): the others are replica.solve's own quadrature error at its default rule
+    both = [x for x in silent if not x[3].get("gap_refined", math.inf) <= AGREE]
     worst = max((s["gap"] for s in checked), default=math.nan)
     fine = [
         s["gap_refined"] for s in checked if s.get("gap_refined", math.nan) == s.get("gap_refined")
@@ -456,6 +459,7 @@ def report_chains(params: list[dict], results: list[dict]) -> dict:
         "stages_converged": len(conv),
         "stages_checked": len(checked),
         "silent_disagreements": len(silent),
+        "silent_also_with_refined_solve": len(both),
         "largest_gap": worst,
         "largest_gap_to_refined_solve": max(fine, default=math.nan),
         "largest_gap_solve_to_refined_solve": max(solve_fine, default=math.nan),
@@ -486,7 +490,11 @@ def report_chains(params: list[dict], results: list[dict]) -> dict:
     ]:
         print(f"  -- {r['status']}: {_fmt_chain(p)}\n       {r['message'][:300]}")
     for p, _r, k, s in silent:
-        print(f"  !! silent, stage {k + 1}, gap {s['gap']:.2e}: {_fmt_chain(p)}")
+        print(
+            f"  !! stage {k + 1}: gap {s['gap']:.2e} to replica.solve, "
+            f"{s.get('gap_refined', math.nan):.2e} to its refined rule (which is "
+            f"{s.get('solve_gap', math.nan):.2e} from its default): {_fmt_chain(p)}"
+        )
     return out
 
 
