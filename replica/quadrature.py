@@ -47,8 +47,11 @@ def gauss_legendre(p: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=8)
 def gauss_hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
     """n-point Gauss–Hermite rule for ξ ~ N(0, 1): E g(ξ) ≈ Σ w_i g(x_i) (Σ w_i = 1 to rounding)."""
-    x, w = np.polynomial.hermite_e.hermegauss(n)
+    with np.errstate(all="ignore"):
+        x, w = np.polynomial.hermite_e.hermegauss(n)
     w = w / math.sqrt(2 * math.pi)
+    if not (np.all(np.isfinite(x)) and abs(w.sum() - 1.0) < 1e-12):  # numpy's rule from n = 371
+        raise ValueError(f"gauss_hermite: n = {n} nodes overflow numpy's rule; use n ≤ 300")
     x.setflags(write=False)
     w.setflags(write=False)
     return x, w

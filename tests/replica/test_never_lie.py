@@ -77,6 +77,8 @@ def test_node_and_temperature_caps_are_refused_up_front():
 
 def test_gauss_hermite_is_exact_up_to_the_node_cap():
     """At the cap (300 nodes) numpy's rule is finite and integrates E ξ^{2k} = (2k − 1)!!."""
+    with pytest.raises(ValueError, match="n = 371 nodes overflow"):
+        gauss_hermite(371)
     x, w = gauss_hermite(ch.MAX_NODES)
     assert np.all(np.isfinite(w)) and w.sum() == pytest.approx(1.0, abs=1e-14)
     for k, moment in ((1, 1.0), (2, 3.0), (4, 105.0)):
