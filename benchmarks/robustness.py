@@ -248,7 +248,7 @@ def random_gradient_problems(n: int, seed: int = GRADIENT_SEED) -> list[dict]:
 
 def gradient_one(p: dict) -> dict:
     """``replica.gradient`` (default ``wrt``) of one problem against central finite differences
-    of ``replica.solve`` (step 1e-5 relative; in log θ for the positive scales): the largest
+    of ``replica.solve`` (step 1e-5 relative, one-sided at θ = 0 for flip and χ): the largest
     |analytic − finite difference| / max(1, |finite difference|) of ∂ε_g and ∂ε̃_g over ``wrt``."""
     import replica
     from kdtheory import BayesTeacher, GaussianMixture, LogisticTeacher, Problem, Student
@@ -273,18 +273,19 @@ def gradient_one(p: dict) -> dict:
                 for k in grad.wrt:
                     theta = problem.params[k]
                     h = 1e-5 * max(abs(theta), 1e-3)
-                    if k in ("rho", "flip", "chi", "eta"):  # stay inside the open ranges
-                        h = min(h, 0.5 * theta, 0.5 * (1.0 - theta)) if k != "flip" else h
-                        h = h if theta - h >= 0.0 else theta
-                    up = replica.solve(problem.replace(**{k: theta + h}), init=sol, tol=1e-12)
-                    lo = replica.solve(problem.replace(**{k: theta - h}), init=sol, tol=1e-12)
+                    if k in ("rho", "chi", "eta"):  # stay inside (0, 1)
+                        h = min(h, 0.5 * (1.0 - theta))
+                    # one-sided at a closed end of the range (θ = 0 for flip or chi)
+                    a, z = max(theta - h, 0.0) if k in ("flip", "chi") else theta - h, theta + h
+                    up = replica.solve(problem.replace(**{k: z}), init=sol, tol=1e-12)
+                    lo = replica.solve(problem.replace(**{k: a}), init=sol, tol=1e-12)
                     if not (up.converged and lo.converged):
                         continue
                     for q, get in (
                         ("eg", lambda s: s.student.eg),
                         ("eg_t", lambda s: s.teacher.eg),
                     ):
-                        fd = (get(up) - get(lo)) / (2 * h)
+                        fd = (get(up) - get(lo)) / (z - a)
                         errors[f"{q}/{k}"] = abs(grad[q][k] - fd) / max(1.0, abs(fd))
                 worst = max(errors, key=errors.get, default="")
                 out.update(
