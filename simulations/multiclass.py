@@ -422,10 +422,12 @@ def oracle_teacher(data: MulticlassMixture, train: MulticlassTrainingSet) -> Mul
         W̃ = V/Δ,   b̃_c = log ρ_c − (‖v_c‖²/N)/(2Δ)
 
     (‖v_c‖²/N → G_cc as N → ∞: the theory's b̃_c = log ρ_c − G_cc/2Δ), so softmax(h̃) is the
-    exact posterior p(c | x) of the finite-N model; b̃ is returned with Σ_c b̃_c = 0.
+    exact posterior p(c | x) of the finite-N model.  Returned in the gauge of every fit,
+    Σ_c w̃_c = 0 and Σ_c b̃_c = 0 (a common shift of the K logits, which the softmax ignores).
     """
     n = train.n
     w = train.v / data.delta
+    w = w - w.mean(0)
     b = np.log(data.rho) - (train.v * train.v).sum(1) / n / (2.0 * data.delta)
     return _fit_record(w, b, train.x, train.y_hat, 1.0 / math.sqrt(n), "closed_form")
 

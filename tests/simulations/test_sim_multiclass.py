@@ -146,6 +146,7 @@ def test_oracle_teacher_is_the_posterior(four_classes):
     ref = log_softmax(np.log(data.rho) - d2 / (2 * data.delta), axis=1)
     # ‖x‖² ≈ N Δ = 150 cancels between classes: rounding ≈ 1e-13 relative to it
     np.testing.assert_allclose(log_softmax(fit.h, axis=1), ref, atol=1e-10)
+    assert np.abs(fit.w.sum(0)).max() < 1e-12 and abs(fit.b.sum()) < 1e-12  # the fits' gauge
 
 
 def test_closed_form_error_matches_a_fresh_test_set(four_classes):
