@@ -50,13 +50,6 @@ POINTS = {
 
 FAST = ("K3_orthogonal_both", "K3_simplex_oracle")
 
-# replica.solve learns K-class problems on the kclass branch (the replica solver); until it is
-# merged here the comparisons are written but cannot run
-_NO_SOLVER = pytest.mark.skipif(
-    not hasattr(replica, "multiclass"),
-    reason="replica.solve for K-class problems (replica.multiclass) is not on this branch yet",
-)
-
 
 def _compare(p: Problem, n: int, seeds: int, seed: int) -> None:
     theory = replica.solve(p)
@@ -83,7 +76,6 @@ def _compare(p: Problem, n: int, seeds: int, seed: int) -> None:
             )
 
 
-@_NO_SOLVER
 @pytest.mark.parametrize("name", FAST)
 def test_multiclass_theory_matches_simulation_fast(name):
     """N = 250, 8 seeds, K = 3 (deterministic ε_g): the same band 4 s.e. + 5/N·max(1, |value|),
@@ -91,7 +83,6 @@ def test_multiclass_theory_matches_simulation_fast(name):
     _compare(POINTS[name], n=250, seeds=8, seed=7)
 
 
-@_NO_SOLVER
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(POINTS))
 def test_multiclass_theory_matches_simulation(name):
