@@ -149,20 +149,21 @@ def gram_of(structure: str, k: int, s: float) -> np.ndarray:
 @dataclass(frozen=True)
 class Grids:
     """The cells of the set.  Defaults: K = 3, α ∈ {0.5, 2}, orthogonal, two-close and the
-    Fashion-MNIST triple with two close classes, s = 2; the oracle at α ∈ {0.3, 0.7} for
-    orthogonal and two-close centroids; 60 (KD) and 40 (oracle) Nelder–Mead evaluations per
-    optimisation.  A K = 3 solve takes 1.5–2.5 CPU-seconds, so this is about 1100 CPU-seconds (``fmnist_apart`` and
-    ``ks=(3, 4)`` are heavier options: a K = 4 solve uses scrambled Sobol points, ~30× the cost)."""
+    Fashion-MNIST triple with two close classes, s = 2; the oracle at α = 0.5 for orthogonal and
+    two-close centroids; 60 (KD) and 25 (oracle) Nelder–Mead evaluations per optimisation.  A K = 3
+    solve takes 1.5–2.5 CPU-seconds: a KD cell ≈ 115 CPU-seconds, the whole set ≈ 800
+    (``fmnist_apart``, more α and ``ks=(3, 4)`` are heavier options: a K = 4 solve uses scrambled
+    Sobol points, many times the cost)."""
 
     alphas: tuple[float, ...] = (0.5, 2.0)
     structures: tuple[str, ...] = ("orthogonal", "two_close", "fmnist_close")
     ks: tuple[int, ...] = (3,)  #: K of the orthogonal and two-close cells (triples: K = 3)
     s: float = 2.0  #: centroid strength: mean squared distance 2s
-    oracle_alphas: tuple[float, ...] = (0.3, 0.7)
+    oracle_alphas: tuple[float, ...] = (0.5,)
     oracle_structures: tuple[str, ...] = ("orthogonal", "two_close")
     tol: float = 1e-8  #: fixed-point tolerance of every solve
     maxfev: int = 60  #: Nelder–Mead evaluations of a best KD student (4 coordinates)
-    oracle_maxfev: int = 40  #: Nelder–Mead evaluations of an oracle's best student (3 coordinates)
+    oracle_maxfev: int = 25  #: Nelder–Mead evaluations of an oracle's best student (3 coordinates)
 
     def __post_init__(self):
         for name in ("structures", "oracle_structures"):
@@ -280,7 +281,7 @@ def best_kd_student(
     }
 
 
-def best_oracle_student(data: MulticlassMixture, *, tol: float = 1e-8, maxfev: int = 40) -> dict:
+def best_oracle_student(data: MulticlassMixture, *, tol: float = 1e-8, maxfev: int = 25) -> dict:
     """The oracle teacher's students: the best one, min over (χ, T, λ) in :data:`KD_BOX` of ε_g
     (Nelder–Mead in (χ, log T, log λ) from (1, 1, 0.01)), and the plain copy χ = 1, T = 1,
     λ = 10⁻³; with the oracle error."""
