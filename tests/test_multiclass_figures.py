@@ -109,3 +109,22 @@ def test_summary_lines_state_the_numbers_of_the_stored_run():
     # the gain is the difference of the two optima, and no student beats the oracle
     np.testing.assert_allclose(kd.gain, kd.eg_ridge - kd.eg_kd, rtol=0, atol=1e-15)
     assert bool((ds.eg_kd >= ds.eg_oracle).all()) and bool((kd.eg_ridge >= kd.eg_oracle).all())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--figures", "multiclass", "--simulate", "100"],
+        ["--figures", "multiclass", "--map-size", "2"],
+        ["--figures", "multiclass", "--tol", "1e-6"],
+        ["--figures", "multiclass", "--scheduler", "tcp://localhost:1"],
+    ],
+)
+def test_bad_flags_exit_2_before_any_work(argv, capsys, tmp_path):
+    from kdtheory.phase_diagram import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "multiclass" in err[0]
+    assert not (tmp_path / "out").exists()  # nothing written
