@@ -16,7 +16,8 @@ student's error over λ at every point (repeat it to optimise several jointly). 
 under label noise, ε_t per stage against α and θ, soft against hard labels
 (``kdtheory.figures.selfdistil``; minutes); ``--figures realdata``: the theory with the data's own
 covariance against binary Fashion-MNIST tasks and a Gaussian surrogate (``kdtheory.figures.realdata``;
-needs the data set; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
+needs the data set; minutes); ``--figures multiclass``: K-class softmax distillation and "dark
+knowledge" (``kdtheory.figures.multiclass``; minutes).  Results go to ``--out`` as NetCDF (xarray) and PNG, written
 atomically, with a journal that lets an interrupted run resume.
 
 Everything is checked before any work: parameters, output folder and name, the grid size (at most
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 from kdtheory.figures.headline import headline_sweeps, run_headline
+from kdtheory.figures.multiclass import run_multiclass_figures
 from kdtheory.figures.optimal import optimal_sweeps, run_optimal
 from kdtheory.figures.realdata import check_data as realdata_check
 from kdtheory.figures.realdata import design_of as realdata_design
@@ -111,14 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--simulate", type=int, metavar="N", help="overlay finite-N simulations of dimension "
                    "N (1-D grids; integer ≥ 10)")  # fmt: skip
     g.add_argument("--seeds", type=int, default=8, help="seeds per simulated point (default: 8)")
-    g.add_argument("--figures", choices=["headline", "optimal", "selfdistil", "realdata"],
+    g.add_argument("--figures", choices=["headline", "optimal", "selfdistil", "realdata", "multiclass"],
                    default="headline",
                    help="without --x: the headline figures (default), the optimal-metaparameter "
                    "maps (kdtheory.figures.optimal: optimal χ*, T*, λ* over (α, λ̃) and (α, ρ); minutes) or "
                    "optimal self-distillation under label noise (kdtheory.figures.selfdistil: optimal "
-                   "error per stage against α and θ, soft and hard labels; minutes) or the theory against "
+                   "error per stage against α and θ, soft and hard labels; minutes), the theory against "
                    "real images (kdtheory.figures.realdata: three binary Fashion-MNIST tasks, "
                    "theory, Gaussian surrogate and real data against α; needs Fashion-MNIST; "
+                   "minutes) or K-class softmax distillation (kdtheory.figures.multiclass: the best "
+                   "KD student against the best without KD for orthogonal and structured class "
+                   "means, the optimal temperature, inheritance, the oracle teacher's student; "
                    "minutes)")  # fmt: skip
     g.add_argument("--map-size", type=int, metavar="N",
                    help="points per axis of the --figures optimal maps (default 8; ≥ 2); for "
@@ -354,7 +359,18 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("--stages sets the chains of --figures selfdistil")
                 if args.data_root is not None and args.figures != "realdata":
                     raise ValueError("--data-root sets the data of --figures realdata")
-                if args.figures == "selfdistil":
+                if args.figures == "multiclass":
+                    if (
+                        args.simulate
+                        or args.scheduler
+                        or args.map_size is not None
+                        or args.tol != parser.get_default("tol")
+                    ):
+                        raise ValueError("--simulate, --scheduler, --map-size and --tol do not "
+                                         "apply to --figures multiclass (local workers, its own "
+                                         "grids and tolerance; tests/test_multiclass_vs_simulation.py "
+                                         "checks the theory by simulation)")  # fmt: skip
+                elif args.figures == "selfdistil":
                     if args.simulate or args.scheduler or args.tol != parser.get_default("tol"):
                         raise ValueError("--simulate, --scheduler and --tol do not apply to "
                                          "--figures selfdistil (local workers, the chain solver's "
@@ -407,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 "optimal": (run_optimal, "optimal"),
                 "selfdistil": (run_selfdistil, "selfdistil"),
                 "realdata": (run_realdata, "realdata"),
+                "multiclass": (run_multiclass_figures, "multiclass"),
                 "headline": (run_headline, "headline"),
             }[args.figures]
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
@@ -25,6 +26,9 @@ from threadpoolctl import threadpool_limits
 from kdtheory.problem import BayesTeacher, GaussianMixture, Problem
 from simulations.data import draw_subset, n_samples, overlap, sample, subset_size
 from simulations.fit import Fit, fit_student, fit_teacher
+
+if TYPE_CHECKING:
+    from simulations.multiclass import MulticlassSimulationResult
 
 __all__ = [
     "MAX_DATA_BYTES",
@@ -136,7 +140,7 @@ def run(
     gtol: float = 1e-10,
     max_iter: int = 100,
     progress: bool = False,
-) -> SimulationResult:
+) -> SimulationResult | MulticlassSimulationResult:
     r"""Train the teacher and the KD student of ``problem`` at dimension N = ``n`` for ``seeds`` seeds.
 
     Parameters
@@ -160,9 +164,18 @@ def run(
     Returns
     -------
     SimulationResult
+        (:class:`simulations.multiclass.MulticlassSimulationResult` for a K-class problem, a
+        ``Problem`` with a ``MulticlassMixture``: see :func:`simulations.multiclass.run_multiclass`.)
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a Problem, got {type(problem).__name__}")
+    if getattr(problem, "multiclass", False):  # K classes: simulations.multiclass
+        from simulations.multiclass import run_multiclass
+
+        return run_multiclass(
+            problem, n, seeds, seed=seed, n_jobs=n_jobs, gtol=gtol, max_iter=max_iter,
+            progress=progress,
+        )  # fmt: skip
     check_run_arguments(n, seeds, seed=seed, n_jobs=n_jobs, alpha=problem.data.alpha)
     n = int(n)
     cov = problem.data.covariance
