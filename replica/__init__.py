@@ -7,6 +7,7 @@
 """
 
 from replica.chain import ChainOptimum, ChainSolution, StageState, optimise_chain, solve_chain
+from replica.chain_gradient import ChainGradient, chain_gradient
 from replica.gradient import Gradient, gradient
 from replica.optimise import OptimiseResult, optimise
 from replica.population import PopulationLoss, population_loss
@@ -23,6 +24,7 @@ from replica.student import StudentState
 from replica.teacher import TeacherSolution, TeacherState
 
 __all__ = [
+    "ChainGradient",
     "ChainOptimum",
     "ChainSolution",
     "ConvergenceError",
@@ -36,6 +38,7 @@ __all__ = [
     "TeacherState",
     "agreement",
     "bayes_error",
+    "chain_gradient",
     "gradient",
     "optimise",
     "optimise_chain",

@@ -960,6 +960,8 @@ class ChainOptimum:
     students: tuple[Student, ...]
     solution: ChainSolution
     solves: int
+    #: with ``joint=True``: the greedy optimum the joint search started from (else None)
+    greedy: ChainOptimum | None = field(default=None, repr=False, compare=False)
 
     @property
     def eg(self) -> np.ndarray:
@@ -984,6 +986,7 @@ def optimise_chain(
     hard_temperature: float = 0.02,
     lam_range: tuple[float, float] = (1e-3, 1e2),
     temperature_range: tuple[float, float] = (0.02, 20.0),
+    joint: bool = False,
 ) -> ChainOptimum:
     r"""Optimal self-distillation, greedily: λ̃ = argmin ε_1, then for t = 2, …, ``stages`` the
     student (λ_t, T_t) = argmin ε_t given the optimal earlier stages; every student is χ = 1,
@@ -995,10 +998,15 @@ def optimise_chain(
     labels) a scan of 9 points, then bounded Brent between the neighbours of the best; for
     (λ_t, T_t) Nelder–Mead from the best point of a 3 × 3 grid, kept if it beats the hard-label
     optimum (T_t = ``hard_temperature``): so soft labels never do worse than hard ones.
+
+    ``joint``: then, from the greedy optimum, minimise the last stage's ε_K over λ̃ and all
+    students' (λ_t, T_t) together (L-BFGS-B in the same box on the exact chain derivatives,
+    ``replica.chain_gradient.joint_search``); ``greedy`` holds the greedy optimum.
     """
     check_instance("data", data, GaussianMixture)
     check_integer("stages", stages, 1, EXACT_STAGES)
     check_instance("hard", hard, bool)
+    check_instance("joint", joint, bool)
     check_real("hard_temperature", hard_temperature, MIN_TEMPERATURE, math.inf)
     lo, hi = _pair("lam_range", lam_range, 0.0)
     t_lo, t_hi = _pair("temperature_range", temperature_range, MIN_TEMPERATURE)
@@ -1042,4 +1050,13 @@ def optimise_chain(
         students.append(student(*z))
         best = chain(lam_t, students, best)
     teacher = LogisticTeacher(lam_t)
-    return ChainOptimum(teacher, tuple(students), solve_chain(data, teacher, students), count[0])
+    out = ChainOptimum(teacher, tuple(students), solve_chain(data, teacher, students), count[0])
+    if not joint or stages == 1:
+        return out
+    from replica.chain_gradient import joint_search
+
+    teacher, joint_students, solves = joint_search(
+        data, teacher, students, box, hard=hard, rule=COARSE
+    )
+    sol = solve_chain(data, teacher, joint_students)
+    return ChainOptimum(teacher, joint_students, sol, count[0] + solves, greedy=out)
