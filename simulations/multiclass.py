@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from kdtheory.problem import MulticlassMixture, OracleTeacher, Problem, SoftmaxTeacher, Student
 from simulations.data import check_n, n_samples
+from simulations.fit import CONVERGED
 from simulations.runner import Estimate, check_run_arguments
 from simulations.softmax_kernels import kd_softmax_grad, kd_softmax_hess_apply, kd_softmax_line
 
@@ -189,7 +190,7 @@ class MulticlassFit:
     @property
     def converged(self) -> bool:
         """True when (W, b) is the minimiser to the requested tolerance (or exact)."""
-        return self.status in ("converged", "closed_form")
+        return self.status in CONVERGED
 
 
 def _check_fit_args(x, y, pt, lam, chi, ts, k):
