@@ -112,8 +112,6 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every:
         fine = st.chi > 0.0 and st.temperature < FINE_WIDTH
         hk.append(quad.features(0.0, 1.0, spread, fine))
     hk = np.unique(np.concatenate(hk)) if hk else np.empty(0)
-    if st.chi > 0.0 and st.temperature < FINE_WIDTH:  # p̃ = sig(h̃/T) nearly a step: twice the
-        quad = quad.refined()  # order (at T = 0.035, λ = 1e-3 order 7 left q off by 1.1e-6)
     glx, glw = quad.legendre()
     n = quad.max_nodes()
     ys, yls, ws, xs = [], [], [], []
