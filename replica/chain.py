@@ -53,6 +53,7 @@ from kdtheory.problem import (
 )
 from replica.fixed_point import bias_step
 from replica.quadrature import (
+    FINE_WIDTH,
     L,
     Quadrature,
     composite_rule,
@@ -109,6 +110,16 @@ _F = np.array([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 36.0])
 #: defaults, stage 2 agrees with ``replica.solve`` to ~1e-8 down to T = 0.02, and stage 3 moves by
 #: ≤ 1e-7 when the orders and node counts are raised)
 FEATURES = np.concatenate([-_F[:0:-1], _F])
+#: the same with the midpoints, for a kink narrower than ``FINE_WIDTH`` (the distillation term at
+#: T < 0.1: without them stage 2 erred by up to 5e-6 at T = 0.047, λ = 2e-3; issue 24)
+_FF = np.unique(np.concatenate([_F, 0.5 * (_F[1:] + _F[:-1]), [0.125]]))
+FINE_FEATURES = np.concatenate([-_FF[:0:-1], _FF])
+
+
+def _kink_points(width: float) -> np.ndarray:
+    """Feature points h_k of a kink of width s: s·``FEATURES``, or s·``FINE_FEATURES`` below
+    ``FINE_WIDTH``."""
+    return width * (FINE_FEATURES if width < FINE_WIDTH else FEATURES)
 
 
 @dataclass(frozen=True)
@@ -495,7 +506,7 @@ def _nested_rule(
                 scales.add(1.0)
             if nxt.chi > 0.0 and nxt.temperature < quad.feature_ratio * spread:
                 scales.add(nxt.temperature)
-        hk = np.unique(np.concatenate([s_ * FEATURES for s_ in sorted(scales)] + [[]]))
+        hk = np.unique(np.concatenate([_kink_points(s_) for s_ in sorted(scales)] + [[]]))
         var = d * chain.R[j, j]
         if loss.kind == "bayes":  # h_j = ω_j + Δcŷ: the features' ξ are (h_k − Δcŷ − centre)/spread
             centre, var = centre + d * loss.c * nd.yhat, 0.0

@@ -32,7 +32,21 @@ DEFAULT_ORDER = 7
 _UNIT_FEATURES = np.array(
     [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 36.0]
 )
+#: a kink narrower than this (the distillation term at T < 0.1) gets the denser point set
+#: ``_FINE_FEATURES``: with ``T`` small and a weak ridge, prox's map h ↦ ω = h + V ℓ'(h) stretches
+#: the kink over ~Vχ/T, and the panels between {…, 4, 6, 8, 12, …}·T left errors up to 2e-5 in
+#: ε_g at T = 0.035, λ = 1e-3 (issue 24); the midpoints bring them to ≤ 1e-9
+FINE_WIDTH = 0.1
+_FINE_FEATURES = np.unique(
+    np.concatenate([_UNIT_FEATURES, 0.5 * (_UNIT_FEATURES[1:] + _UNIT_FEATURES[:-1]), [0.125]])
+)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def kink_features(width: float) -> np.ndarray:
+    """Feature points h_k/s of a kink of width s: ``_UNIT_FEATURES``, or below ``FINE_WIDTH``
+    the denser ``_FINE_FEATURES`` (the midpoints added)."""
+    return _FINE_FEATURES if width < FINE_WIDTH else _UNIT_FEATURES
 
 
 @lru_cache(maxsize=32)
@@ -176,15 +190,18 @@ class Quadrature:
         """The same rule with twice the points per panel."""
         return replace(self, order=2 * self.order)
 
-    def features(self, chi: float, temperature: float, spread: float) -> np.ndarray:
+    def features(
+        self, chi: float, temperature: float, spread: float, fine: bool = False
+    ) -> np.ndarray:
         """Feature points h_k of ℓ_KD that the base grid cannot resolve at this spread.
 
         The label term (χ < 1) has kinks of width 1, the KD term (χ > 0) of width T; a kink of
         width s spans ≥ s/spread in ξ, so its points are needed only if s/spread < feature_ratio.
+        ``fine``: the denser points at every scale (as below T = ``FINE_WIDTH``).
         """
         unit = chi < 1.0 and 1.0 < self.feature_ratio * spread
         kd = chi > 0.0 and temperature < self.feature_ratio * spread
-        return _feature_set(1.0 if unit else 0.0, temperature if kd else 0.0)
+        return _feature_set(1.0 if unit else 0.0, temperature if kd else 0.0, fine)
 
     def legendre(self) -> tuple[np.ndarray, np.ndarray]:
         return gauss_legendre(self.order)
@@ -194,13 +211,16 @@ class Quadrature:
 
     def max_nodes(self) -> int:
         """Upper bound on the nodes of one 1-D rule."""
-        return (len(self.base()) + 4 * len(_UNIT_FEATURES)) * self.order
+        return (len(self.base()) + 4 * len(_FINE_FEATURES)) * self.order
 
 
 @lru_cache(maxsize=256)
-def _feature_set(unit_scale: float, kd_scale: float) -> np.ndarray:
-    """Sorted union of ±s·{0, 1/4, …, 36} for the scales that are > 0 (read-only, cached)."""
-    pts = [s * _UNIT_FEATURES for s in (unit_scale, kd_scale) if s > 0.0]
+def _feature_set(unit_scale: float, kd_scale: float, fine: bool = False) -> np.ndarray:
+    """Sorted union of ±s·{0, 1/4, …, 36} for the scales s that are > 0, with the midpoints
+    (``kink_features``) at both scales when ``fine`` or the distillation kink is narrower than
+    ``FINE_WIDTH`` (read-only, cached)."""
+    fine = fine or 0.0 < kd_scale < FINE_WIDTH
+    pts = [s * kink_features(0.0 if fine else s) for s in (unit_scale, kd_scale) if s > 0.0]
     out = np.unique(np.concatenate([-p for p in pts] + pts)) if pts else np.empty(0)
     out.setflags(write=False)
     return out

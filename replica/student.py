@@ -48,7 +48,7 @@ from replica.channels import (
 )
 from replica.dual import Dual
 from replica.fixed_point import bias_step
-from replica.quadrature import Quadrature, composite_rule, prune
+from replica.quadrature import FINE_WIDTH, Quadrature, composite_rule, prune
 from replica.spectral import chain, student_prior, teacher_prior
 from replica.teacher import (
     TeacherState,
@@ -108,8 +108,9 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every:
     data, st = problem.data, problem.student
     spread = math.sqrt(data.delta * teacher.q)
     hk = [quad.features(1.0, st.temperature, spread)] if st.chi > 0.0 else []
-    if not _is_bayes(problem):
-        hk.append(quad.features(0.0, 1.0, spread))
+    if not _is_bayes(problem):  # the teacher's own kink, sharpened by a soft label below FINE_WIDTH
+        fine = st.chi > 0.0 and st.temperature < FINE_WIDTH
+        hk.append(quad.features(0.0, 1.0, spread, fine))
     hk = np.unique(np.concatenate(hk)) if hk else np.empty(0)
     glx, glw = quad.legendre()
     n = quad.max_nodes()
