@@ -142,3 +142,19 @@ def save(fig, path: Path) -> None:
         Path(path), lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
     )
     plt.close(fig)
+
+
+def write_figure_set(out: Path, name: str, ds: xr.Dataset, found, figures, summary) -> list[Path]:
+    """Write a figure set's NetCDF (``<name>.nc``) and its figures (``<stem>.png`` for each
+    ``stem, draw`` in ``figures``, drawn as ``draw(ds, found, path)``), atomically; print the files
+    and the summary lines ``summary(ds, found)``; return the paths."""
+    nc = Path(out) / f"{name}.nc"
+    write_atomic(nc, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
+    files = [nc]
+    for stem, draw in figures.items():
+        path = Path(out) / f"{stem}.png"
+        draw(ds, found, path)
+        files.append(path)
+    print(f"wrote {', '.join(str(p) for p in files)}")
+    print("\n".join(summary(ds, found)))
+    return files

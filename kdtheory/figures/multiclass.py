@@ -539,7 +539,7 @@ def run_multiclass_figures(args, grids: Grids | None = None) -> list[Path]:
     ``args`` carries ``out``, ``jobs``, ``quiet`` and ``wait`` as parsed by
     ``python -m kdtheory.phase_diagram``; ``grids`` overrides the default :class:`Grids`.
     """
-    from kdtheory.journal import write_atomic
+    from kdtheory import plotting
 
     g = grids or Grids()
     out = Path(args.out)
@@ -551,14 +551,6 @@ def run_multiclass_figures(args, grids: Grids | None = None) -> list[Path]:
                                wait=getattr(args, "wait", False), fix=fix)
         )  # fmt: skip
         ds = compute(g, journal, jobs=args.jobs, progress=not getattr(args, "quiet", False))
-    nc = out / "multiclass.nc"
-    write_atomic(nc, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
     f = findings(ds)
-    files = [nc]
-    for stem, draw in FIGURES.items():
-        path = out / f"{stem}.png"
-        draw(ds, f, path)
-        files.append(path)
-    print(f"wrote {', '.join(str(p) for p in files)}")
-    print("\n".join(summary_lines(ds, f)))
+    files = plotting.write_figure_set(out, "multiclass", ds, f, FIGURES, summary_lines)
     return files

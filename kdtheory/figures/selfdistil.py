@@ -318,7 +318,7 @@ def run_selfdistil(args, grids: Grids | None = None) -> list[Path]:
     ``args`` carries ``out``, ``jobs``, ``quiet``, ``wait``, ``map_size`` and ``stages`` as parsed
     by ``python -m kdtheory.phase_diagram``; ``grids`` overrides them.
     """
-    from kdtheory.journal import write_atomic
+    from kdtheory import plotting
 
     g = grids or grids_of(args)
     out = Path(args.out)
@@ -330,16 +330,8 @@ def run_selfdistil(args, grids: Grids | None = None) -> list[Path]:
                                wait=getattr(args, "wait", False), fix=fix)
         )  # fmt: skip
         ds = compute(g, journal, jobs=args.jobs, progress=not args.quiet)
-    nc = out / "selfdistil.nc"
-    write_atomic(nc, lambda tmp: ds.to_netcdf(tmp, engine="scipy"))
     f = findings(ds)
-    files = [nc]
-    for stem, draw in FIGURES.items():
-        path = out / f"{stem}.png"
-        draw(ds, f, path)
-        files.append(path)
-    print(f"wrote {', '.join(str(p) for p in files)}")
-    print("\n".join(summary_lines(ds, f)))
+    files = plotting.write_figure_set(out, "selfdistil", ds, f, FIGURES, summary_lines)
     bad = ds["converged"].where(ds["computed"] == 1) == 0
     for i, j, k in zip(*np.nonzero(bad.values), strict=True):
         a, t, lab = (ds[d].values[x] for d, x in zip(bad.dims, (i, j, k), strict=True))
