@@ -125,9 +125,11 @@ def _prox_p(y, pt, omega, v, chi, temperature, h0):
 
 
 @njit(cache=True)
-def _prox_curv_p(y, pt, omega, v, chi, temperature, h0):
+def _prox_grad_curv_p(y, pt, omega, v, chi, temperature, h0):
     """Solve g(h) = (h − ω)/V + ∂_h ℓ_KD(h) = 0 from h0: Newton safeguarded as in ``rtsafe``.
-    Returns (h, ∂²_h ℓ_KD) with the curvature of the last Newton step (at h to within the tolerance).
+    Returns (h, ∂_h ℓ_KD(h), ∂²_h ℓ_KD): the gradient at h itself (after a Newton step from h′,
+    ∂ℓ(h′) − ∂²ℓ(h′)·step, exact to O(step²)), the curvature of the last Newton step (at h to
+    within the tolerance).
 
     g is increasing; the root lies in ω ± V·B.  A Newton step is replaced by bisection of the
     bracket when it leaves the bracket or fails to halve the previous step (Newton can cycle on
@@ -146,7 +148,7 @@ def _prox_curv_p(y, pt, omega, v, chi, temperature, h0):
         g = (h - omega) / v + d1
         step = g / (1.0 / v + d2)
         if abs(step) <= tol:
-            return h - step, d2
+            return h - step, d1 - d2 * step, d2
         if g > 0.0:
             hi = h
         else:
@@ -156,10 +158,17 @@ def _prox_curv_p(y, pt, omega, v, chi, temperature, h0):
             dx_old = 0.5 * (hi - lo)
             h_new = lo + dx_old
             if dx_old <= tol:
-                return h_new, d2
+                return h_new, _d1_p(y, pt, h_new, chi, temperature), d2
         else:
             dx_old = abs(step)
         h = h_new
+    return h, _d1_p(y, pt, h, chi, temperature), d2
+
+
+@njit(cache=True)
+def _prox_curv_p(y, pt, omega, v, chi, temperature, h0):
+    """(h, ∂²_h ℓ_KD) of ``_prox_grad_curv_p``."""
+    h, _, d2 = _prox_grad_curv_p(y, pt, omega, v, chi, temperature, h0)
     return h, d2
 
 

@@ -39,7 +39,7 @@ from scipy import optimize
 from scipy.special import expit, ndtri
 from scipy.stats import qmc
 
-from kdtheory.losses import _d1_p, _prox_curv_p, sigmoid
+from kdtheory.losses import _prox_grad_curv_p, sigmoid
 from kdtheory.problem import (
     BayesTeacher,
     GaussianMixture,
@@ -179,11 +179,12 @@ class _Loss:
 
 @njit(cache=True)
 def _stage_nodes(
-    y, yhat, xi, c, m, b, shift, f_prev, df_prev, h_prev, dh_prev, var, chi, temperature, ts,
+    y, yhat, xi, c, m, b, shift, f_prev, df_prev, p_soft, dh_prev, var, chi, temperature, ts,
     bayes, bayes_c, delta, h, f, dh, df,
 ):  # fmt: skip
     """Stage t = len(shift) at every node: ω' = y m + b + Σ_u c_u ξ_u + Σ_{s<t} shift_s f_s,
-    h = prox_{var, ℓ_KD(ŷ, p̃, ·)}(ω') with p̃ = sig(h_{t−1}/T) (warm start ``h``, NaN: none),
+    h = prox_{var, ℓ_KD(ŷ, p̃, ·)}(ω') with p̃ = sig(h_{t−1}/T) = ``p_soft`` (``_soft_labels``;
+    warm start ``h``, NaN: none),
     f = −∂_hℓ_KD(h), and the total derivatives in ω_u, u ≤ t:
     dω' = e_t + Σ_s shift_s df_s,  dh = (dω' − var κ dh_{t−1})/(1 + var ℓ″),
     df = −ℓ″ dh − κ dh_{t−1},  κ = −χ p̃(1 − p̃)/(T T_s).  ``bayes``: h = ω' + Δcŷ, f = cŷ."""
@@ -209,18 +210,27 @@ def _stage_nodes(
             continue
         pt, kappa = 0.5, 0.0
         if t > 0:
-            pt = sigmoid(h_prev[k] / temperature)
+            pt = p_soft[k]
             kappa = -chi * pt * (1.0 - pt) / (temperature * ts)
         h0 = h[k] if h[k] == h[k] else om
-        hk, d2 = _prox_curv_p(yhat[k], pt, om, var, chi, ts, h0)
+        hk, d1, d2 = _prox_grad_curv_p(yhat[k], pt, om, var, chi, ts, h0)
         h[k] = hk
-        f[k] = -_d1_p(yhat[k], pt, hk, chi, ts)
+        f[k] = -d1
         den = 1.0 + var * d2
         for u in range(t + 1):
             dprev = dh_prev[k, u] if u < t else 0.0
             dhu = (dom[u] - var * kappa * dprev) / den
             dh[k, u] = dhu
             df[k, u] = -d2 * dhu - kappa * dprev
+
+
+@njit(cache=True)
+def _soft_labels(h, temperature):
+    """p̃ = sig(h/T) at every node."""
+    out = np.empty(h.shape[0])
+    for k in range(h.shape[0]):
+        out[k] = sigmoid(h[k] / temperature)
+    return out
 
 
 class _Nodes:
@@ -231,10 +241,11 @@ class _Nodes:
         self.h, self.f, self.dh, self.df = [], [], [], []
         self._earlier = None
 
-    def earlier(self, t: int) -> tuple:
+    def earlier(self, t: int, temperature: float) -> tuple:
         """Stages 0..t−1 stacked for ``_stage_nodes``: f (t, P), ∂f/∂ω (t, P, t) zero-padded,
-        h_{t−1} (P,) and ∂h_{t−1}/∂ω (P, t) (cached: the earlier stages are fixed)."""
-        if self._earlier is None or self._earlier[0] != t or len(self.f) < t:
+        p̃ = sig(h_{t−1}/T) (P,) and ∂h_{t−1}/∂ω (P, t) (cached: the earlier stages are fixed)."""
+        key = (t, temperature)
+        if self._earlier is None or self._earlier[0] != key or len(self.f) < t:
             n = self.w.shape[0]
             f = np.zeros((t, n))
             df = np.zeros((t, n, t))
@@ -243,7 +254,8 @@ class _Nodes:
                 df[s, :, : s + 1] = self.df[s]
             h = self.h[t - 1] if t > 0 else np.zeros(n)
             dh = self.dh[t - 1] if t > 0 else np.zeros((n, 0))
-            self._earlier = (t, (f, df, np.ascontiguousarray(h), np.ascontiguousarray(dh)))
+            p_soft = _soft_labels(np.ascontiguousarray(h), temperature)
+            self._earlier = (key, (f, df, p_soft, np.ascontiguousarray(dh)))
         return self._earlier[1]
 
     @classmethod
@@ -384,13 +396,13 @@ class _Chain:
         there: (h, f, ∂h/∂ω_u, ∂f/∂ω_u for u ≤ t), by ``_stage_nodes``."""
         loss, d = self.losses[t], self.data.delta
         c = self.cholesky_row(t, q_row)
-        f_prev, df_prev, h_prev, dh_prev = nodes.earlier(t)
+        f_prev, df_prev, p_soft, dh_prev = nodes.earlier(t, loss.temperature)
         n = nodes.w.shape[0]
         h = np.full(n, np.nan) if h_warm is None else h_warm
         f, dh, df = np.empty(n), np.empty((n, t + 1)), np.empty((n, t + 1))
         _stage_nodes(
             nodes.y, nodes.yhat, nodes.xi, c, m, b, d * np.asarray(r_row[:t], dtype=float),
-            f_prev, df_prev, h_prev, dh_prev, d * r_row[t], loss.chi, loss.temperature, loss.ts,
+            f_prev, df_prev, p_soft, dh_prev, d * r_row[t], loss.chi, loss.temperature, loss.ts,
             loss.kind == "bayes", loss.c, d, h, f, dh, df,
         )  # fmt: skip
         return h, f, dh, df
@@ -524,17 +536,21 @@ def _nested_rule(
             nd.y[rows], nd.yhat[rows], nd.w[rows] * ws[keep],
             np.column_stack([nd.xi[rows], xs[keep]]),
         )  # fmt: skip
+    nd.h, nd.f, nd.dh, nd.df, nd._earlier = [], [], [], [], None
+    chain.replay(nd, t)  # the solved stages depend on ξ_0..ξ_{t−1} only: once per prefix row
     if own is None:
         x1, w1 = gauss_hermite(n_own)
         w = nd.w[:, None] * w1
         rows, cols = np.nonzero(w > PRUNE)
+        prefix = nd
         nd = _Nodes(
-            nd.y[rows], nd.yhat[rows], w[rows, cols],
-            np.column_stack([nd.xi[rows], x1[cols]]),
+            prefix.y[rows], prefix.yhat[rows], w[rows, cols],
+            np.column_stack([prefix.xi[rows], x1[cols]]),
         )  # fmt: skip
+        for name in ("h", "f", "dh", "df"):
+            setattr(nd, name, [a[rows] for a in getattr(prefix, name)])
+        del prefix
     nd.w = nd.w / nd.w.sum()
-    nd.h, nd.f, nd.dh, nd.df, nd._earlier = [], [], [], [], None
-    chain.replay(nd, t)
     return nd
 
 
@@ -561,10 +577,12 @@ def _initial(chain: _Chain, t: int) -> np.ndarray:
     return np.concatenate([[chain.m[t - 1], chain.b[t - 1]], qr, rr])
 
 
-def _solve_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None):
+def _solve_stage(
+    chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None, jac=None
+):
     """Stage t's fixed point on ``nodes`` (``_iterate_stage``), checked by ``_not_fixed_point``;
     returns (x, extra, residual, converged, why): ``why`` says what failed ("" if converged)."""
-    x, extra, res, ok = _iterate_stage(chain, nodes, t, tol, max_iter, x0)
+    x, extra, res, ok = _iterate_stage(chain, nodes, t, tol, max_iter, x0, jac)
     if not ok:
         return x, extra, res, False, f"residual {res:.2g}"
     why = _not_fixed_point(chain, nodes, t, x, extra, tol)
@@ -595,15 +613,19 @@ def _not_fixed_point(chain: _Chain, nodes: _Nodes, t: int, x, extra, tol: float)
     )
 
 
-def _iterate_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None):
+def _iterate_stage(
+    chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: int, x0=None, jac=None
+):
     """Damped iteration of stage t's map from ``x0`` (default: ``_initial``) to a relative change
     of 1e-3, finished by a Newton-type root solve (MINPACK hybrd); returns (x, extra, residual,
-    converged)."""
+    converged).  Given ``jac`` (the Jacobian of the relative step near ``x0``, from a coarser
+    rule): no damped iteration, the root solve starts from it (MINPACK hybrj, Broyden updates)
+    and a failure is returned as such (no damped finish)."""
     x = _initial(chain, t) if x0 is None else x0
     h_warm = None
     scale = lambda z: np.maximum(1.0, np.abs(z))  # noqa: E731  (relative change, absolute near 0)
     res = math.inf
-    for _ in range(min(max_iter, 40)):
+    for _ in range(min(max_iter, 40) if jac is None else 0):
         x_new, extra = chain.update(nodes, t, x, h_warm)
         h_warm = extra[0]
         res = float(np.max(np.abs(x_new - x) / scale(x_new)))
@@ -615,18 +637,32 @@ def _iterate_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: i
         if res < SWITCH:
             break
     warm = [h_warm]
+    last = [None, None]  # the last point evaluated and its (x_new, extra)
+    seen = {}  # every point evaluated: its relative step (MINPACK asks for x0 twice)
 
     def residual(z):
-        z_new, ex = chain.update(nodes, t, z, warm[0].copy())
-        warm[0] = ex[0]
-        return (z_new - z) / scale(z)
+        key = z.tobytes()
+        if key not in seen:
+            z_new, ex = chain.update(nodes, t, z, None if warm[0] is None else warm[0].copy())
+            warm[0] = ex[0]
+            last[0], last[1] = z.copy(), (z_new, ex)
+            seen[key] = (z_new - z) / scale(z)
+        return seen[key].copy()
 
-    sol = optimize.root(
-        residual, x, method="hybr", options={"xtol": tol * 1e-2, "maxfev": max_iter}
-    )
+    options = {"xtol": tol * 1e-2, "maxfev": max_iter}
+    if jac is None:
+        sol = optimize.root(residual, x, method="hybr", options=options)
+    else:
+        sol = optimize.root(residual, x, jac=lambda z: jac, method="hybr", options=options)
     x = sol.x if np.all(np.isfinite(sol.x)) else x
-    x_new, extra = chain.update(nodes, t, x, warm[0].copy())
+    if last[0] is not None and np.array_equal(x, last[0]):  # (its pass is done: same values)
+        x_new, extra = last[1]
+    else:
+        x_new, extra = chain.update(nodes, t, x, None if warm[0] is None else warm[0].copy())
+    last[1] = None
     res = float(np.max(np.abs(x_new - x) / scale(x_new)))
+    if jac is not None:
+        return x_new, extra, res, bool(res < tol and np.all(np.isfinite(x_new)))
     damping = 1.0
     for _ in range(max_iter):  # the root solver stalled: finish by the (damped) iteration
         if res < tol or not np.all(np.isfinite(x_new)):
@@ -637,6 +673,37 @@ def _iterate_stage(chain: _Chain, nodes: _Nodes, t: int, tol: float, max_iter: i
         damping = max(0.1, 0.5 * damping) if new_res > res else min(1.0, 1.5 * damping)
         res = new_res
     return x_new, extra, res, bool(res < tol and np.all(np.isfinite(x_new)))
+
+
+#: most passes of the quasi-Newton iteration on the coarse composite rule (``_coarse_start``)
+BROYDEN_PASSES = 20
+
+
+def _broyden(chain: _Chain, nodes: _Nodes, t: int, tol: float, passes: int, x, jac):
+    """Quasi-Newton on the relative step g(z) = (z_new − z)/max(1, |z|) from x with the initial
+    Jacobian ``jac`` (Broyden's update), to a step |z_new − z|/max(1, |z_new|) below tol/10, one
+    pass over ``nodes`` per iteration: (z_new, extra at z, residual, converged).  For a start
+    only (on the full rule, MINPACK's hybrj, whose xtol converges tiny states, q ~ 1e-5, as
+    tightly as before)."""
+    scale = lambda z: np.maximum(1.0, np.abs(z))  # noqa: E731
+    jac = jac.copy()
+    z, h_warm = x.copy(), None
+    z_new, extra = chain.update(nodes, t, z, h_warm)
+    g = (z_new - z) / scale(z)
+    res = math.inf
+    for _ in range(passes):
+        res = float(np.max(np.abs(z_new - z) / scale(z_new)))
+        if not np.all(np.isfinite(z_new)):
+            break
+        if res < 0.1 * tol:
+            return z_new, extra, res, True
+        dz = -np.linalg.solve(jac, g)
+        z = z + dz
+        z_new, extra = chain.update(nodes, t, z, extra[0].copy())
+        g_new = (z_new - z) / scale(z)
+        jac += np.outer(g_new - g - jac @ dz, dz) / (dz @ dz)
+        g = g_new
+    return z_new, extra, res, False
 
 
 def _losses(data, teacher, students) -> list[_Loss]:
@@ -846,9 +913,14 @@ def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_i
     Stage 2, if it fails from its default start, starts again from ``replica.solve`` of ``pair``
     (teacher and first student).  Accepts the state into ``chain``;
     (converged, residual, why)."""
-    nd = _nested_rule(chain, t, n_own, order)
     x0 = chain.guess(init, t) if init is not None and len(init.stages) > t else None
-    x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x0)
+    start = _coarse_start(chain, t, n_own, order, tol, max_iter, x0) if t >= 2 else None
+    nd = _nested_rule(chain, t, n_own, order)
+    ok = False
+    if start is not None:  # from the coarse rule's fixed point and Jacobian: a few full passes
+        x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, *start)
+    if not ok:  # (or it failed: the full rule's own iteration from the default start)
+        x, extra, res, ok, why = _solve_stage(chain, nd, t, tol, max_iter, x0)
     if (
         not ok and t == 1
     ):  # the teacher–student problem of ``replica.solve``: start from its student
@@ -872,6 +944,52 @@ def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_i
         del nd, extra
         gc.collect()
     return ok, res, why
+
+
+#: the rule that starts stage t ≥ 3: tensor Gauss–Hermite, this many nodes per direction
+START_NODES = 16
+#: the composite rule between it and the full one: Gauss–Legendre points per panel of the
+#: earlier stages' directions, Gauss–Hermite nodes of its own (0: none)
+COARSE_START = (2, 8)
+
+
+def _coarse_start(chain: _Chain, t: int, n_own: int, order: int, tol, max_iter, x0):
+    """Stage t's start on the full rule: its fixed point on the tensor Gauss–Hermite rule of
+    ``START_NODES`` per direction (from x0; it does not resolve small-T kinks, but it is near),
+    then, from there by quasi-Newton (``_broyden``), on the composite rule ``COARSE_START``
+    (~1/8 of the full rule's nodes), each to max(tol, 1e-7), and the Jacobian there of the
+    relative step by forward differences (``_step_jacobian``): (x, Jacobian), or None if a
+    coarse stage does not converge."""
+    x1, w1 = gauss_hermite(START_NODES)
+    grid = np.array(np.meshgrid(*([x1] * (t + 1)), indexing="ij")).reshape(t + 1, -1).T
+    wg = np.prod(np.array(np.meshgrid(*([w1] * (t + 1)), indexing="ij")).reshape(t + 1, -1), 0)
+    nd = _Nodes.product(chain.data, grid, wg)
+    nd.w = nd.w / nd.w.sum()
+    chain.replay(nd, t)
+    x, extra, _, ok, _ = _solve_stage(chain, nd, t, max(tol, 1e-7), max_iter, x0)
+    jac = _step_jacobian(chain, nd, t, x, extra[0]) if ok else None
+    if jac is None:
+        return None
+    del nd, extra
+    nd = _nested_rule(chain, t, min(n_own, COARSE_START[1]), min(order, COARSE_START[0]))
+    x, extra, _, ok = _broyden(chain, nd, t, max(tol, 1e-7), min(max_iter, BROYDEN_PASSES), x, jac)
+    jac = _step_jacobian(chain, nd, t, x, extra[0]) if ok else None
+    return None if jac is None else (x, jac)
+
+
+def _step_jacobian(chain: _Chain, nodes: _Nodes, t: int, x: np.ndarray, h_warm: np.ndarray):
+    """Forward differences (steps 1e-7·max(1, |x_i|)) of stage t's relative step
+    g(z) = (z_new − z)/max(1, |z|) at x on ``nodes``; None if not finite."""
+
+    def g(z):
+        return (chain.update(nodes, t, z, h_warm.copy())[0] - z) / np.maximum(1.0, np.abs(z))
+
+    g0, jac = g(x), np.empty((x.shape[0], x.shape[0]))
+    for i in range(x.shape[0]):
+        z = x.copy()
+        z[i] += 1e-7 * max(1.0, abs(x[i]))
+        jac[:, i] = (g(z) - g0) / (z[i] - x[i])
+    return jac if np.all(np.isfinite(jac)) else None
 
 
 def _student_start(problem: Problem, tol: float, max_iter: int) -> np.ndarray | None:
