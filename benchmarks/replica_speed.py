@@ -798,43 +798,33 @@ def old_vs_new(base: str, repeats: int, grid_n: int, rounds: int = 3) -> dict:
     comparison."""
     import tempfile
 
-    here = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(tree), base],
-            check=True,
-        )
-        try:
-            out = {"old": None, "new": None}
-            # rounds of old and new in turn (the load of the shared machine drifts), then the
-            # grids; medians over the rounds
-            for rnd in range(rounds + 1):
-                for label, root in (("old", tree), ("new", here)):
-                    env = {**os.environ, "PYTHONPATH": str(root), "REPLICA_SPEED_ROOT": str(root)}
-                    path = Path(tmp) / f"{label}.json"
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
-                    grid = grid_n if rnd == rounds else 0
-                    cmd += ["--repeats", str(repeats if grid == 0 else 1), "--grid", str(grid)]
-                    subprocess.run(cmd, env=env, check=True)
-                    res = json.loads(path.read_text())
-                    if out[label] is None:
-                        out[label] = {**res, "ms_rounds": {}}
-                    if grid:
-                        out[label]["grid"] = res["grid"]
-                        continue
-                    for name, row in res["points"].items():
-                        rounds_ = out[label]["ms_rounds"].setdefault(name, [])
-                        rounds_.append(row["ms"])
-            for label in ("old", "new"):
-                for name, rs in out[label]["ms_rounds"].items():
-                    out[label]["points"][name]["ms"] = {
-                        k: median([r[k] for r in rs]) for k in rs[0]
-                    }
-        finally:
-            subprocess.run(
-                ["git", "-C", str(here), "worktree", "remove", "--force", str(tree)], check=False
-            )
+    from base_checkout import HERE as here
+    from base_checkout import checkout
+
+    with tempfile.TemporaryDirectory() as tmp, checkout(base) as tree:
+        out = {"old": None, "new": None}
+        # rounds of old and new in turn (the load of the shared machine drifts), then the
+        # grids; medians over the rounds
+        for rnd in range(rounds + 1):
+            for label, root in (("old", tree), ("new", here)):
+                env = {**os.environ, "PYTHONPATH": str(root), "REPLICA_SPEED_ROOT": str(root)}
+                path = Path(tmp) / f"{label}.json"
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
+                grid = grid_n if rnd == rounds else 0
+                cmd += ["--repeats", str(repeats if grid == 0 else 1), "--grid", str(grid)]
+                subprocess.run(cmd, env=env, check=True)
+                res = json.loads(path.read_text())
+                if out[label] is None:
+                    out[label] = {**res, "ms_rounds": {}}
+                if grid:
+                    out[label]["grid"] = res["grid"]
+                    continue
+                for name, row in res["points"].items():
+                    rounds_ = out[label]["ms_rounds"].setdefault(name, [])
+                    rounds_.append(row["ms"])
+        for label in ("old", "new"):
+            for name, rs in out[label]["ms_rounds"].items():
+                out[label]["points"][name]["ms"] = {k: median([r[k] for r in rs]) for k in rs[0]}
     log(f"\n=== old ({base}) vs new (this checkout), load {load()} ===")
     log(
         f"  {'point / run':<26}{'old ms':>9}{'new ms':>9}{'ratio':>7}{'old calls':>11}{'new calls':>11}"
