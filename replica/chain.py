@@ -84,7 +84,7 @@ _LATER_GRID, _LATER_ROWS, _LATER_MERGE = 2001, 64, 0.005
 _LF = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 LATER_FEATURES = np.concatenate([-_LF[:0:-1], _LF])
 #: rules with more nodes than this are released at once after their stage (``gc.collect``)
-_COLLECT = 100_000
+_COLLECT = 1_000_000
 #: relative change below which stage t's damped iteration hands over to the root solver
 SWITCH = 1e-3
 #: Gauss–Hermite nodes of stage t's own direction (t = 1, 2, 3)
@@ -697,7 +697,12 @@ def _broyden(chain: _Chain, nodes: _Nodes, t: int, tol: float, passes: int, x, j
             break
         if res < 0.1 * tol:
             return z_new, extra, res, True
-        dz = -np.linalg.solve(jac, g)
+        try:
+            dz = -np.linalg.solve(jac, g)
+        except np.linalg.LinAlgError:  # (a singular Jacobian: the caller's own iteration instead)
+            break
+        if not (np.all(np.isfinite(dz)) and dz @ dz > 0.0):
+            break
         z = z + dz
         z_new, extra = chain.update(nodes, t, z, extra[0].copy())
         g_new = (z_new - z) / scale(z)
@@ -950,7 +955,7 @@ def _exact_stage(chain: _Chain, t: int, n_own: int, order: int, init, tol, max_i
 START_NODES = 16
 #: the composite rule between it and the full one: Gauss–Legendre points per panel of the
 #: earlier stages' directions, Gauss–Hermite nodes of its own (0: none)
-COARSE_START = (2, 8)
+COARSE_START = (2, 4)
 
 
 def _coarse_start(chain: _Chain, t: int, n_own: int, order: int, tol, max_iter, x0):

@@ -194,3 +194,53 @@ def test_optimal_self_distillation_beats_its_alternatives_and_not_bayes():
         assert eg1 <= t.stages[0].eg + 1e-5
     bayes = replica.bayes_error(GaussianMixture(2.0, 0.4, 1.0))
     assert bayes < min(eg1, eg2)  # no stage beats the clean-label Bayes error
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_coarse_start_reaches_the_same_fixed_point(temperature, monkeypatch):
+    """Stage 3 from the coarse rules' fixed point and Jacobian (``_coarse_start``) and from the
+    default start (the coarse start switched off) are the same fixed point of the same rule:
+    both converged to a relative step of 1e-9 (tol), so they agree to ~1e-9 (1e-8: a margin
+    of 10 for the map's conditioning)."""
+    from replica import chain as chain_module
+
+    data = GaussianMixture(2.0, 0.5, 1.0, flip=0.2)
+    students = [Student(0.1, 1.0, temperature, tempered="teacher")] * 2
+    rule = {"nodes": (64, 16, 8), "orders": (3, 2)}
+    used, coarse_start = [], chain_module._coarse_start
+
+    def spy(*args):
+        out = coarse_start(*args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(chain_module, "_coarse_start", spy)
+    fast = replica.solve_chain(data, LogisticTeacher(0.1), students, **rule)
+    assert used == [True]  # (stage 3 did start from it)
+    monkeypatch.setattr(chain_module, "_coarse_start", lambda *args: None)
+    plain = replica.solve_chain(data, LogisticTeacher(0.1), students, **rule)
+    assert fast.converged and plain.converged
+    for a, b in zip(fast.stages, plain.stages, strict=True):
+        for name in ("m", "q", "b", "r", "V", "eg"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x == pytest.approx(y, rel=1e-8, abs=1e-8) or (math.isnan(x) and math.isnan(y))
+
+
+def test_earlier_stages_replayed_once_per_prefix_row():
+    """The solved stages depend on ξ_0..ξ_{t−1} only: their values at stage 3's nodes, copied from
+    the prefix rows (``_nested_rule``), equal a fresh evaluation at every node (exactly: the
+    same arithmetic per node)."""
+    from replica.chain import _Chain, _losses, _nested_rule, _Nodes
+
+    data = GaussianMixture(2.0, 0.5, 1.0, flip=0.2)
+    teacher, students = LogisticTeacher(0.1), [Student(0.1, 1.0, 0.2, tempered="teacher")] * 2
+    sol = replica.solve_chain(data, teacher, students[:1], nodes=(64, 16, 8), orders=(3, 2))
+    chain = _Chain(data, _losses(data, teacher, students))
+    for t in range(2):
+        chain.restore(sol, t)
+    nd = _nested_rule(chain, 2, 8, 2)
+    fresh = _Nodes(nd.y, nd.yhat, nd.w, nd.xi)
+    chain.replay(fresh, 2)
+    for name in ("h", "f", "dh", "df"):
+        for a, b in zip(getattr(nd, name), getattr(fresh, name), strict=True):
+            np.testing.assert_array_equal(a, b)
