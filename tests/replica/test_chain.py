@@ -198,8 +198,8 @@ def test_optimal_self_distillation_beats_its_alternatives_and_not_bayes():
 
 @pytest.mark.parametrize("temperature", [0.05, 0.5])
 def test_coarse_start_reaches_the_same_fixed_point(temperature, monkeypatch):
-    """Stage 3 from the coarse rules' fixed point and Jacobian (``_coarse_start``) and from the
-    default start (the coarse start switched off) are the same fixed point of the same rule:
+    """Stages 2 and 3 from the coarse rules' fixed point and Jacobian (``_coarse_start``) and from
+    the default start (the coarse start switched off) are the same fixed point of the same rule:
     both converged to a relative step of 1e-9 (tol), so they agree to ~1e-9 (1e-8: a margin
     of 10 for the map's conditioning)."""
     from replica import chain as chain_module
@@ -216,7 +216,7 @@ def test_coarse_start_reaches_the_same_fixed_point(temperature, monkeypatch):
 
     monkeypatch.setattr(chain_module, "_coarse_start", spy)
     fast = replica.solve_chain(data, LogisticTeacher(0.1), students, **rule)
-    assert used == [True]  # (stage 3 did start from it)
+    assert used == [True, True]  # (stages 2 and 3 did start from it)
     monkeypatch.setattr(chain_module, "_coarse_start", lambda *args: None)
     plain = replica.solve_chain(data, LogisticTeacher(0.1), students, **rule)
     assert fast.converged and plain.converged
