@@ -6,7 +6,7 @@ Chains: the noisy mixture α = 2, ρ = 0.5, Δ = 1, θ = 0.2, teacher λ̃ = 0.1
 round of work) and this checkout each run in their own subprocess (``--worker``), taking turns
 ``--rounds`` times (the load of the shared machine drifts); medians.  The reference commit
 (``--ref``, default ``39b8c30``: main before the chain's speed-up, which fixed the base's silent
-failures) runs once, for the values: every stage's (ε, m, q, b, r) must agree with it to 1e-7.
+failures) runs once, for the values (its times are printed too, from that one run): every stage's (ε, m, q, b, r) must agree with it to 1e-7.
 Goals: the 3-stage chain ≥ 8× faster than the base at T = 0.05 and ≥ 5× at T = 0.5 (wall time;
 the ratio of process CPU times is printed beside it, less sensitive to the shared machine's load).  For a goal
 not met, a profile of this checkout's chain (cumulative time of ``replica.chain``'s functions).
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             runs["old"].append(run(base, Path(tmp), "old"))
             runs["new"].append(run(HERE, Path(tmp), "new"))
         with checkout(args.ref) as ref:
-            ref_values = run(ref, Path(tmp), "ref")["values"]
+            ref_run = run(ref, Path(tmp), "ref")
+    ref_values = ref_run["values"]
     sec, cpu = (
         {
             k: {n: statistics.median(r[key][n] for r in v) for n in v[0][key]}
@@ -146,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if goal is not None and ratio[name] < goal:
             unmet.append(name)
+    print(
+        f"  {args.ref} (one run, after the rounds, load {ref_run['load']:.1f}): "
+        + ", ".join(f"{n} {v:.2f} s" for n, v in ref_run["seconds"].items())
+    )
     new_values, old_values = runs["new"][-1]["values"], runs["old"][-1]["values"]
     to_ref = largest_difference(ref_values, new_values)
     to_base = largest_difference(old_values, new_values)
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n  goal not met: {name} — where this checkout's time goes (cumulative):")
             for row in profile[name]:
                 print(f"    {row['function']:40s}{row['cum_s']:8.2f} s{row['calls']:6d} calls")
-    payload = {"cpu_seconds": cpu, "base": args.base, "ref": args.ref, "load": load, "seconds": sec, "ratio": ratio,
+    payload = {"cpu_seconds": cpu, "ref_seconds": ref_run["seconds"], "base": args.base, "ref": args.ref, "load": load, "seconds": sec, "ratio": ratio,
                "goals": GOALS, "unmet": unmet, "max_rel_diff_to_ref": to_ref,
                "max_rel_diff_to_base": to_base, "status": status, "profile": profile}  # fmt: skip
     write_atomic(args.out, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
