@@ -456,7 +456,9 @@ def valid(x: np.ndarray) -> bool:
 def initial(g: StudentMap, lam: float) -> np.ndarray:
     """The state with w = 0 and its optimal bias: E[∂_h ℓ_KD(ŷ, p̃, b)] = 0 over the teacher's
     training outputs (for small T_s this is b ≈ T_s·logit ρ, not the teacher's bias, where
-    ℓ'' ≈ 0), and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution."""
+    ℓ'' ≈ 0), and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution.
+    Soft labels all 0 (or all 1) to double precision at χ = 1: E[ℓ'] > 0 (< 0) vanishes only as
+    b → −∞ (+∞), so b = ∓50·max(1, T_s), where ℓ' and ℓ'' underflow: the constant classifier."""
     d, st = g.problem.data, g.problem.student
     chi, t = st.chi, st.student_temperature
     pt = expit(g.nodes[0] / st.temperature)
@@ -466,7 +468,10 @@ def initial(g: StudentMap, lam: float) -> np.ndarray:
         return float(g.w @ (-(1 - chi) * yl * expit(-yl * b) + (chi / t) * (expit(b / t) - pt)))
 
     span = 50.0 * max(1.0, t)
-    b = brentq(mean_d1, -span, span, xtol=1e-12) if mean_d1(-span) < 0 < mean_d1(span) else 0.0
+    lo, hi = mean_d1(-span), mean_d1(span)
+    b = brentq(mean_d1, -span, span, xtol=1e-12) if lo < 0 < hi else 0.0
+    if lo == 0.0 < hi or lo < 0.0 == hi:  # E[ℓ'] vanishes only as b → ∓∞ (soft labels all 0 or
+        b = -span if hi > 0.0 else span  # all 1 to double precision, χ = 1): its root there
     s, st_ = expit(b), expit(b / t)
     curvature = (1 - chi) * s * (1 - s) + (chi / t**2) * st_ * (1 - st_)
     v_hat = d.alpha * d.delta * curvature
