@@ -40,6 +40,13 @@ FINE_WIDTH = 0.1
 _FINE_FEATURES = np.unique(
     np.concatenate([_UNIT_FEATURES, 0.5 * (_UNIT_FEATURES[1:] + _UNIT_FEATURES[:-1]), [0.125]])
 )
+#: where a soft label p̃ = sig(h̃/T) with T < ``FINE_WIDTH`` saturates, a student tempered at T
+#: ("both") leaves its KD kink at the h̃ with 1 − p̃ = c or p̃ = c, c ~ T(label slope + |ω − h|/V)/χ
+#: set by the student's state: a step of width ≪ T in h̃ that the outer rule cannot place.  At a
+#: weak ridge (V ≫ 1; ``replica.student.saturation_band``) it lay between the fine points at
+#: |h̃|/T = 4–5 and 7–8 and left errors up to 3e-5 in q (issue 24); breakpoints every T/4 over
+#: 2 ≤ |h̃|/T ≤ 16 bring them below 1e-8
+SATURATION_BAND = np.arange(2.0, 16.0 + 1e-9, 0.25)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 

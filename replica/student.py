@@ -48,7 +48,7 @@ from replica.channels import (
 )
 from replica.dual import Dual
 from replica.fixed_point import bias_step
-from replica.quadrature import FINE_WIDTH, Quadrature, composite_rule, prune
+from replica.quadrature import FINE_WIDTH, SATURATION_BAND, Quadrature, composite_rule, prune
 from replica.spectral import chain, student_prior, teacher_prior
 from replica.teacher import (
     TeacherState,
@@ -104,16 +104,21 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every:
     training label ŷ, w_o the weight of ξ̃_o, without P(y, ŷ)) for the teacher direction
     (``every``: all four pairs even at θ = 0), with breakpoints where the
     teacher's training output h̃ crosses the feature points of the soft label p̃ = sig(h̃/T)
-    (scale T, if χ > 0) and of its own loss (unit scale, logistic teacher)."""
+    (scale T, if χ > 0) and of its own loss (unit scale, logistic teacher), and where
+    ``saturation_band`` every T/4 where the student's saturation step may sit."""
     data, st = problem.data, problem.student
     spread = math.sqrt(data.delta * teacher.q)
-    hk = [quad.features(1.0, st.temperature, spread)] if st.chi > 0.0 else []
+    kd = quad.features(1.0, st.temperature, spread) if st.chi > 0.0 else np.empty(0)
+    hk = [kd]
     if not _is_bayes(problem):  # the teacher's own kink, sharpened by a soft label below FINE_WIDTH
         fine = st.chi > 0.0 and st.temperature < FINE_WIDTH
         hk.append(quad.features(0.0, 1.0, spread, fine))
-    hk = np.unique(np.concatenate(hk)) if hk else np.empty(0)
-    glx, glw = quad.legendre()
     n = quad.max_nodes()
+    if len(kd) and saturation_band(st):  # where the student leaves its KD kink
+        hk += [st.temperature * SATURATION_BAND, -st.temperature * SATURATION_BAND]
+        n += 2 * len(SATURATION_BAND) * quad.order
+    hk = np.unique(np.concatenate(hk))
+    glx, glw = quad.legendre()
     ys, yls, ws, xs = [], [], [], []
     for y, y_hat in zip(*label_pairs(data.rho, data.flip, every)[:2], strict=True):
         om = teacher_omega_of_h(data, problem.teacher, teacher, y_hat, hk)
@@ -126,6 +131,23 @@ def outer_rule(problem: Problem, teacher: TeacherState, quad: Quadrature, every:
         ws.append(w[:k])
         xs.append(x[:k])
     return tuple(np.concatenate(z) for z in (ys, yls, ws, xs))
+
+
+#: ``SATURATION_BAND`` is added where prox may stretch the KD kink over more than this in ω:
+#: Vχ/T ≤ ηχ/(λT) (V = η/(λ + V̂)); issue 24's three cases had 5300–16000, λ = 0.01, T = 0.05,
+#: χ = 0.5 has 1000 and is within 1e-9 without it
+SATURATION_STRETCH = 2000.0
+
+
+def saturation_band(student) -> bool:
+    """Whether the outer rule needs ``SATURATION_BAND``: T < ``FINE_WIDTH``, the student tempered
+    at T too ("both"), χ > 0 and a weak ridge, ηχ/(λT) > ``SATURATION_STRETCH``."""
+    st = student
+    return (
+        st.tempered == "both"
+        and st.temperature < FINE_WIDTH
+        and st.chi * st.eta > SATURATION_STRETCH * st.lam * st.temperature
+    )
 
 
 def _is_bayes(problem: Problem) -> bool:
@@ -403,12 +425,16 @@ _MAPS_KEPT = 4
 
 def student_map(problem: Problem, teacher: TeacherState, quad: Quadrature) -> StudentMap:
     """A ``StudentMap`` for ``problem``: the last one built on the same outer rule (same data,
-    teacher, χ, T, rule and teacher state; λ and η do not enter it) is reused, rebound to
+    teacher, χ, T, rule and teacher state; λ and η enter it only through ``saturation_band``) is
+    reused, rebound to
     ``problem`` with its call counter reset, so that its prox solutions warm-start the kernels of a
     neighbouring solve (a grid along λ, a continuation).  The prox converges to its own tolerance
     from any start, so the reuse changes results by rounding only."""
     st = problem.student
-    key = (problem.data, problem.teacher, st.chi, st.temperature, st.tempered, quad, teacher)
+    key = (
+        problem.data, problem.teacher, st.chi, st.temperature, st.tempered, quad, teacher,
+        saturation_band(st),
+    )  # fmt: skip
     g = _MAPS.get(key)
     if g is None:
         if len(_MAPS) >= _MAPS_KEPT:
@@ -430,7 +456,9 @@ def valid(x: np.ndarray) -> bool:
 def initial(g: StudentMap, lam: float) -> np.ndarray:
     """The state with w = 0 and its optimal bias: E[∂_h ℓ_KD(ŷ, p̃, b)] = 0 over the teacher's
     training outputs (for small T_s this is b ≈ T_s·logit ρ, not the teacher's bias, where
-    ℓ'' ≈ 0), and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution."""
+    ℓ'' ≈ 0), and V = η/(λ + αΔ E[ℓ''(b)]).  One map step from here gives the large-λ solution.
+    Soft labels all 0 (or all 1) to double precision at χ = 1: E[ℓ'] > 0 (< 0) vanishes only as
+    b → −∞ (+∞), so b = ∓50·max(1, T_s), where ℓ' and ℓ'' underflow: the constant classifier."""
     d, st = g.problem.data, g.problem.student
     chi, t = st.chi, st.student_temperature
     pt = expit(g.nodes[0] / st.temperature)
@@ -440,7 +468,10 @@ def initial(g: StudentMap, lam: float) -> np.ndarray:
         return float(g.w @ (-(1 - chi) * yl * expit(-yl * b) + (chi / t) * (expit(b / t) - pt)))
 
     span = 50.0 * max(1.0, t)
-    b = brentq(mean_d1, -span, span, xtol=1e-12) if mean_d1(-span) < 0 < mean_d1(span) else 0.0
+    lo, hi = mean_d1(-span), mean_d1(span)
+    b = brentq(mean_d1, -span, span, xtol=1e-12) if lo < 0 < hi else 0.0
+    if lo == 0.0 < hi or lo < 0.0 == hi:  # E[ℓ'] vanishes only as b → ∓∞ (soft labels all 0 or
+        b = -span if hi > 0.0 else span  # all 1 to double precision, χ = 1): its root there
     s, st_ = expit(b), expit(b / t)
     curvature = (1 - chi) * s * (1 - s) + (chi / t**2) * st_ * (1 - st_)
     v_hat = d.alpha * d.delta * curvature
