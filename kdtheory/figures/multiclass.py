@@ -158,7 +158,7 @@ class Grids:
     axis), s = 2; the oracle at α = 0.5 for orthogonal and two-close centroids; 60 (KD) and 25
     (oracle) Nelder–Mead evaluations per optimisation.  A solve takes 1.5–2.5 CPU-seconds at K = 3
     (tensor Gauss–Hermite), ≈ 2.3 at K = 4 and ≈ 3 at K = 5 (scrambled Sobol points, fixed seeds):
-    a KD cell ≈ 120 CPU-seconds at K = 3, 150–170 at K = 4, ≈ 190 at K = 5; the default set ≈ 1030
+    a KD cell ≈ 120 CPU-seconds at K = 3, 150–170 at K = 4, 185–212 at K = 5; the default set ≈ 1040
     (:func:`grids_of` with ``--ks 3,4,5``, the stored run, ``fmnist_apart`` and more α are heavier
     options)."""
 
