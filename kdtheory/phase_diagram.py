@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from kdtheory.figures.headline import headline_sweeps, run_headline
+from kdtheory.figures.multiclass import grids_of as multiclass_grids
 from kdtheory.figures.multiclass import run_multiclass_figures
 from kdtheory.figures.optimal import optimal_sweeps, run_optimal
 from kdtheory.figures.realdata import check_data as realdata_check
@@ -132,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stages", type=int, metavar="K",
                    help="stages of the --figures selfdistil chains, teacher included (1–3; "
                    "default 3)")  # fmt: skip
+    g.add_argument("--ks", metavar="K[,K…]",
+                   help="--figures multiclass: the numbers of classes K of the orthogonal and "
+                   "two-close cells, K = 3 at α ∈ {0.5, 2}, the others at α = 2 (distinct, 2…6; "
+                   "default: K = 3, and K = 4 for two-close centroids only; 3,4,5 is the stored "
+                   "run docs/data/multiclass.nc)")  # fmt: skip
     g.add_argument("--data-root", type=Path, metavar="DIR",
                    help="--figures realdata: the folder of the Fashion-MNIST IDX files (default "
                    "/usr/share/datasets/fashion-mnist, Debian package dataset-fashion-mnist)")  # fmt: skip
@@ -359,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("--stages sets the chains of --figures selfdistil")
                 if args.data_root is not None and args.figures != "realdata":
                     raise ValueError("--data-root sets the data of --figures realdata")
+                if args.ks is not None and args.figures != "multiclass":
+                    raise ValueError("--ks sets the K of --figures multiclass")
                 if args.figures == "multiclass":
                     if (
                         args.simulate
@@ -370,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "apply to --figures multiclass (local workers, its own "
                                          "grids and tolerance; tests/test_multiclass_vs_simulation.py "
                                          "checks the theory by simulation)")  # fmt: skip
+                    multiclass_grids(args)
                 elif args.figures == "selfdistil":
                     if args.simulate or args.scheduler or args.tol != parser.get_default("tol"):
                         raise ValueError("--simulate, --scheduler and --tol do not apply to "
@@ -400,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                     or args.map_size is not None
                     or args.stages is not None
                     or args.data_root is not None
+                    or args.ks is not None
                 ):
                     raise ValueError("--figures and --map-size name a set of the main job; they "
                                      "take no --x")  # fmt: skip

@@ -5,7 +5,7 @@ probabilities of the *wrong* classes could tell the student which classes resemb
 "dark knowledge" of Hinton, Vinyals & Dean, *Distilling the knowledge in a neural network* (2015).
 The replica theory of the K-class model (docs/theory.md, ``replica.solve`` on a
 :class:`~kdtheory.MulticlassMixture`) answers, at uniform ρ, Δ = 1, four questions, each printed as
-one line with its numbers:
+one line with its numbers (a fifth where the set has two K or more):
 
 1. *Dark knowledge* (``multiclass_1_gain``): the best KD student, min over (λ̃, χ, T, λ) in
    :data:`KD_BOX` of ε_g (Nelder–Mead, the protocol of the headline's limit figure with T added),
@@ -20,6 +20,9 @@ one line with its numbers:
    (min over χ, T, λ) and its plain copy (χ = 1, T = 1, λ = 10⁻³) stay above the oracle error —
    Menon et al.'s variance argument (*A statistical perspective on distillation*, 2021) says
    Bayes soft labels lower the variance of the student's risk, not that they reach the oracle.
+5. *Along K* (``multiclass_1_gain``, lower row): the gain (± its QMC standard error, :func:`gain_se`)
+   and T* of finding 1 at α = 2 against the number of classes K, ρ_c = 1/K: K = 3, 4 for two
+   close classes by default, K = 3, 4, 5 for orthogonal and two-close centroids with ``--ks 3,4,5``.
 
 Every Gram matrix is scaled to the same mean squared distance between centroids as s·I (2s), so the
 structures differ in *which* classes are close, not in how far apart the classes are on average.
@@ -55,7 +58,9 @@ __all__ = [
     "compute",
     "fashion_mnist_gram",
     "findings",
+    "gain_se",
     "gram_of",
+    "grids_of",
     "load_fashion_mnist_gram",
     "run_multiclass_figures",
     "summary_lines",
@@ -148,16 +153,21 @@ def gram_of(structure: str, k: int, s: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Grids:
-    """The cells of the set.  Defaults: K = 3, α ∈ {0.5, 2}, orthogonal, two-close and the
-    Fashion-MNIST triple with two close classes, s = 2; the oracle at α = 0.5 for orthogonal and
-    two-close centroids; 60 (KD) and 25 (oracle) Nelder–Mead evaluations per optimisation.  A K = 3
-    solve takes 1.5–2.5 CPU-seconds: a KD cell ≈ 115 CPU-seconds, the whole set ≈ 800
-    (``fmnist_apart``, more α and ``ks=(3, 4)`` are heavier options: a K = 4 solve uses scrambled
-    Sobol points, many times the cost)."""
+    """The cells of the set.  Defaults: K = 3 at α ∈ {0.5, 2} for orthogonal, two-close and the
+    Fashion-MNIST triple with two close classes, and K = 4 at α = 2 for two-close centroids (the K
+    axis), s = 2; the oracle at α = 0.5 for orthogonal and two-close centroids; 60 (KD) and 25
+    (oracle) Nelder–Mead evaluations per optimisation.  A solve takes 1.5–2.5 CPU-seconds at K = 3
+    (tensor Gauss–Hermite), ≈ 2.3 at K = 4 and ≈ 3 at K = 5 (scrambled Sobol points, fixed seeds):
+    a KD cell ≈ 120 CPU-seconds at K = 3, 150–170 at K = 4, 185–212 at K = 5; the default set ≈ 1040
+    (:func:`grids_of` with ``--ks 3,4,5``, the stored run, ``fmnist_apart`` and more α are heavier
+    options)."""
 
     alphas: tuple[float, ...] = (0.5, 2.0)
     structures: tuple[str, ...] = ("orthogonal", "two_close", "fmnist_close")
-    ks: tuple[int, ...] = (3,)  #: K of the orthogonal and two-close cells (triples: K = 3)
+    ks: tuple[int, ...] = (3, 4)  #: K of the orthogonal and two-close cells (triples: K = 3)
+    k_alphas: tuple[float, ...] = (2.0,)  #: α of the cells with K ≠ 3 (K = 3: every α of alphas)
+    #: the structures with cells at K ≠ 3 (of orthogonal and two_close)
+    k_structures: tuple[str, ...] = ("two_close",)
     s: float = 2.0  #: centroid strength: mean squared distance 2s
     oracle_alphas: tuple[float, ...] = (0.5,)
     oracle_structures: tuple[str, ...] = ("orthogonal", "two_close")
@@ -170,8 +180,13 @@ class Grids:
             bad = [x for x in getattr(self, name) if x not in STRUCTURES]
             if bad:
                 raise ValueError(f"Grids.{name}: unknown {bad}; allowed {', '.join(STRUCTURES)}")
-        if not all(a > 0 for a in (*self.alphas, *self.oracle_alphas)):
-            raise ValueError("Grids.alphas and oracle_alphas must be > 0")
+        if not all(a > 0 for a in (*self.alphas, *self.oracle_alphas, *self.k_alphas)):
+            raise ValueError("Grids.alphas, oracle_alphas and k_alphas must be > 0")
+        bad = [x for x in self.k_structures if x not in ("orthogonal", "two_close")]
+        if bad:
+            raise ValueError(
+                f"Grids.k_structures: {bad} not allowed; allowed orthogonal, two_close"
+            )
         if not all(isinstance(k, int) and k >= 2 for k in self.ks) or not self.ks:
             raise ValueError(f"Grids.ks must hold ints ≥ 2, got {self.ks}")
         if not (self.s > 0 and 0 < self.tol < 1e-3 and min(self.maxfev, self.oracle_maxfev) >= 5):
@@ -185,7 +200,10 @@ class Grids:
         out = []
         for st in self.structures:
             for k in self.ks if st in ("orthogonal", "two_close") else (3,):
-                out += [("kd", st, k, a) for a in self.alphas]
+                if k == 3:
+                    out += [("kd", st, k, a) for a in self.alphas]
+                elif st in self.k_structures:
+                    out += [("kd", st, k, a) for a in self.k_alphas]
         for st in self.oracle_structures:
             out += [("oracle", st, 3, a) for a in self.oracle_alphas]
         return list(dict.fromkeys(out))
@@ -210,17 +228,19 @@ def teacher_optimum(data: MulticlassMixture, *, tol: float = 1e-8) -> dict:
     the best student without KD."""
     from scipy.optimize import minimize_scalar
 
-    n = [0]
+    n, se = [0], {}
 
     def eg(x):
         n[0] += 1
         sol = _solve(Problem(data, SoftmaxTeacher(math.exp(x)), Student(1.0, 0.0)), tol)
+        se[float(x)] = sol.teacher.eg_se if sol.converged else math.nan
         return sol.teacher.eg if sol.converged else 1.0
 
     lo, hi = KD_BOX["lam_t"]
     res = minimize_scalar(eg, bounds=(math.log(lo), math.log(hi)), method="bounded",
                           options={"xatol": 0.02})  # fmt: skip
-    return {"lam_t": math.exp(res.x), "eg": float(res.fun), "solves": n[0]}
+    return {"lam_t": math.exp(res.x), "eg": float(res.fun), "eg_se": float(se[float(res.x)]),
+            "solves": n[0]}  # fmt: skip
 
 
 def _nelder_mead(fun, x0, steps, bounds, maxfev):
@@ -242,8 +262,8 @@ def best_kd_student(
     Nelder–Mead in (log λ̃, χ, log T, log λ) from (s, 1, 2, s/2), s = ``start`` (the teacher's
     optimum λ̃* is a good s), steps (1, −0.3, 0.7, −1), to 0.02 in each coordinate and 1e-6 in
     ε_g, at most ``maxfev`` solves; an unconverged solve counts as ε_g = 1.  Returns ε_g, the
-    argmin, the teacher's ε̃_g there, ε_g at T = 1 with the other coordinates at the argmin, and
-    the number of solves.
+    argmin, the teacher's ε̃_g there, ε_g at T = 1 with the other coordinates at the argmin, the
+    standard error of ε_g (QMC at K > 3; 0 at K ≤ 3) and the number of solves.
     """
     keys = ("lam_t", "chi", "temperature", "lam")
     bounds = [(math.log(a), math.log(b)) if k != "chi" else (a, b) for k, (a, b) in KD_BOX.items()]
@@ -266,11 +286,13 @@ def best_kd_student(
     _nelder_mead(eg, x0, [1.0, -0.3, 0.7, -1.0], bounds, maxfev)
     best = state["best"]
     if best is None:
-        return {**{k: math.nan for k in (*keys, "eg", "eg_teacher", "eg_t1")}, "solves": state["n"]}
+        return {**{k: math.nan for k in (*keys, "eg", "eg_se", "eg_teacher", "eg_t1")},
+                "solves": state["n"]}  # fmt: skip
     st = best.problem.student
     at_t1 = _solve(Problem(data, best.problem.teacher, replace(st, temperature=1.0)), tol)
     return {
         "eg": float(best.student.eg),
+        "eg_se": float(best.student.eg_se),
         "lam_t": best.problem.teacher.lam,
         "chi": st.chi,
         "temperature": st.temperature,
@@ -314,10 +336,11 @@ def best_oracle_student(data: MulticlassMixture, *, tol: float = 1e-8, maxfev: i
                   "lam": st.lam}  # fmt: skip
 
 
-#: the fields of one cell's record (NaN where a kind does not have them)
+#: the fields of one cell's record (NaN where a kind does not have them); eg_se_* are the standard
+#: errors of the QMC estimates (K > 3; 0 at K ≤ 3)
 FIELDS = (
-    "eg_ridge", "lam_ridge", "eg_kd", "lam_t", "chi", "temperature", "lam", "eg_teacher",
-    "eg_t1", "eg_oracle", "eg_copy", "solves", "seconds", "cpu_seconds",
+    "eg_ridge", "eg_se_ridge", "lam_ridge", "eg_kd", "eg_se_kd", "lam_t", "chi", "temperature",
+    "lam", "eg_teacher", "eg_t1", "eg_oracle", "eg_copy", "solves", "seconds", "cpu_seconds",
 )  # fmt: skip
 
 
@@ -333,6 +356,7 @@ def compute_cell(g: Grids, cell: tuple[str, str, int, float]) -> dict:
         ridge = teacher_optimum(data, tol=g.tol)
         kd = best_kd_student(data, ridge["lam_t"], tol=g.tol, maxfev=g.maxfev)
         out |= {"eg_ridge": ridge["eg"], "lam_ridge": ridge["lam_t"], "eg_kd": kd["eg"]}
+        out |= {"eg_se_ridge": ridge["eg_se"], "eg_se_kd": kd["eg_se"]}
         out |= {key: kd[key] for key in ("lam_t", "chi", "temperature", "lam", "eg_teacher")}
         out |= {"eg_t1": kd["eg_t1"], "solves": ridge["solves"] + kd["solves"]}
     else:
@@ -381,7 +405,9 @@ def compute(g: Grids, journal=None, *, jobs: int = 1, progress: bool = True):
 
     cells = g.cells
     done = dict(journal.done) if journal is not None else {}
-    todo = [(i,) for i in range(len(cells)) if (i,) not in done]
+    # longest first (larger K, KD before oracle): the workers finish together
+    order = sorted(range(len(cells)), key=lambda i: (-cells[i][2], cells[i][0] == "oracle"))
+    todo = [(i,) for i in order if (i,) not in done]
 
     def task(index):
         return index, compute_cell(g, cells[index[0]])
@@ -428,8 +454,14 @@ def findings(ds) -> dict:
         one = kd.isel(cell=i)
         rows[(str(one.structure.values), int(one.K), float(one.alpha))] = {
             k: float(one[k]) for k in ("gain", "gap_closed", "temperature", "lam_t", "lam_ridge",
-                                       "eg_kd", "eg_ridge", "eg_t1", "chi")}  # fmt: skip
+                                       "eg_kd", "eg_ridge", "eg_t1", "chi", "eg_se_ridge",
+                                       "eg_se_kd")}  # fmt: skip
     f["kd"] = rows
+    # along K: the (structure, α) computed at two K or more → {K: row}
+    groups: dict = {}
+    for (st, k, a), v in rows.items():
+        groups.setdefault((st, a), {})[k] = v
+    f["along_k"] = {key: dict(sorted(g.items())) for key, g in groups.items() if len(g) > 1}
     f["oracle"] = {
         (str(orc.structure.values[i]), float(orc.alpha.values[i])): {
             "above": float(orc.eg_kd.values[i] - orc.eg_oracle.values[i]),
@@ -448,8 +480,16 @@ def _by_structure(rows: dict, key: str) -> dict[str, list[float]]:
     return out
 
 
+def gain_se(row: dict) -> float:
+    """An upper bound on the QMC standard error of a gain: √(s.e.(ε_g no KD)² + s.e.(ε_g KD)²)
+    (the two estimates share the Sobol points, so their errors are positively correlated and the
+    error of the difference is smaller; 0 at K ≤ 3)."""
+    return math.hypot(row["eg_se_ridge"], row["eg_se_kd"])
+
+
 def summary_lines(ds, f: dict) -> list[str]:
-    """One line per finding, with its numbers."""
+    """One line per finding, with its numbers (line 5, along K, where two K or more were
+    computed)."""
     rows = f["kd"]
 
     def span(values):
@@ -477,7 +517,16 @@ def summary_lines(ds, f: dict) -> list[str]:
         f"{st} α={a:g}: {v['above']:.3g} (copy χ=1,T=1,λ=1e-3: {v['copy_above']:.3g})"
         for (st, a), v in orc.items()
     )
-    return [line1, line2, line3, line4]
+    lines = [line1, line2, line3, line4]
+    if f["along_k"]:
+        lines.append("5. along K: " + "; ".join(
+            f"{st} α={a:g}: " + ", ".join(
+                f"K={k} gain {v['gain']:.2g}"
+                + (f" ± {gain_se(v):.1g}" if gain_se(v) > 0 else "")
+                + f" ({v['gap_closed']:.2g} of the gap) T* {v['temperature']:.2g}"
+                for k, v in by_k.items())
+            for (st, a), by_k in f["along_k"].items()))  # fmt: skip
+    return lines
 
 
 # ----------------------------------------------------------------------------- figures
@@ -486,24 +535,42 @@ def summary_lines(ds, f: dict) -> list[str]:
 def _figure_gain(ds, f: dict, path: Path) -> None:
     from kdtheory import plotting
 
-    fig, axes = plotting.plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    along_k = f["along_k"]
+    rows = 2 if along_k else 1
+    fig, axes = plotting.plt.subplots(rows, 2, figsize=(11, 4 * rows), layout="constrained",
+                                      squeeze=False)  # fmt: skip
     kd = ds.where(ds["kind"] == "kd", drop=True)
-    for st in dict.fromkeys(kd.structure.values.tolist()):
+    for st in dict.fromkeys(kd.structure.values.tolist()):  # along α: (structure, K) at 2 α or more
         for k in sorted(set(kd.K.values.astype(int).tolist())):
             one = kd.where((kd.structure == st) & (kd.K == k), drop=True)
-            if one.sizes["cell"] == 0:
+            if one.sizes["cell"] < 2:
                 continue
             order = np.argsort(one.alpha.values)
             lab = f"{st}, K={k}"
-            axes[0].plot(one.alpha.values[order], one.gain.values[order], "o-", label=lab)
-            axes[1].plot(one.alpha.values[order], one.temperature.values[order], "o-", label=lab)
-    axes[0].set_ylabel(r"$\varepsilon_g^{\rm no\,KD} - \varepsilon_g^{\rm KD}$ (best of each)")
-    axes[1].set_ylabel(r"optimal temperature $T^*$")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel(plotting.label("alpha"))
-        ax.legend(fontsize=8)
-    plotting.caption(fig, " ".join(summary_lines(ds, f)[:2]))
+            axes[0, 0].plot(one.alpha.values[order], one.gain.values[order], "o-", label=lab)
+            axes[0, 1].plot(one.alpha.values[order], one.temperature.values[order], "o-",
+                            label=lab)  # fmt: skip
+    for (st, a), by_k in along_k.items():  # along K, with the QMC standard errors of the gain
+        ks = list(by_k)
+        lab = f"{st}, α={a:g}"
+        axes[1, 0].errorbar(ks, [v["gain"] for v in by_k.values()],
+                            yerr=[gain_se(v) for v in by_k.values()], fmt="o-", capsize=3,
+                            label=lab)  # fmt: skip
+        axes[1, 1].plot(ks, [v["temperature"] for v in by_k.values()], "o-", label=lab)
+    gain_label = r"$\varepsilon_g^{\rm no\,KD} - \varepsilon_g^{\rm KD}$ (best of each)"
+    for r in range(rows):
+        axes[r, 0].set_ylabel(gain_label)
+        axes[r, 1].set_ylabel(r"optimal temperature $T^*$")
+        axes[r, 1].set_yscale("log")
+        for ax in axes[r]:
+            ax.set_xlabel(plotting.label("alpha") if r == 0 else "number of classes $K$")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+    if along_k:
+        for ax in axes[1]:
+            ax.set_xticks(sorted({k for by_k in along_k.values() for k in by_k}))
+    lines = summary_lines(ds, f)
+    plotting.caption(fig, " ".join(lines[:2] + lines[4:]))
     plotting.save(fig, path)
 
 
@@ -533,15 +600,35 @@ FIGURES = {"multiclass_1_gain": _figure_gain, "multiclass_4_oracle": _figure_ora
 # ----------------------------------------------------------------------------- the job
 
 
+def grids_of(args) -> Grids:
+    """The grids that ``args`` ask for: with ``args.ks`` (``--ks``, e.g. "3,4,5") the K of the
+    orthogonal *and* two-close cells (K ≠ 3 at α = 2), the default :class:`Grids` (K = 3, 4 for
+    two-close centroids only) otherwise."""
+    text = getattr(args, "ks", None)
+    if text is None:
+        return Grids()
+    try:
+        ks = tuple(int(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(
+            f"--ks (--figures multiclass) must be comma-separated integers in 2…6, got {text!r}"
+        ) from None
+    if not ks or len(set(ks)) != len(ks) or not all(2 <= k <= 6 for k in ks):
+        raise ValueError(
+            f"--ks (--figures multiclass) must be distinct integers in 2…6, got {text!r}"
+        )
+    return replace(Grids(), ks=ks, k_structures=("orthogonal", "two_close"))
+
+
 def run_multiclass_figures(args, grids: Grids | None = None) -> list[Path]:
     """Compute, save and plot the set; print one summary line per finding.
 
-    ``args`` carries ``out``, ``jobs``, ``quiet`` and ``wait`` as parsed by
-    ``python -m kdtheory.phase_diagram``; ``grids`` overrides the default :class:`Grids`.
+    ``args`` carries ``out``, ``jobs``, ``quiet``, ``wait`` and ``ks`` as parsed by
+    ``python -m kdtheory.phase_diagram``; ``grids`` overrides :func:`grids_of` ``(args)``.
     """
     from kdtheory import plotting
 
-    g = grids or Grids()
+    g = grids or grids_of(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fix = "choose another --out, or delete multiclass.journal.jsonl there"
