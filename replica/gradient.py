@@ -18,6 +18,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from kdtheory.problem import PARAMETERS, BayesTeacher, check_instance, refuse_covariance
+from replica.multiclass import MulticlassSolution
 from replica.solver import Solution
 from replica.student import DIRECTIONS, FIELDS, StudentMap
 from replica.teacher import TEACHER_DIRECTIONS, _LogisticTeacherMap
@@ -105,6 +106,10 @@ def gradient(solution: Solution, wrt: Iterable[str] | None = None) -> Gradient:
     Gradient
         ``grad[quantity][parameter]`` for every quantity of ``QUANTITIES``.
     """
+    if isinstance(solution, MulticlassSolution):
+        raise ValueError(
+            "solution must be binary for replica.gradient (K classes: not derived yet)"
+        )
     check_instance("solution", solution, Solution)
     refuse_covariance(solution.problem.data, "replica.gradient")
     problem = solution.problem

@@ -142,6 +142,14 @@ def test_zero_ridge_refused_with_a_status():
         replica.optimise(p.replace(lam_t=0.1))
 
 
+def test_gradient_of_a_K_class_solution_refused_in_one_line():
+    # replica.gradient is derived for the binary model only: a clear refusal, not a repr dump
+    sol = replica.solve(Problem(DATA3, SoftmaxTeacher(1.0), Student(0.5)))
+    with pytest.raises(ValueError, match="solution must be binary") as err:
+        replica.gradient(sol)
+    assert "\n" not in str(err.value)
+
+
 def test_kernel_matches_its_numpy_twin():
     rng = np.random.default_rng(0)
     K, n = 4, 50
