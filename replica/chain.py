@@ -224,6 +224,34 @@ def _stage_nodes(
             df[k, u] = -d2 * dhu - kappa * dprev
 
 
+#: terms per partial sum of ``_moments`` (blocked summation: rounding error ~ like numpy's pairwise)
+_BLOCK = 512
+
+
+@njit(cache=True)
+def _moments(w, y, f, f_prev, df):
+    """One pass over the nodes for stage t = len(f_prev) (w sums to 1): E[y f_t], E[f_t f_u]
+    (u < t, then u = t), E[∂f_t/∂ω_u] (u ≤ t) and E[f_t], in that order; summed in blocks of
+    ``_BLOCK`` terms."""
+    t, n = f_prev.shape[0], w.shape[0]
+    k = 2 * t + 4
+    total = np.zeros(k)
+    part = np.zeros(k)
+    for start in range(0, n, _BLOCK):
+        part[:] = 0.0
+        for i in range(start, min(start + _BLOCK, n)):
+            wf = w[i] * f[i]
+            part[0] += wf * y[i]
+            for u in range(t):
+                part[1 + u] += wf * f_prev[u, i]
+            part[1 + t] += wf * f[i]
+            for u in range(t + 1):
+                part[2 + t + u] += w[i] * df[i, u]
+            part[k - 1] += wf
+        total += part
+    return total
+
+
 @njit(cache=True)
 def _soft_labels(h, temperature):
     """p̃ = sig(h/T) at every node."""
@@ -412,11 +440,11 @@ class _Chain:
         alpha, d, loss = self.data.alpha, self.data.delta, self.losses[t]
         m, b, q_row, r_row = x[0], x[1], x[2 : t + 3], x[t + 3 :]
         h, f, dh, df = self.forward(nodes, t, m, b, q_row, r_row, h_warm)
-        w = nodes.w
-        m_hat = alpha * (w @ (nodes.y * f))
-        q_hat = np.array([alpha * d * (w @ (f * nodes.f[u])) for u in range(t)] + [0.0])
-        q_hat[t] = alpha * d * (w @ (f * f))
-        jac = w @ df  # E[∂f_t/∂ω_u], u ≤ t
+        f_prev = nodes.earlier(t, loss.temperature)[0]
+        mom = _moments(nodes.w, nodes.y, f, f_prev, df)
+        m_hat = alpha * mom[0]
+        q_hat = alpha * d * mom[1 : t + 2]
+        jac = mom[t + 2 : 2 * t + 3]  # E[∂f_t/∂ω_u], u ≤ t
         lrow = -alpha * d * jac
         lrow[t] += loss.lam
         r_new = np.zeros(t + 1)
@@ -435,7 +463,7 @@ class _Chain:
         if loss.kind == "bayes":
             b_new = math.log(self.data.rho / (1.0 - self.data.rho))
         else:  # Newton on E[f_t] = 0, capped where the loss is flat (E[∂f_t/∂ω_t] ≈ 0)
-            b_new = b + bias_step(w @ f, -jac[t], d * q_row[t])
+            b_new = b + bias_step(mom[-1], -jac[t], d * q_row[t])
         x_new = np.concatenate([[r_new @ mh, b_new], q_new, r_new])
         return x_new, (h, f, dh, df, m_hat, q_hat)
 
@@ -541,14 +569,17 @@ def _nested_rule(
     if own is None:
         x1, w1 = gauss_hermite(n_own)
         w = nd.w[:, None] * w1
-        rows, cols = np.nonzero(w > PRUNE)
+        keep = w > PRUNE
+        count = keep.sum(axis=1)  # each prefix row's own nodes, in order (np.repeat: no gather)
         prefix = nd
+        xi = np.empty((int(count.sum()), t + 1))
+        xi[:, :t] = np.repeat(prefix.xi, count, axis=0)
+        xi[:, t] = np.broadcast_to(x1, w.shape)[keep]
         nd = _Nodes(
-            prefix.y[rows], prefix.yhat[rows], w[rows, cols],
-            np.column_stack([prefix.xi[rows], x1[cols]]),
+            np.repeat(prefix.y, count), np.repeat(prefix.yhat, count), w[keep], xi
         )  # fmt: skip
         for name in ("h", "f", "dh", "df"):
-            setattr(nd, name, [a[rows] for a in getattr(prefix, name)])
+            setattr(nd, name, [np.repeat(a, count, axis=0) for a in getattr(prefix, name)])
         del prefix
     nd.w = nd.w / nd.w.sum()
     return nd
