@@ -58,21 +58,6 @@ def _check_bounds(problem: Problem, k: str, pair) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_bounds(problem: Problem, k: str, pair) -> tuple[float, float]:
-    """``bounds[k]`` as (lo, hi): a pair of reals inside the parameter's own range (as the
-    dataclasses check it; > 0 on the log scale of λ, T, λ̃, α, Δ) with lo < hi."""
-    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-        raise ValueError(f"bounds[{k!r}] must be a pair (lo, hi), got {pair!r}")
-    owner, name = PARAMETERS[k]
-    lo_, hi_, lo_open, hi_open = type(getattr(problem, owner))._ranges[name]
-    lo_open = lo_open or k in _LOG
-    lo = check_real(f"bounds[{k!r}][0]", pair[0], lo_, hi_, lo_open, hi_open)
-    hi = check_real(f"bounds[{k!r}][1]", pair[1], lo_, hi_, lo_open, hi_open)
-    if not lo < hi:
-        raise ValueError(f"bounds[{k!r}] must have lo < hi, got ({lo!r}, {hi!r})")
-    return lo, hi
-
-
 @dataclass(frozen=True)
 class OptimiseResult:
     """Outcome of ``optimise``.
